@@ -1,0 +1,32 @@
+# `make demo` and `make test` bootstrap .venv on a fresh machine (Python 3.11, Java 17).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: demo test lint bench clean check-java
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: Java 17+ is required (Spark 4). Install it, e.g. 'apt-get install openjdk-17-jre-headless'." >&2; exit 1; }
+	@java -version 2>&1 | head -1 | grep -Eq '"(1[7-9]|2[0-9])' || { echo "error: Java 17+ is required; found: $$(java -version 2>&1 | head -1)" >&2; exit 1; }
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; lakecurate needs Python 3.11" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: check-java $(STAMP)
+	$(VENV)/bin/lakecurate --lake demo-lake demo
+
+test: check-java $(STAMP)
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf demo-lake .pytest_cache

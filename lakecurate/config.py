@@ -1,0 +1,281 @@
+"""Configuration: one YAML file validated into frozen dataclasses, one per section.
+
+Every section works with no file at all. `load_config(path, overrides)` reads the
+file, applies dotted overrides (`{"model.name": "ViT-B-32"}`) and validates; any
+error names the key and the allowed values. `config_hash(cfg)` is stored in each
+commit's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lakecurate.errors import ConfigError
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(key, message)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _check(value in allowed, key, f"got {value!r}; allowed: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    path: str = "./lake"
+    engine: str = "deltalake"  # deltalake (delta-rs commits) | delta-spark (native jars)
+
+    def __post_init__(self):
+        _check(bool(self.path), "lake.path", "must be a non-empty path or URI")
+        _one_of(self.engine, ("deltalake", "delta-spark"), "lake.engine")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "lakecurate"
+    shuffle_partitions: int = 8
+    arrow_batch_rows: int = 1024
+    conf: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _check(self.shuffle_partitions >= 1, "spark.shuffle_partitions", "must be >= 1")
+        _check(self.arrow_batch_rows >= 1, "spark.arrow_batch_rows", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    uri: str
+    format: str = "auto"
+
+
+SOURCE_FORMATS = ("auto", "webdataset", "folder", "parquet", "jsonl", "urls")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    max_pixels: int = 89_478_485  # Pillow's own decompression-bomb limit
+    min_side: int = 16
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_caption_chars: int = 4096
+    caption_column: str = "caption"
+    image_column: str = "image"
+    path_column: str = "image_path"
+    url_column: str = "url"
+    files_per_task: int = 1
+
+    def __post_init__(self):
+        _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
+        _check(self.min_side >= 1, "ingest.min_side", "must be >= 1")
+        _check(self.max_caption_chars >= 1, "ingest.max_caption_chars", "must be >= 1")
+        _check(self.max_image_bytes > 0, "ingest.max_image_bytes", "must be > 0")
+        _check(self.files_per_task >= 1, "ingest.files_per_task", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"  # a tag, a checkpoint path, or "none"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda
+    batch_size: int = 64
+    decode_threads: int = 2
+
+    def __post_init__(self):
+        _one_of(self.precision, ("auto", "fp32", "bf16", "fp16"), "model.precision")
+        _one_of(self.device, ("auto", "cpu", "cuda"), "model.device")
+        _check(self.batch_size >= 1, "model.batch_size", "must be >= 1")
+        _check(self.decode_threads >= 1, "model.decode_threads", "must be >= 1")
+
+
+DEDUP_METHODS = ("exact", "phash", "minhash", "semantic")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    methods: tuple[str, ...] = ("exact", "phash", "minhash")
+    phash_max_distance: int = 6
+    minhash_num_perm: int = 128
+    minhash_seed: int = 1
+    minhash_ngram: int = 3
+    minhash_shingle: str = "char"  # char | word
+    minhash_threshold: float = 0.7
+    minhash_bands: int = 0  # 0: chosen from the threshold like datasketch's LSH
+    semantic_eps: float = 0.07
+    semantic_clusters: int = 0  # 0: about sqrt(n / 2)
+    semantic_keep: str = "hard"  # hard | easy | random
+    keeper: tuple[str, ...] = ("clip_score", "resolution", "uid")
+
+    def __post_init__(self):
+        for m in self.methods:
+            _one_of(m, DEDUP_METHODS, "dedup.methods")
+        _check(0 <= self.phash_max_distance <= 31, "dedup.phash_max_distance", "0..31")
+        _check(8 <= self.minhash_num_perm <= 1024, "dedup.minhash_num_perm", "8..1024")
+        _check(1 <= self.minhash_ngram <= 16, "dedup.minhash_ngram", "1..16")
+        _one_of(self.minhash_shingle, ("char", "word"), "dedup.minhash_shingle")
+        _check(0 < self.minhash_threshold < 1, "dedup.minhash_threshold", "in (0, 1)")
+        _check(self.minhash_bands >= 0, "dedup.minhash_bands", "must be >= 0")
+        _check(0 < self.semantic_eps < 1, "dedup.semantic_eps", "in (0, 1)")
+        _one_of(self.semantic_keep, ("hard", "easy", "random"), "dedup.semantic_keep")
+        for k in self.keeper:
+            _one_of(k, ("clip_score", "resolution", "uid"), "dedup.keeper")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    recipe: str = "default"  # a built-in recipe name or a YAML file
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    name: str = "default"
+    out: str = ""  # default: <lake>/_published
+    shard_size: int = 1000
+    shard_bytes: int = 0  # 0: no byte limit
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.shard_size >= 1, "publish.shard_size", "must be >= 1")
+        _check(self.shard_bytes >= 0, "publish.shard_bytes", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    lease_timeout_s: int = 3600
+    heartbeat_s: int = 30
+
+
+@dataclass(frozen=True)
+class Config:
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    refresh: RefreshConfig = field(default_factory=RefreshConfig)
+
+    def table_path(self, table: str) -> str:
+        return f"{self.lake.path.rstrip('/')}/{table}"
+
+
+# --- building dataclasses from plain data, with errors that name the key ---------------
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and tp is SourceConfig:
+            value = {"uri": value}
+        _check(isinstance(value, dict), key, f"expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin is tuple:
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        _check(isinstance(value, list | tuple), key, "expected a list")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is dict:
+        _check(isinstance(value, dict), key, "expected a mapping")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        try:
+            _check(not isinstance(value, bool), key, "expected an integer")
+            return int(value) if isinstance(value, str) else _exact(value, int, key)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(key, f"expected a number, got {value!r}") from None
+    if tp is str:
+        _check(isinstance(value, str | int | float), key, f"expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _exact(value: Any, tp: type, key: str) -> Any:
+    _check(isinstance(value, tp), key, f"expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        _check(k in names, key, f"unknown key; allowed: {', '.join(sorted(names))}")
+        kwargs[k] = _coerce(v, hints[k], key)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(prefix or cls.__name__, str(e)) from None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        _check(isinstance(node, dict), dotted, "cannot set a key under a non-mapping")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (YAML; optional), apply dotted `overrides`, validate, return a Config."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError("--config", f"file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError("--config", f"{p} is not valid YAML: {e}") from None
+        _check(isinstance(loaded, dict), "--config", f"{p} must hold a mapping at the top")
+        data = loaded
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    return _build(Config, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+def config_hash(cfg: Any) -> str:
+    """A short, stable hash of a config (or a section of one)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def replace(cfg: Config, **sections: Any) -> Config:
+    """`replace(cfg, model={"name": "x"})`: a new Config with those keys changed."""
+    data = to_dict(cfg)
+    for section, changes in sections.items():
+        if isinstance(changes, dict):
+            data[section].update(changes)
+        else:
+            data[section] = changes
+    return _build(Config, data)

@@ -1,0 +1,436 @@
+"""The lake: Delta tables written from Spark and committed with delta-rs.
+
+Delta's Spark jars cannot be fetched on the machines this project targets, so
+the table layer speaks the Delta protocol through `deltalake` and keeps Spark for
+compute (DESIGN.md, "Delta without Delta's jars"):
+
+* write: `DeltaCommitDataSource` is a PySpark Python data source. Each executor
+  task streams its Arrow batches into one Parquet file inside the table directory
+  (under a temporary name, renamed when the task finishes) and returns the file's
+  add-action. The driver-side `commit()` checks every file and commits them all in
+  ONE Delta transaction, with the job, run id and config hash in the commit's
+  metadata. `abort()` removes the files of finished tasks; a failed task leaves at
+  most an `.inprogress` file that no table version references.
+* read: the file list of a version comes from delta-rs; Spark reads the Parquet
+  files natively with the table's schema.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
+
+from lakecurate.errors import JobError
+from lakecurate.schemas import TABLES, TableSpec
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lakecurate_delta"
+META_PREFIX = "lakecurate."
+VOLATILE_COLUMNS = ("run_id", "ingested_at", "rejected_at", "embedded_at", "created_at")
+_STAT_STRING_MAX = 64  # longer strings get no min/max stats
+
+
+# --- executor side ----------------------------------------------------------------------
+
+
+@dataclass
+class FileWritten(WriterCommitMessage):
+    """What one task wrote: a Parquet file relative to the table root, and its stats."""
+
+    path: str
+    size: int
+    num_rows: int
+    stats: str
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return pafs.FileSystem.from_uri(uri)
+
+
+class _StatsCollector:
+    """Delta `stats` JSON (numRecords, minValues, maxValues, nullCount) over batches."""
+
+    def __init__(self, schema: pa.Schema):
+        self.cols = [
+            f.name
+            for f in schema
+            if pa.types.is_integer(f.type)
+            or pa.types.is_floating(f.type)
+            or pa.types.is_string(f.type)
+            or pa.types.is_boolean(f.type)
+        ]
+        self.num_rows = 0
+        self.mins: dict[str, Any] = {}
+        self.maxs: dict[str, Any] = {}
+        self.nulls: dict[str, int] = {c: 0 for c in self.cols}
+        self.skip: set[str] = set()
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        import pyarrow.compute as pc
+
+        self.num_rows += batch.num_rows
+        for c in self.cols:
+            arr = batch.column(c)
+            self.nulls[c] += arr.null_count
+            if c in self.skip or arr.null_count == len(arr):
+                continue
+            mm = pc.min_max(arr).as_py()
+            lo, hi = mm["min"], mm["max"]
+            if isinstance(lo, str) and max(len(lo), len(hi)) > _STAT_STRING_MAX:
+                self.skip.add(c)
+                continue
+            self.mins[c] = lo if c not in self.mins else min(self.mins[c], lo)
+            self.maxs[c] = hi if c not in self.maxs else max(self.maxs[c], hi)
+
+    def to_json(self) -> str:
+        keep = [c for c in self.mins if c not in self.skip]
+        return json.dumps(
+            {
+                "numRecords": self.num_rows,
+                "minValues": {c: self.mins[c] for c in keep},
+                "maxValues": {c: self.maxs[c] for c in keep},
+                "nullCount": self.nulls,
+            },
+            allow_nan=False,
+            default=str,
+        )
+
+
+class _TaskWriter(DataSourceArrowWriter):
+    def __init__(self, table_uri: str, schema: pa.Schema, options: dict[str, str]):
+        self.table_uri = table_uri
+        self.schema = schema
+        self.options = options
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> FileWritten:
+        fs, root = _filesystem(self.table_uri)
+        name = f"part-{uuid.uuid4().hex}-c000.zstd.parquet"
+        tmp = f"{root}/.{name}.inprogress"
+        stats = _StatsCollector(self.schema)
+        writer = None
+        try:
+            for batch in iterator:
+                if batch.num_rows == 0:
+                    continue
+                batch = _conform(batch, self.schema)
+                if writer is None:
+                    fs.create_dir(root, recursive=True)
+                    writer = pq.ParquetWriter(tmp, self.schema, filesystem=fs, compression="zstd")
+                writer.write_batch(batch)
+                stats.update(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            return FileWritten(path="", size=0, num_rows=0, stats="")
+        fs.move(tmp, f"{root}/{name}")
+        size = fs.get_file_info(f"{root}/{name}").size
+        return FileWritten(path=name, size=size, num_rows=stats.num_rows, stats=stats.to_json())
+
+    def commit(self, messages: list[FileWritten | None]) -> None:
+        files = [m for m in messages if m is not None and m.num_rows > 0]
+        commit_files(
+            self.table_uri,
+            self.schema,
+            files,
+            mode=self.options.get("mode", "append"),
+            remove=json.loads(self.options.get("remove", "[]")),
+            metadata=json.loads(self.options.get("metadata", "{}")),
+        )
+
+    def abort(self, messages: list[FileWritten | None]) -> None:
+        fs, root = _filesystem(self.table_uri)
+        for m in messages:
+            if m is not None and m.path:
+                try:
+                    fs.delete_file(f"{root}/{m.path}")
+                except OSError:
+                    pass
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast a batch to the table schema (Spark hands over its own integer/timestamp types)."""
+    if batch.schema.equals(schema):
+        return batch
+    missing = [n for n in schema.names if n not in batch.schema.names]
+    if missing:
+        raise JobError(f"rows written lack columns {missing} of the table schema")
+    cols = [batch.column(n).cast(schema.field(n).type) for n in schema.names]
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+class DeltaCommitDataSource(DataSource):
+    """`df.write.format("lakecurate_delta").option("table", name).save(uri)`."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def writer(self, schema, overwrite: bool) -> _TaskWriter:
+        table = self.options["table"]
+        uri = self.options["path"]
+        opts = dict(self.options)
+        if overwrite:
+            opts["mode"] = "overwrite"
+        return _TaskWriter(uri, TABLES[table].schema, opts)
+
+
+# --- driver side ------------------------------------------------------------------------
+
+
+def commit_files(
+    table_uri: str,
+    schema: pa.Schema,
+    files: list[FileWritten],
+    mode: str = "append",
+    remove: list[dict] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Check that every file exists, then commit adds (and removes) in one transaction."""
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+    fs, root = _filesystem(table_uri)
+    now = int(time.time() * 1000)
+    adds = []
+    for f in files:
+        info = fs.get_file_info(f"{root}/{f.path}")
+        if info.type != pafs.FileType.File or info.size != f.size:
+            raise JobError(f"{table_uri}: written file {f.path} is missing or changed; not committed")
+        adds.append(AddAction(f.path, f.size, {}, now, True, f.stats))
+    removes = [RemoveAction(r["path"], True, now, r.get("size")) for r in (remove or [])]
+    props = CommitProperties(custom_metadata=metadata or {})
+    if not DeltaTable.is_deltatable(table_uri):
+        create_table_with_add_actions(
+            table_uri, DeltaSchema.from_arrow(schema), adds, mode="error", commit_properties=props
+        )
+        return
+    if not adds and not removes and mode == "append":
+        return
+    DeltaTable(table_uri).create_write_transaction(
+        adds + removes, mode, DeltaSchema.from_arrow(schema), commit_properties=props
+    )
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Who writes a commit: stored under `lakecurate.*` keys in its metadata."""
+
+    job: str
+    run_id: str
+    config_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self, **more: Any) -> dict[str, Any]:
+        meta = {"job": self.job, "run_id": self.run_id, "config_hash": self.config_hash}
+        meta.update(self.extra)
+        meta.update(more)
+        return {META_PREFIX + k: v for k, v in meta.items()}
+
+
+class Lake:
+    """A directory (or object-store prefix) of Delta tables named in `schemas.TABLES`."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    @staticmethod
+    def spec(table: str) -> TableSpec:
+        if table not in TABLES:
+            raise JobError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+        return TABLES[table]
+
+    def exists(self, table: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.uri(table))
+
+    def delta(self, table: str, version: int | str | None = None):
+        from deltalake import DeltaTable
+
+        if not self.exists(table):
+            raise JobError(f"table {table!r} does not exist yet in lake {self.root}")
+        return DeltaTable(self.uri(table), version=version)
+
+    def version(self, table: str) -> int | None:
+        return self.delta(table).version() if self.exists(table) else None
+
+    def versions(self) -> dict[str, int]:
+        return {t: v for t in TABLES if (v := self.version(t)) is not None}
+
+    def ensure(self, table: str, commit: Commit) -> int:
+        """Create `table` empty if it does not exist; return its version."""
+        if not self.exists(table):
+            commit_files(self.uri(table), self.spec(table).schema, [], metadata=commit.metadata())
+        return self.version(table)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, spark, table: str, version: int | str | None = None):
+        """The table at `version` (int, ISO timestamp, or None for the latest) as a DataFrame."""
+        spec = self.spec(table)
+        sschema = spec.spark_schema()
+        if version is None and not self.exists(table):
+            return spark.createDataFrame([], sschema)
+        dt = self.delta(table)
+        if isinstance(version, str):
+            from datetime import datetime
+
+            dt.load_as_version(datetime.fromisoformat(version))
+        elif version is not None:
+            dt.load_as_version(int(version))
+        files = [_spark_uri(u) for u in dt.file_uris()]
+        if not files:
+            return spark.createDataFrame([], sschema)
+        return spark.read.schema(sschema).parquet(*files)
+
+    def history(self, table: str) -> list[dict[str, Any]]:
+        rows = []
+        for h in self.delta(table).history():
+            rows.append(
+                {
+                    "version": h.get("version"),
+                    "timestamp": h.get("timestamp"),
+                    "operation": h.get("operation"),
+                    **{k[len(META_PREFIX) :]: v for k, v in h.items() if k.startswith(META_PREFIX)},
+                }
+            )
+        return rows
+
+    def count(self, table: str) -> int:
+        if not self.exists(table):
+            return 0
+        return sum(int(a.get("num_records") or 0) for a in self.add_actions(table))
+
+    def add_actions(self, table: str) -> list[dict[str, Any]]:
+        """The current files of `table` with flattened stats (`min.<col>`, `max.<col>`)."""
+        return pa.table(self.delta(table).get_add_actions(flatten=True)).to_pylist()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        df,
+        table: str,
+        commit: Commit,
+        mode: str = "append",
+        remove: list[dict] | None = None,
+        **metadata: Any,
+    ) -> int:
+        """Write `df` to `table` in one Delta commit; return the table's version after it."""
+        spec = self.spec(table)
+        df = df.select(*spec.columns)
+        (
+            df.write.format(FORMAT)
+            .mode("overwrite" if mode == "overwrite" else "append")
+            .option("table", table)
+            .option("remove", json.dumps(remove or []))
+            .option("metadata", json.dumps(commit.metadata(**metadata), default=str))
+            .save(self.uri(table))
+        )
+        if not self.exists(table):  # nothing written to a new table: still create it
+            self.ensure(table, commit)
+        return self.version(table)
+
+    def append_new(self, df, table: str, commit: Commit, **metadata: Any) -> tuple[int, int]:
+        """Append the rows of `df` whose key is not in the table yet; return (version, rows)."""
+        spec = self.spec(table)
+        df = df.dropDuplicates(list(spec.key))
+        if self.exists(table):
+            current = self.read(self.spark_of(df), table).select(*spec.key)
+            df = df.join(current, on=list(spec.key), how="left_anti")
+        df = df.select(*spec.columns).persist()
+        try:
+            n = df.count()
+            if n == 0:
+                return self.ensure(table, commit), 0
+            return self.write(df, table, commit, rows_added=n, **metadata), n
+        finally:
+            df.unpersist()
+
+    def replace_where(
+        self, df, table: str, column: str, value: str, commit: Commit, **metadata: Any
+    ) -> tuple[int, bool]:
+        """Make the rows with `column == value` exactly those of `df`, in one commit.
+
+        Files holding only that value are removed and the new files added in the same
+        transaction; a file that mixes values is rewritten without them. When the
+        content (ignoring run ids and timestamps) is unchanged, nothing is committed.
+        Returns (version, changed).
+        """
+        from pyspark.sql import functions as F
+
+        spec = self.spec(table)
+        df = df.select(*spec.columns).persist()
+        try:
+            if not self.exists(table):
+                return self.write(df, table, commit, **metadata), True
+            spark = self.spark_of(df)
+            current = self.read(spark, table).filter(F.col(column) == value)
+            if fingerprint(current, spec) == fingerprint(df, spec):
+                return self.version(table), False
+            whole, mixed = self._files_holding(table, column, value)
+            new = df
+            if mixed:
+                keep = spark.read.schema(spec.spark_schema()).parquet(
+                    *[_spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
+                )
+                new = df.unionByName(keep.filter(F.col(column) != value))
+            return self.write(new, table, commit, remove=whole + mixed, **metadata), True
+        finally:
+            df.unpersist()
+
+    def _files_holding(self, table: str, column: str, value: str) -> tuple[list, list]:
+        whole, mixed = [], []
+        for a in self.add_actions(table):
+            lo, hi = a.get(f"min.{column}"), a.get(f"max.{column}")
+            entry = {"path": a["path"], "size": a["size_bytes"]}
+            if lo == hi == value:
+                whole.append(entry)
+            elif lo is None or hi is None or lo <= value <= hi:
+                mixed.append(entry)
+        return whole, mixed
+
+    @staticmethod
+    def spark_of(df):
+        return df.sparkSession
+
+
+def fingerprint(df, spec: TableSpec) -> tuple[int, str]:
+    """(row count, order-independent content hash) ignoring run ids and timestamps."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in spec.columns if c not in VOLATILE_COLUMNS]
+    row = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).agg(
+        F.count("*").alias("n"), F.sum("h").alias("s")
+    ).first()
+    return int(row["n"]), str(row["s"])
+
+
+def _spark_uri(uri: str) -> str:
+    """delta-rs object-store schemes -> Hadoop's (s3:// -> s3a://)."""
+    if uri.startswith("s3://"):
+        return "s3a://" + uri[len("s3://") :]
+    return uri
+
+
+def new_run_id(job: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{job}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,240 @@
+"""Generated sample data: Pillow-drawn scenes whose captions describe them.
+
+Used by `lakecurate demo`, the tests and the benchmarks. Besides clean pairs it
+injects what a curation pipeline must catch, and records the truth in
+`labels.json` so tests can check what was found:
+
+* exact image duplicates (same bytes, reworded caption),
+* near-duplicate images (re-encoded at another JPEG quality, resized, cropped),
+* near-duplicate captions (one or two words changed on a different image),
+* swapped captions (a pair whose caption describes another image),
+* bad records (corrupt bytes, empty caption, an image below the size floor).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 60, 170),
+    "orange": (245, 140, 30),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "gray": (128, 128, 128),
+    "pink": (240, 150, 190),
+}
+SHAPES = ("circle", "square", "triangle", "ring", "bar")
+SIZES = ("small", "large")
+PLACES = ("on the left", "on the right", "at the top", "at the bottom", "in the middle")
+TEMPLATES = (
+    "a {size} {color} {shape} {place} of a {bg} background",
+    "photo of a {size} {color} {shape} {place}, {bg} backdrop",
+    "{color} {shape}, {size}, drawn {place} over {bg}",
+)
+
+
+@dataclass
+class Scene:
+    bg: str
+    objects: list[tuple[str, str, str, str]]  # (size, color, shape, place)
+    size: tuple[int, int]
+
+    def caption(self, rng: random.Random) -> str:
+        parts = []
+        for i, (sz, color, shape, place) in enumerate(self.objects):
+            t = rng.choice(TEMPLATES) if i == 0 else "and a {size} {color} {shape} {place}"
+            parts.append(t.format(size=sz, color=color, shape=shape, place=place, bg=self.bg))
+        return " ".join(parts)
+
+
+def random_scene(rng: random.Random) -> Scene:
+    bg = rng.choice(list(COLORS))
+    n = rng.randint(1, 3)
+    objs = []
+    for _ in range(n):
+        color = rng.choice([c for c in COLORS if c != bg])
+        objs.append((rng.choice(SIZES), color, rng.choice(SHAPES), rng.choice(PLACES)))
+    w, h = rng.choice([(128, 128), (160, 120), (120, 160), (192, 144), (144, 144)])
+    return Scene(bg, objs, (w, h))
+
+
+def _center(place: str, w: int, h: int, rng: random.Random) -> tuple[int, int]:
+    jitter = lambda s: rng.randint(-s // 12, s // 12)  # noqa: E731
+    x, y = {
+        "on the left": (w // 4, h // 2),
+        "on the right": (3 * w // 4, h // 2),
+        "at the top": (w // 2, h // 4),
+        "at the bottom": (w // 2, 3 * h // 4),
+        "in the middle": (w // 2, h // 2),
+    }[place]
+    return x + jitter(w), y + jitter(h)
+
+
+def render(scene: Scene, rng: random.Random) -> Image.Image:
+    w, h = scene.size
+    img = Image.new("RGB", (w, h), COLORS[scene.bg])
+    d = ImageDraw.Draw(img)
+    for sz, color, shape, place in scene.objects:
+        cx, cy = _center(place, w, h, rng)
+        r = (min(w, h) // 5) if sz == "large" else (min(w, h) // 10)
+        box = (cx - r, cy - r, cx + r, cy + r)
+        fill = COLORS[color]
+        if shape == "circle":
+            d.ellipse(box, fill=fill)
+        elif shape == "square":
+            d.rectangle(box, fill=fill)
+        elif shape == "triangle":
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        elif shape == "ring":
+            d.ellipse(box, outline=fill, width=max(2, r // 3))
+        else:
+            d.rectangle((cx - r, cy - r // 3, cx + r, cy + r // 3), fill=fill)
+    # texture so that perceptual hashes of different scenes differ
+    for _ in range(6):
+        x, y = rng.randrange(w), rng.randrange(h)
+        d.line((x, y, rng.randrange(w), rng.randrange(h)), fill=rng.choice(list(COLORS.values())))
+    return img
+
+
+def jpeg(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def edit_caption(caption: str, rng: random.Random, n_words: int = 1) -> str:
+    words = caption.split()
+    vocab = list(COLORS) + list(SHAPES) + ["tiny", "huge", "bright", "pale"]
+    for _ in range(n_words):
+        i = rng.randrange(len(words))
+        words[i] = rng.choice([v for v in vocab if v != words[i]])
+    return " ".join(words)
+
+
+@dataclass
+class Record:
+    key: str
+    image: bytes
+    caption: str | None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class SampleSet:
+    records: list[Record]
+    labels: dict[str, list]
+
+    def write_webdataset(self, out_dir: str | Path, shard_size: int = 500) -> list[Path]:
+        """Write img2dataset-style tars (`key.jpg`, `key.txt`, `key.json`)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for s in range(0, len(self.records), shard_size):
+            path = out / f"{s // shard_size:05d}.tar"
+            with tarfile.open(path, "w") as tar:
+                for r in self.records[s : s + shard_size]:
+                    members = {"jpg": r.image, "json": json.dumps(r.meta).encode()}
+                    if r.caption is not None:
+                        members["txt"] = r.caption.encode("utf-8")
+                    for ext, data in members.items():
+                        info = tarfile.TarInfo(f"{r.key}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+            paths.append(path)
+        (out / "labels.json").write_text(json.dumps(self.labels))
+        return paths
+
+    def write_folder(self, out_dir: str | Path) -> Path:
+        """Write an image folder with sidecar `.txt` captions."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for r in self.records:
+            (out / f"{r.key}.jpg").write_bytes(r.image)
+            if r.caption is not None:
+                (out / f"{r.key}.txt").write_text(r.caption, encoding="utf-8")
+        return out
+
+
+def generate(
+    n: int = 2000,
+    seed: int = 0,
+    dup_rate: float = 0.05,
+    near_dup_rate: float = 0.05,
+    caption_dup_rate: float = 0.05,
+    swap_rate: float = 0.03,
+    bad_rate: float = 0.01,
+    prefix: str = "s",
+) -> SampleSet:
+    """About `n` records: clean pairs plus the injected cases listed in the module doc."""
+    rng = random.Random(seed)
+    labels: dict[str, list] = {"exact": [], "near_image": [], "near_caption": [], "swapped": [], "bad": []}
+    records: list[Record] = []
+    base: list[tuple[Scene, Image.Image, Record]] = []
+
+    def key() -> str:
+        return f"{prefix}{len(records):07d}"
+
+    n_special = int(n * (dup_rate + near_dup_rate + caption_dup_rate + swap_rate + bad_rate))
+    for _ in range(max(1, n - n_special)):
+        scene = random_scene(rng)
+        img = render(scene, rng)
+        rec = Record(key(), jpeg(img, rng.choice([85, 90, 95])), scene.caption(rng))
+        rec.meta = {"url": f"https://example.com/img/{rec.key}.jpg", "source": "generated"}
+        records.append(rec)
+        base.append((scene, img, rec))
+
+    def pick() -> tuple[Scene, Image.Image, Record]:
+        return base[rng.randrange(len(base))]
+
+    for _ in range(int(n * dup_rate)):
+        _, _, orig = pick()
+        rec = Record(key(), orig.image, edit_caption(orig.caption, rng, 3), {"dup_of": orig.key})
+        records.append(rec)
+        labels["exact"].append([orig.key, rec.key])
+    for _ in range(int(n * near_dup_rate)):
+        scene, img, orig = pick()
+        w, h = img.size
+        how = rng.choice(["reencode", "resize", "crop"])
+        if how == "resize":
+            img2 = img.resize((int(w * 0.75), int(h * 0.75)))
+        elif how == "crop":
+            img2 = img.crop((2, 2, w - 2, h - 2))
+        else:
+            img2 = img
+        rec = Record(key(), jpeg(img2, rng.choice([60, 70])), orig.caption, {"near_of": orig.key})
+        records.append(rec)
+        labels["near_image"].append([orig.key, rec.key, how])
+    for _ in range(int(n * caption_dup_rate)):
+        scene = random_scene(rng)
+        _, _, orig = pick()
+        rec = Record(key(), jpeg(render(scene, rng)), edit_caption(orig.caption, rng, 1))
+        records.append(rec)
+        labels["near_caption"].append([orig.key, rec.key])
+    for _ in range(int(n * swap_rate)):
+        scene = random_scene(rng)
+        _, _, other = pick()
+        rec = Record(key(), jpeg(render(scene, rng)), other.caption + " ")
+        records.append(rec)
+        labels["swapped"].append([rec.key])
+    for i in range(int(n * bad_rate)):
+        kind = ["corrupt", "empty_caption", "too_small"][i % 3]
+        if kind == "corrupt":
+            rec = Record(key(), b"\xff\xd8\xff\xe0 this is not a jpeg", "a broken image")
+        elif kind == "empty_caption":
+            rec = Record(key(), jpeg(render(random_scene(rng), rng)), "")
+        else:
+            rec = Record(key(), jpeg(Image.new("RGB", (8, 8), (1, 2, 3))), "a tiny gray dot")
+        records.append(rec)
+        labels["bad"].append([rec.key, kind])
+    return SampleSet(records, labels)

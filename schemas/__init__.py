@@ -1,0 +1,20 @@
+"""One module per Delta table of the lake; `TABLES` maps table name -> TableSpec."""
+
+from lakecurate.schemas import (
+    datasets,
+    duplicates,
+    embeddings,
+    pairs,
+    rejects,
+    selection,
+    signals,
+    sources,
+)
+from lakecurate.schemas.base import TableSpec
+
+TABLES: dict[str, TableSpec] = {
+    m.SPEC.name: m.SPEC
+    for m in (sources, pairs, rejects, embeddings, signals, duplicates, selection, datasets)
+}
+
+__all__ = ["TABLES", "TableSpec"]

@@ -1,0 +1,23 @@
+"""`duplicates`: one row per (uid, method) for every member of a duplicate group."""
+
+import pyarrow as pa
+
+from lakecurate.schemas.base import TableSpec, field
+
+METHODS = ("exact", "exact_caption", "phash", "minhash", "semantic")
+
+SPEC = TableSpec(
+    name="duplicates",
+    schema=pa.schema(
+        [
+            field("uid", pa.string(), False),
+            field("method", pa.string(), False),
+            field("group_id", pa.string(), False),
+            field("keeper_uid", pa.string(), False),
+            field("similarity", pa.float32()),  # to the keeper; 1.0 for the keeper itself
+            field("config_slug", pa.string()),
+            field("run_id", pa.string()),
+        ]
+    ),
+    key=("uid", "method"),
+)

@@ -1,0 +1,24 @@
+"""`signals`: one row per uid of cheap per-sample signals used by dedup and select."""
+
+import pyarrow as pa
+
+from lakecurate.schemas.base import TableSpec, field
+
+SPEC = TableSpec(
+    name="signals",
+    schema=pa.schema(
+        [
+            field("uid", pa.string(), False),
+            field("phash", pa.int64()),  # 64-bit DCT perceptual hash, as signed int64
+            field("caption_sha256", pa.string()),  # of the normalised caption
+            field("caption_chars", pa.int32()),
+            field("caption_words", pa.int32()),
+            field("width", pa.int32()),
+            field("height", pa.int32()),
+            field("aspect", pa.float32()),  # max(w, h) / min(w, h)
+            field("resolution", pa.int32()),  # min(w, h)
+            field("run_id", pa.string()),
+        ]
+    ),
+    key=("uid",),
+)

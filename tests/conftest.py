@@ -1,0 +1,74 @@
+"""Shared fixtures: one local Spark session per test session, a fresh lake per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    from lakecurate.config import SparkConfig
+    from lakecurate.session import configure_builder, configure_environment, register_sources
+
+    configure_environment()
+    cfg = SparkConfig(master="local[2]", shuffle_partitions=2, arrow_batch_rows=256)
+    session = configure_builder(SparkSession.builder, cfg).getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    register_sources(session)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_path(tmp_path) -> str:
+    return str(tmp_path / "lake")
+
+
+@pytest.fixture
+def lake(lake_path):
+    from lakecurate.lake import Lake
+
+    return Lake(lake_path)
+
+
+@pytest.fixture
+def cfg(lake_path):
+    """A Config for tests: the tmp lake, local[2], the tiny model."""
+    from lakecurate.config import load_config
+
+    return load_config(
+        None,
+        {
+            "lake.path": lake_path,
+            "spark.master": "local[2]",
+            "spark.shuffle_partitions": 2,
+            "model.name": "lakecurate-tiny",
+            "model.pretrained": "none",
+            "model.batch_size": 32,
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def sample_set():
+    """~300 generated records with injected duplicates and bad records (labels included)."""
+    from lakecurate.sample import generate
+
+    return generate(n=300, seed=7)
+
+
+@pytest.fixture
+def wds_dir(tmp_path, sample_set):
+    out = tmp_path / "wds"
+    sample_set.write_webdataset(out, shard_size=100)
+    return out
