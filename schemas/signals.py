@@ -17,6 +17,8 @@ SPEC = TableSpec(
             field("height", pa.int32()),
             field("aspect", pa.float32()),  # max(w, h) / min(w, h)
             field("resolution", pa.int32()),  # min(w, h)
+            field("semantic_cluster", pa.int32()),  # k-means cluster of the image embedding
+            field("centroid_sim", pa.float32()),  # cosine(image_emb, its cluster centroid)
             field("run_id", pa.string()),
         ]
     ),
