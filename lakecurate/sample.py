@@ -155,6 +155,46 @@ class SampleSet:
         (out / "labels.json").write_text(json.dumps(self.labels))
         return paths
 
+    def pair_rows(self) -> list[dict]:
+        """Rows of the `pairs` table for the decodable, captioned records (no ingest needed).
+
+        For tests of later stages; ingest itself is the real path into the lake.
+        """
+        from lakecurate.udfs.text import make_uid, sha256_hex
+
+        rows, seen = [], set()
+        for r in self.records:
+            try:
+                with Image.open(io.BytesIO(r.image)) as im:
+                    w, h = im.size
+            except OSError:
+                continue
+            if not r.caption or min(w, h) < 16:
+                continue
+            sha = sha256_hex(r.image)
+            uid = make_uid(sha, r.caption)
+            if uid in seen:
+                continue
+            seen.add(uid)
+            rows.append(
+                {
+                    "uid": uid,
+                    "image_sha256": sha,
+                    "caption": r.caption,
+                    "image": r.image,
+                    "image_format": "jpeg",
+                    "width": w,
+                    "height": h,
+                    "url": r.meta.get("url"),
+                    "source_uri": "generated",
+                    "source_key": r.key,
+                    "meta_json": json.dumps(r.meta),
+                    "run_id": "sample",
+                    "ingested_at": None,
+                }
+            )
+        return rows
+
     def write_folder(self, out_dir: str | Path) -> Path:
         """Write an image folder with sidecar `.txt` captions."""
         out = Path(out_dir)
