@@ -152,8 +152,22 @@ class PublishConfig:
 
 @dataclass(frozen=True)
 class RefreshConfig:
-    lease_timeout_s: int = 3600
+    """The nightly refresh: its lease (see `lakecurate.lease`) and its logs."""
+
+    lease_timeout_s: int = 3600  # a lease whose heartbeat is older than this is stale
     heartbeat_s: int = 30
+    lease_dir: str = ""  # default: the lake root (set it for a lake on an object store)
+    log_json: bool = False  # JSON lines instead of text logs
+    log_file: str = ""  # also (or only, with log_json) write the log here
+
+    def __post_init__(self):
+        _check(self.lease_timeout_s >= 1, "refresh.lease_timeout_s", "must be >= 1 (seconds)")
+        _check(self.heartbeat_s >= 1, "refresh.heartbeat_s", "must be >= 1 (seconds)")
+        _check(
+            self.heartbeat_s * 2 <= self.lease_timeout_s,
+            "refresh.heartbeat_s",
+            f"must be at most half of refresh.lease_timeout_s ({self.lease_timeout_s})",
+        )
 
 
 @dataclass(frozen=True)
