@@ -19,6 +19,7 @@ SPEC = TableSpec(
             field("manifest_uri", pa.string()),
             field("pinned_versions", pa.string()),  # JSON {table: delta version}
             field("selection_hash", pa.string()),  # sha256 over the kept uids
+            field("model_id", pa.string()),  # embeddings model whose clip_score it carries
             field("tags", pa.list_(pa.string())),
             field("run_id", pa.string()),
             field("created_at", TIMESTAMP),

@@ -1,0 +1,405 @@
+"""publish: materialise a selection as dataset version N+1 of NAME (WebDataset shards).
+
+Reads (each at ONE pinned Delta version): `selection` (kept uids of the recipe),
+`pairs` (image bytes, caption, size, url), `embeddings` (clip_score of the configured
+model; optional), and records the versions of `signals` and `duplicates` too, since
+`open_dataset` and `report` query them. Writes: shards + Parquet indexes + `manifest.json`
+under the version's directory, then one row in `datasets` (LAST).
+
+Order of writes, so that a crash never leaves a version that looks complete:
+1. Spark tasks write shards in parallel into `.<dir>.staging-<run_id>` next to the target;
+2. the staging directory is moved into place;
+3. `manifest.json` is written (to a temp name, then moved);
+4. the `datasets` row is appended. Only a version with a row exists for readers.
+A re-run reuses a finished manifest whose inputs match and whose shards verify by sha256
+(finishing the crashed publish), and otherwise replaces the leftovers.
+
+Determinism: samples are ordered by sha256(seed:uid), shard boundaries come from that
+order, and tar headers are fixed (`udfs/shards.py`), so the same pinned inputs and
+publish settings give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from lakecurate.udfs import shards as shardlib
+
+from lakecurate import jobkit
+from lakecurate.config import Config, replace
+from lakecurate.dataset import PUBLISHED, check_name, kept_uids, samples_frame
+from lakecurate.errors import ConfigError, JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
+
+NAME = "publish"
+HELP = "write the current selection as the next version of a dataset (WebDataset shards)"
+log = logging.getLogger(__name__)
+
+REQUIRED = ("selection", "pairs")
+PINNED = ("selection", "pairs", "embeddings", "signals", "duplicates")
+MANIFEST = "manifest.json"
+FORMAT = "lakecurate-dataset/1"
+HEADER_ESTIMATE = 3 * 512 + 256  # tar headers + json sidecar per sample, for shard_bytes
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="dataset name (letters, digits, '_', '.', '-')")
+    p.add_argument("--out", help="shard directory (path or fsspec URI; {name}/{version} allowed)")
+    p.add_argument("--shard-size", type=int, help="samples per shard (default 1000)")
+    p.add_argument("--shard-bytes", type=int, help="approximate bytes per shard (0: no limit)")
+    p.add_argument("--seed", type=int, help="seed of the shuffle by uid (default 0)")
+
+
+def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    flags = {
+        "name": args.name,
+        "out": args.out,
+        "shard_size": args.shard_size,
+        "shard_bytes": args.shard_bytes,
+        "seed": args.seed,
+    }
+    return replace(cfg, publish={k: v for k, v in flags.items() if v is not None})
+
+
+# --- what is published ------------------------------------------------------------------------
+
+
+def selection_hash(uids: Iterable[str]) -> str:
+    """sha256 over the sorted kept uids (one per line): equal iff the selection is equal."""
+    h = hashlib.sha256()
+    for uid in sorted(set(uids)):
+        h.update(uid.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def selection_hash_of(spark, lake: Lake, recipe_id: str, version: int | None = None) -> str:
+    """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if None).
+
+    Streams the sorted uids to the driver instead of collecting them at once.
+    """
+    v = lake.version("selection") if version is None else version
+    if v is None:
+        return selection_hash([])
+    uids = kept_uids(spark, lake, v, recipe_id).orderBy("uid")
+    return selection_hash(r["uid"] for r in uids.toLocalIterator())
+
+
+def pin_versions(lake: Lake) -> dict[str, int]:
+    """The current version of every table publish depends on (required ones must exist)."""
+    pins = {t: v for t in PINNED if (v := lake.version(t)) is not None}
+    missing = [t for t in REQUIRED if t not in pins]
+    if missing:
+        raise JobError(
+            f"lake {lake.root} has no {', '.join(missing)} table yet: run "
+            "`lakecurate ingest` and `lakecurate select` before publishing"
+        )
+    return pins
+
+
+def resolve_recipe_id(spark, lake: Lake, cfg: Config, selection_version: int) -> str:
+    """The configured recipe's id (from select's `recipe_id_for`); it must have rows."""
+    from pyspark.sql import functions as F
+
+    sel = lake.read(spark, "selection", selection_version)
+    try:
+        from lakecurate.recipes import recipe_id_for
+    except ImportError:
+        recipe_id_for = None
+    if recipe_id_for is not None:
+        rid = recipe_id_for(cfg)
+        if sel.filter(F.col("recipe_id") == rid).limit(1).count() == 0:
+            raise JobError(
+                f"selection@v{selection_version} has no rows for recipe {rid!r} "
+                f"(select.recipe={cfg.select.recipe!r}): run `lakecurate select` first"
+            )
+        return rid
+    # Before select exported recipe_id_for: the most recently written recipe.
+    row = sel.orderBy(F.col("run_id").desc_nulls_last(), "recipe_id").select("recipe_id").first()
+    if row is None:
+        raise JobError("the selection table is empty: run `lakecurate select` first")
+    return row["recipe_id"]
+
+
+def next_version(spark, lake: Lake, name: str) -> int:
+    from pyspark.sql import functions as F
+
+    if not lake.exists("datasets"):
+        return 1
+    df = lake.read(spark, "datasets").filter(F.col("name") == name)
+    top = df.agg(F.max("version").alias("v")).first()["v"]
+    return 1 if top is None else int(top) + 1
+
+
+def out_dir(cfg: Config, version: int) -> str:
+    name = cfg.publish.name
+    template = cfg.publish.out or f"{cfg.lake.path.rstrip('/')}/_published/{{name}}/v{{version}}"
+    try:
+        path = template.format(name=name, version=version).rstrip("/")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError("publish.out", f"bad placeholder in {template!r}: {e}") from None
+    return path if "://" in path else os.path.abspath(path)
+
+
+def inputs_hash(plan: dict) -> str:
+    """What determines the shards' bytes: equal hash -> the same shards."""
+    keys = ("pinned_versions", "recipe_id", "model_id", "shard_size", "shard_bytes", "seed")
+    blob = json.dumps({k: plan[k] for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- shards ------------------------------------------------------------------------------------
+
+
+def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
+    """Add `pos` (seeded shuffle by uid) and `shard`: a new shard starts after `shard_size`
+    samples, or at the first sample that starts past `shard_bytes` (estimated) bytes."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    order = F.sha2(F.concat(F.lit(f"{seed}:"), F.col("uid")), 256)
+    narrow = samples.select(
+        "uid",
+        order.alias("order_key"),
+        (F.length("image") + F.coalesce(F.octet_length("caption"), F.lit(0)) + HEADER_ESTIMATE)
+        .cast("long")
+        .alias("nbytes"),
+    )
+    # One ordered pass over narrow columns (uid + size) decides every boundary.
+    w = Window.orderBy("order_key", "uid")
+    narrow = narrow.withColumn("pos", F.row_number().over(w) - 1)
+    by_count = F.floor(F.col("pos") / shard_size)
+    if shard_bytes:
+        before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
+        narrow = narrow.withColumn("by_bytes", F.floor(F.coalesce(before, F.lit(0)) / shard_bytes))
+        seg = Window.orderBy(by_count, "by_bytes")
+        narrow = narrow.withColumn("shard", F.dense_rank().over(seg) - 1)
+    else:
+        narrow = narrow.withColumn("shard", by_count)
+    assigned = narrow.select("uid", "pos", F.col("shard").cast("int").alias("shard"))
+    return samples.join(assigned, "uid")
+
+
+def write_shards(spark, samples, staging: str) -> list[dict]:
+    """Spark tasks write one shard per group into `staging`; returns shard records by index."""
+    cols = list(shardlib.SAMPLE_COLUMNS)
+    rows = (
+        samples.select(*cols)
+        .groupBy("shard")
+        .applyInPandas(shardlib.shard_writer(staging), shardlib.SHARD_RESULT_SCHEMA)
+        .collect()
+    )
+    out = sorted((r.asDict() for r in rows), key=lambda r: r["shard"])
+    for r in out:
+        r["index"] = r["name"][: -len(".tar")] + ".parquet"
+    return out
+
+
+# --- the publish protocol ----------------------------------------------------------------------
+
+
+def _fs(uri: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri)
+
+
+def _ours(fs, path: str) -> bool:
+    """True if `path` is absent, empty, or only holds what publish writes."""
+    if not fs.exists(path):
+        return True
+    for p in fs.ls(path, detail=False):
+        base = p.rstrip("/").rsplit("/", 1)[-1]
+        if not (base.startswith("shard-") or base.startswith(MANIFEST)):
+            return False
+    return True
+
+
+def reusable_manifest(fs, path: str, plan: dict) -> dict | None:
+    """A leftover manifest for the same inputs whose shards all verify, else None."""
+    mpath = f"{path}/{MANIFEST}"
+    if not fs.exists(mpath):
+        return None
+    try:
+        with fs.open(mpath, "r") as f:
+            man = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if man.get("inputs_hash") != plan["inputs_hash"] or man.get("name") != plan["name"]:
+        return None
+    if man.get("version") != plan["version"]:
+        return None
+    for s in man.get("shards", []):
+        p = f"{path}/{s['name']}"
+        if not fs.exists(p) or shardlib.file_sha256(fs, p) != s["sha256"]:
+            return None
+    return man
+
+
+def clear_leftovers(fs, path: str) -> None:
+    """Remove an unregistered version directory and stale staging dirs next to it."""
+    if not _ours(fs, path):
+        raise ConfigError(
+            "--out",
+            f"{path} holds files publish did not write; choose an empty or new directory",
+        )
+    if fs.exists(path):
+        log.warning("publish: replacing unfinished version directory %s", path)
+        fs.rm(path, recursive=True)
+    parent, base = path.rsplit("/", 1)
+    if fs.exists(parent):
+        for p in fs.ls(parent, detail=False):
+            if p.rstrip("/").rsplit("/", 1)[-1].startswith(f".{base}.staging-"):
+                log.warning("publish: removing stale staging directory %s", p)
+                fs.rm(p, recursive=True)
+
+
+def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
+    """Selection counts of the recipe: total, kept, dropped per reason."""
+    from pyspark.sql import functions as F
+
+    sel = lake.read(spark, "selection", selection_version).filter(F.col("recipe_id") == recipe_id)
+    rows = sel.groupBy("kept", "reason").count().collect()
+    dropped = {r["reason"] or "unknown": int(r["count"]) for r in rows if not r["kept"]}
+    kept = sum(int(r["count"]) for r in rows if r["kept"])
+    return {
+        "total": kept + sum(dropped.values()),
+        "kept": kept,
+        "dropped": dict(sorted(dropped.items())),
+    }
+
+
+def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str) -> dict:
+    """Write shards to staging, move them into place, then write the manifest; return it."""
+    fs, fspath = _fs(path)
+    staging = path.rsplit("/", 1)[0] + f"/.{path.rsplit('/', 1)[1]}.staging-{run_id}"
+    assigned = assign_shards(
+        samples, cfg.publish.shard_size, cfg.publish.shard_bytes, cfg.publish.seed
+    )
+    shards = write_shards(spark, assigned, staging)
+    written = sum(s["num_samples"] for s in shards)
+    if written != plan["counts"]["num_samples"]:
+        raise JobError(f"shards hold {written} samples, expected {plan['counts']['num_samples']}")
+    sfs, spath = _fs(staging)
+    if not shards:
+        sfs.makedirs(spath, exist_ok=True)
+    sfs.mv(spath, fspath, recursive=True)
+    manifest = dict(plan, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    manifest["shards"] = [
+        {k: s[k] for k in ("name", "index", "sha256", "num_samples", "num_bytes")} for s in shards
+    ]
+    manifest["counts"] = dict(
+        plan["counts"], num_shards=len(shards), num_bytes=sum(s["num_bytes"] for s in shards)
+    )
+    with fs.open(f"{fspath}/{MANIFEST}.tmp", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    fs.mv(f"{fspath}/{MANIFEST}.tmp", f"{fspath}/{MANIFEST}")
+    return manifest
+
+
+def register(spark, ctx: JobContext, manifest: dict, path: str) -> int:
+    """Append the `datasets` row: the version exists for readers from this commit on."""
+    spec = ctx.lake.spec("datasets")
+    row = {
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "status": PUBLISHED,
+        "recipe_id": manifest["recipe_id"],
+        "config_hash": manifest["config_hash"],
+        "num_samples": manifest["counts"]["num_samples"],
+        "num_shards": manifest["counts"]["num_shards"],
+        "shard_uri": path,
+        "manifest_uri": f"{path}/{MANIFEST}",
+        "pinned_versions": json.dumps(manifest["pinned_versions"], sort_keys=True),
+        "selection_hash": manifest["selection_hash"],
+        "model_id": manifest["model_id"],
+        "tags": [],
+        "run_id": ctx.run_id,
+        "created_at": datetime.fromisoformat(manifest["created_at"]),
+    }
+    df = spark.createDataFrame([tuple(row[c] for c in spec.columns)], spec.spark_schema())
+    return ctx.lake.write(df, "datasets", ctx.commit, dataset=f"{row['name']}@{row['version']}")
+
+
+def run(spark, cfg: Config) -> JobResult:
+    ctx = JobContext(NAME, cfg)
+    name = check_name(cfg.publish.name, "publish.name")
+    pins = pin_versions(ctx.lake)
+    for t, v in pins.items():
+        ctx.result.read_versions[t] = v
+    recipe_id = resolve_recipe_id(spark, ctx.lake, cfg, pins["selection"])
+    mid = model_id(cfg.model)
+    needed = {t: v for t, v in pins.items() if t in ("selection", "pairs", "embeddings")}
+    samples = samples_frame(spark, ctx.lake, needed, recipe_id, mid).select(
+        "uid", "image", "image_format", "caption", "url", "width", "height", "clip_score"
+    )
+    version = next_version(spark, ctx.lake, name)
+    path = out_dir(cfg, version)
+    plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, samples)
+    fs, fspath = _fs(path)
+    manifest = reusable_manifest(fs, fspath, plan)
+    if manifest is not None:
+        log.info("publish: finishing %s@%d from its verified manifest", name, version)
+    else:
+        clear_leftovers(fs, fspath)
+        manifest = materialise(spark, cfg, plan, samples, path, ctx.run_id)
+    ctx.wrote("datasets", register(spark, ctx, manifest, path))
+    c = manifest["counts"]
+    return ctx.done(
+        f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards",
+        version=version,
+        num_samples=c["num_samples"],
+        num_shards=c["num_shards"],
+        shard_dir=path,
+        selection_hash=manifest["selection_hash"],
+    )
+
+
+def _plan(spark, ctx, name, version, pins, recipe_id, mid, samples) -> dict:
+    """Everything the manifest says except the shards and the time."""
+    cfg = ctx.cfg
+    fun = funnel(spark, ctx.lake, pins["selection"], recipe_id)
+    n = samples.count()
+    if n == 0:
+        raise JobError(f"recipe {recipe_id!r} keeps no samples with pairs rows; nothing to publish")
+    if n != fun["kept"]:
+        log.warning("publish: %d kept uids have no pairs row; they are left out", fun["kept"] - n)
+    plan = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "pinned_versions": dict(sorted(pins.items())),
+        "recipe_id": recipe_id,
+        "model_id": mid,
+        "config_hash": ctx.commit.config_hash,
+        "shard_size": cfg.publish.shard_size,
+        "shard_bytes": cfg.publish.shard_bytes,
+        "seed": cfg.publish.seed,
+        "selection_hash": selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"]),
+        "funnel": fun,
+        "counts": {"num_samples": n, "kept_without_pairs": fun["kept"] - n},
+        "run_id": ctx.run_id,
+    }
+    plan["inputs_hash"] = inputs_hash(plan)
+    return plan
+
+
+def build_parser():
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv=None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

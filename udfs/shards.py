@@ -1,0 +1,234 @@
+"""Executor side of publish: deterministic WebDataset shards and their Parquet indexes.
+
+A shard is a plain tar (`{key}.jpg|png|webp`, `{key}.txt`, `{key}.json`) whose bytes depend
+only on the samples in it and their order: every header has the same mtime, uid, gid,
+owner names and mode, members are written in sorted order within a sample, and the JSON
+sidecar is dumped with sorted keys. Same samples in -> byte-identical tar out, so a
+republish from the same pinned table versions can be checked by sha256.
+
+Next to each `shard-NNNNNN.tar` sits `shard-NNNNNN.parquet`: one row per sample with its
+key, uid, caption, url, size, clip_score and the byte offset of its first tar header, so a
+reader can find a sample without scanning the tar.
+
+No lake or Spark-session imports here: this runs in Python workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import tarfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# Fixed tar header fields: nothing about the machine or the clock leaks into a shard.
+TAR_MTIME = 946_684_800  # 2000-01-01T00:00:00Z
+TAR_MODE = 0o644
+TAR_OWNER = ""
+
+# `image_format` as stored in `pairs` -> the member extension WebDataset decoders expect.
+IMAGE_EXTENSIONS: dict[str, str] = {
+    "jpeg": "jpg",
+    "jpg": "jpg",
+    "png": "png",
+    "webp": "webp",
+    "gif": "gif",
+    "bmp": "bmp",
+    "tiff": "tiff",
+}
+
+# Columns the shard writer needs in each row (the driver selects exactly these).
+SAMPLE_COLUMNS = (
+    "shard",
+    "pos",
+    "uid",
+    "image",
+    "image_format",
+    "caption",
+    "url",
+    "width",
+    "height",
+    "clip_score",
+)
+
+SHARD_RESULT_SCHEMA = "shard int, name string, sha256 string, num_samples long, num_bytes long"
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("uid", pa.string()),
+        ("pos", pa.int64()),
+        ("image_member", pa.string()),
+        ("caption", pa.string()),
+        ("url", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("clip_score", pa.float32()),
+        ("image_bytes", pa.int64()),
+        ("offset", pa.int64()),  # byte offset of the sample's first tar header
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ShardWritten:
+    """One finished shard: its file name, content hash and size."""
+
+    shard: int
+    name: str
+    sha256: str
+    num_samples: int
+    num_bytes: int
+
+
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:06d}"
+
+
+def image_extension(image_format: str | None) -> str:
+    """The member extension for a stored image format (unknown formats keep their name)."""
+    fmt = (image_format or "jpeg").lower()
+    return IMAGE_EXTENSIONS.get(fmt, fmt)
+
+
+def _none_if_nan(value):
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def sample_json(row: dict) -> bytes:
+    """The `{key}.json` sidecar: uid, url, caption, width, height, clip_score."""
+    score = _none_if_nan(row.get("clip_score"))
+    doc = {
+        "uid": row["uid"],
+        "url": _none_if_nan(row.get("url")),
+        "caption": row.get("caption") or "",
+        "width": int(row["width"]) if _none_if_nan(row.get("width")) is not None else None,
+        "height": int(row["height"]) if _none_if_nan(row.get("height")) is not None else None,
+        "clip_score": None if score is None else round(float(score), 6),
+    }
+    return json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+def sample_members(row: dict) -> list[tuple[str, bytes]]:
+    """The tar members of one sample, sorted by name (the key is the uid)."""
+    key = row["uid"]
+    members = [
+        (f"{key}.{image_extension(row.get('image_format'))}", bytes(row["image"])),
+        (f"{key}.txt", (row.get("caption") or "").encode("utf-8")),
+        (f"{key}.json", sample_json(row)),
+    ]
+    return sorted(members)
+
+
+class _HashingWriter:
+    """A write-only file wrapper that counts bytes and hashes them on the way out."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = TAR_MTIME
+    info.mode = TAR_MODE
+    info.uid = info.gid = 0
+    info.uname = info.gname = TAR_OWNER
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def write_tar(rows: Iterable[dict], fileobj) -> tuple[str, int, list[dict]]:
+    """Write rows (already in shard order) as a tar; return (sha256, bytes, index rows)."""
+    out = _HashingWriter(fileobj)
+    index = []
+    # GNU format: no PAX headers (those may carry timestamps); long names still work.
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for row in rows:
+            offset = out.tell()
+            members = sample_members(row)
+            for name, data in members:
+                tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+            index.append(_index_row(row, members[0][0] if members else "", offset))
+    return out.sha.hexdigest(), out.size, index
+
+
+def _index_row(row: dict, first_member: str, offset: int) -> dict:
+    image_member = f"{row['uid']}.{image_extension(row.get('image_format'))}"
+    return {
+        "key": row["uid"],
+        "uid": row["uid"],
+        "pos": int(row["pos"]),
+        "image_member": image_member,
+        "caption": row.get("caption"),
+        "url": _none_if_nan(row.get("url")),
+        "width": _none_if_nan(row.get("width")),
+        "height": _none_if_nan(row.get("height")),
+        "clip_score": _none_if_nan(row.get("clip_score")),
+        "image_bytes": len(row["image"]),
+        "offset": offset,
+    }
+
+
+def _open_fs(uri: str):
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def write_shard(rows: list[dict], shard: int, staging_uri: str) -> ShardWritten:
+    """Write one shard's tar and Parquet index under `staging_uri`; return what was written."""
+    fs, root = _open_fs(staging_uri)
+    fs.makedirs(root, exist_ok=True)
+    name = shard_name(shard)
+    rows = sorted(rows, key=lambda r: int(r["pos"]))
+    with fs.open(f"{root}/{name}.tar", "wb") as f:
+        sha, size, index = write_tar(rows, f)
+    table = pa.Table.from_pylist(index, schema=INDEX_SCHEMA)
+    with fs.open(f"{root}/{name}.parquet", "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+    return ShardWritten(shard, f"{name}.tar", sha, len(rows), size)
+
+
+def shard_writer(staging_uri: str):
+    """A function for `groupBy("shard").applyInPandas`: one group in, one shard written."""
+
+    def write_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        if pdf.empty:
+            return pd.DataFrame(columns=["shard", "name", "sha256", "num_samples", "num_bytes"])
+        shard = int(pdf["shard"].iloc[0])
+        written = write_shard(pdf.to_dict("records"), shard, staging_uri)
+        return pd.DataFrame([asdict(written)])
+
+    return write_group
+
+
+def file_sha256(fs, path: str, chunk: int = 1 << 20) -> str:
+    """sha256 of a file on any fsspec filesystem (used to verify a shard before reuse)."""
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
