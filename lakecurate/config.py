@@ -134,7 +134,12 @@ class DedupConfig:
 
 @dataclass(frozen=True)
 class SelectConfig:
-    recipe: str = "default"  # a built-in recipe name or a YAML file
+    """`select`: which recipe (validated by `lakecurate.recipes.load_recipe` when used)."""
+
+    recipe: str = "default"  # a built-in recipe name (default, datacomp-clip, bunny) or a YAML file
+
+    def __post_init__(self):
+        _check(bool(self.recipe.strip()), "select.recipe", "must name a built-in recipe or a file")
 
 
 @dataclass(frozen=True)

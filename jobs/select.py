@@ -1,0 +1,303 @@
+"""`lakecurate select [--recipe NAME|FILE]`: turn signals, embeddings and duplicate
+verdicts into a selection, with the rule that dropped every dropped uid.
+
+Reads (only what the recipe's rules need, at their latest versions):
+  pairs       uid, caption, width, height (caption words/chars, resolution and aspect
+              are derived here, so quality rules need no other job)
+  embeddings  clip_score / image_emb / text_emb of `model_id(cfg.model)`
+  signals     semantic_cluster, centroid_sim (written by `dedup --methods semantic`)
+  duplicates  per method: a uid is a duplicate when its keeper_uid is another uid
+Writes:
+  selection   one row per uid of pairs: uid, recipe_id, kept, reason (label of the
+              first rule that dropped it; null if kept), run_id. The rows of this
+              recipe_id are replaced in one commit (none when nothing changed); the
+              commit metadata holds the recipe, its rules and the per-rule funnel.
+
+Every missing input is reported, with the command that produces it, before any Spark
+work starts; a bad recipe is a ConfigError (exit 2) naming the rule and parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from lakecurate import jobkit
+from lakecurate.config import Config, replace
+from lakecurate.errors import JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
+from lakecurate.recipes import (
+    Recipe,
+    builtin_recipes,
+    format_funnel,
+    funnel,
+    label_rows,
+    load_recipe,
+    recipe_for,
+)
+from lakecurate.rules import COLUMNS
+
+NAME = "select"
+HELP = "apply a selection recipe (default, datacomp-clip, bunny, or a YAML file)"
+
+log = logging.getLogger(__name__)
+
+
+# --- inputs: what each table provides, how to check it is there, how to join it ---------
+
+
+def _caption() -> Column:
+    collapsed = F.regexp_replace(F.coalesce(F.col("caption"), F.lit("")), r"\s+", " ")
+    return F.trim(collapsed)
+
+
+def _caption_words() -> Column:
+    cap = _caption()
+    return F.when(cap == "", F.lit(0)).otherwise(F.size(F.split(cap, " ")))
+
+
+def _aspect() -> Column:
+    short = F.least("width", "height")
+    return F.when(short > 0, F.greatest("width", "height").cast("double") / short)
+
+
+PAIR_COLUMNS: dict[str, Callable[[], Column]] = {
+    "caption_words": _caption_words,
+    "caption_chars": lambda: F.char_length(_caption()),
+    "resolution": lambda: F.least("width", "height"),
+    "aspect": _aspect,
+}
+
+
+def _stats_may_hold(lake: Lake, table: str, column: str, value: str) -> bool:
+    """Whether any file's min/max stats of `column` admit `value` (no Spark needed)."""
+    for a in lake.add_actions(table):
+        lo, hi = a.get(f"min.{column}"), a.get(f"max.{column}")
+        if int(a.get("num_records") or 0) > 0 and (lo is None or hi is None or lo <= value <= hi):
+            return True
+    return False
+
+
+def _non_null_rows(lake: Lake, table: str, column: str) -> int:
+    return sum(
+        int(a.get("num_records") or 0) - int(a.get(f"null_count.{column}") or 0)
+        for a in lake.add_actions(table)
+    )
+
+
+def _check_pairs(lake: Lake, cfg: Config, cols: list[str]) -> None:
+    if not lake.exists("pairs"):
+        raise JobError(f"table pairs does not exist in {lake.root}: run `lakecurate ingest` first")
+
+
+def _check_embeddings(lake: Lake, cfg: Config, cols: list[str]) -> None:
+    mid = model_id(cfg.model)
+    if lake.exists("embeddings") and _stats_may_hold(lake, "embeddings", "model_id", mid):
+        return
+    held = set()
+    if lake.exists("embeddings"):
+        held = {
+            a.get(k)
+            for a in lake.add_actions("embeddings")
+            for k in ("min.model_id", "max.model_id")
+        }
+    raise JobError(
+        f"the recipe reads {', '.join(cols)} from table embeddings, which has no rows for "
+        f"model {mid} (it holds: {', '.join(sorted(map(str, held - {None}))) or 'nothing'}); "
+        f"run `lakecurate embed --model {cfg.model.name} --pretrained {cfg.model.pretrained}` first"
+    )
+
+
+def _check_signals(lake: Lake, cfg: Config, cols: list[str]) -> None:
+    for c in cols:
+        if not lake.exists("signals") or _non_null_rows(lake, "signals", c) == 0:
+            raise JobError(
+                f"the recipe reads {c} from table signals, which has no {c} values; "
+                "semantic dedup writes it: run `lakecurate dedup --methods semantic` first"
+            )
+
+
+def _methods(cols: list[str]) -> list[str]:
+    return [c[len("dup_") :] for c in cols]
+
+
+def _check_duplicates(lake: Lake, cfg: Config, cols: list[str]) -> None:
+    methods = _methods(cols)
+    if not lake.exists("duplicates"):
+        raise JobError(
+            "the recipe drops duplicates but table duplicates does not exist: run "
+            f"`lakecurate dedup --methods {','.join(methods)}` first"
+        )
+    for m in methods:
+        if not _stats_may_hold(lake, "duplicates", "method", m):
+            log.warning(
+                "duplicates has no rows of method %s: either none were found or "
+                "`lakecurate dedup --methods %s` has not run; not_duplicate drops none for it",
+                m,
+                m,
+            )
+
+
+def _attach_embeddings(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
+    mid = model_id(ctx.cfg.model)
+    emb = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid).select("uid", *cols)
+    return frame.join(emb, "uid", "left")
+
+
+def _attach_signals(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
+    return frame.join(ctx.read(spark, "signals").select("uid", *cols), "uid", "left")
+
+
+def _attach_duplicates(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
+    methods = _methods(cols)
+    dups = (
+        ctx.read(spark, "duplicates")
+        .filter(F.col("method").isin(methods) & (F.col("keeper_uid") != F.col("uid")))
+        .groupBy("uid")
+        .pivot("method", methods)
+        # a non-keeper without a recorded similarity is a duplicate at any threshold
+        .agg(F.max(F.coalesce(F.col("similarity").cast("double"), F.lit(1.0))))
+    )
+    dups = dups.select("uid", *[F.col(m).alias(f"dup_{m}") for m in methods])
+    return frame.join(dups, "uid", "left")
+
+
+@dataclass(frozen=True)
+class InputTable:
+    """A table the recipe may read: a pre-Spark check and a join onto the frame."""
+
+    check: Callable[[Lake, Config, list[str]], None]
+    attach: Callable[..., DataFrame] | None
+
+
+INPUTS: dict[str, InputTable] = {
+    "pairs": InputTable(_check_pairs, None),  # the base frame
+    "embeddings": InputTable(_check_embeddings, _attach_embeddings),
+    "signals": InputTable(_check_signals, _attach_signals),
+    "duplicates": InputTable(_check_duplicates, _attach_duplicates),
+}
+
+
+def needed_columns(recipe: Recipe) -> dict[str, list[str]]:
+    """table -> the columns the recipe's rules read from it (pairs always present)."""
+    by_table: dict[str, list[str]] = {"pairs": []}
+    for c in sorted(recipe.columns() - {"uid"}):
+        by_table.setdefault(COLUMNS[c], []).append(c)
+    return by_table
+
+
+def check_inputs(recipe: Recipe, cfg: Config, lake: Lake) -> dict[str, list[str]]:
+    """Fail (before any Spark work) when a table the recipe needs is missing."""
+    tables = needed_columns(recipe)
+    for table, cols in tables.items():
+        INPUTS[table].check(lake, cfg, cols)
+    return tables
+
+
+def build_frame(spark, ctx: JobContext, tables: dict[str, list[str]]) -> DataFrame:
+    """One row per uid of pairs with every column the recipe's rules read."""
+    derived = [PAIR_COLUMNS.get(c, lambda c=c: F.col(c))().alias(c) for c in tables["pairs"]]
+    frame = ctx.read(spark, "pairs").select("uid", *derived)
+    for table, cols in tables.items():
+        if INPUTS[table].attach is not None:
+            frame = INPUTS[table].attach(spark, ctx, frame, cols)
+    return frame
+
+
+def _log_missing(frame: DataFrame, tables: dict[str, list[str]]) -> int:
+    """Count the rows (and warn about columns) an input table left null; return rows."""
+    cols = [c for t, cs in tables.items() if t not in ("pairs", "duplicates") for c in cs]
+    aggs = [F.count_if(F.col(c).isNull()).alias(c) for c in cols]
+    row = frame.agg(F.count("*").alias("_n"), *aggs).first()
+    for c in cols:
+        if row[c]:
+            msg = "%d of %d pairs have no %s (from %s); rules reading it drop them"
+            log.warning(msg, row[c], row["_n"], c, COLUMNS[c])
+    return int(row["_n"])
+
+
+# --- the job ----------------------------------------------------------------------------
+
+
+def add_arguments(p) -> None:
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help=f"a built-in recipe ({', '.join(builtin_recipes())}) or a YAML file "
+        "(default: select.recipe of the config, `default`)",
+    )
+
+
+def apply_args(cfg: Config, args) -> Config:
+    if getattr(args, "recipe", None):
+        cfg = replace(cfg, select={"recipe": args.recipe})
+    recipe_for(cfg)  # a bad recipe fails here, before a Spark session starts
+    return cfg
+
+
+def run(spark, cfg: Config) -> JobResult:
+    recipe = load_recipe(cfg.select.recipe)
+    ctx = JobContext(NAME, cfg)
+    tables = check_inputs(recipe, cfg, ctx.lake)
+    rid = recipe.recipe_id
+    log.info("select: recipe %s (%s) from %s: %s", recipe.name, rid, recipe.origin, recipe.rules)
+    frame = build_frame(spark, ctx, tables).persist()
+    try:
+        total = _log_missing(frame, tables)
+        labeled = label_rows(frame, recipe.rules)
+        steps = funnel(labeled, recipe.rules)
+        log.info("select: funnel of %s over %d pairs\n%s", recipe.name, total, format_funnel(steps))
+        out = labeled.select(
+            "uid",
+            F.lit(rid).alias("recipe_id"),
+            F.col("reason").isNull().alias("kept"),
+            "reason",
+            F.lit(ctx.run_id).alias("run_id"),
+        )
+        meta = {
+            "recipe": recipe.name,
+            "recipe_id": rid,
+            "recipe_rules": json.dumps(recipe.canonical()),
+            "funnel": json.dumps([s.as_dict() for s in steps]),
+        }
+        if "embeddings" in tables:
+            meta["model_id"] = model_id(cfg.model)
+        version, changed = ctx.lake.replace_where(
+            out, "selection", "recipe_id", rid, ctx.commit, **meta
+        )
+    finally:
+        frame.unpersist()
+    if changed:
+        ctx.wrote("selection", version)
+    kept = steps[-1].rows_out if steps else total
+    note = "" if changed else " (selection unchanged: no commit)"
+    return ctx.done(
+        f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}",
+        recipe=recipe.name,
+        recipe_id=rid,
+        rows=total,
+        kept=kept,
+        dropped=total - kept,
+        changed=changed,
+        funnel=[s.as_dict() for s in steps],
+    )
+
+
+def build_parser():
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
