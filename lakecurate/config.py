@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +72,18 @@ class IngestConfig:
     image_column: str = "image"
     path_column: str = "image_path"
     url_column: str = "url"
+    key_column: str = "key"  # parquet/jsonl: the record key; the row index when absent
     files_per_task: int = 1
+    force: bool = False  # re-ingest sources the ledger already holds
+    decode: str = "full"  # full: decode pixels (catches truncated data) | header: parse only
+    image_formats: tuple[str, ...] = ("jpeg", "png", "webp", "gif", "bmp", "tiff", "mpo")
+    download_dir: str = ""  # urls: img2dataset output; default <lake>/_downloads
+    download_timeout_s: int = 10
+    download_threads: int = 16
+    download_retries: int = 0
+    download_shard_size: int = 10000
+    resize_max_side: int = 0  # 0: store bytes as given; N: re-encode images larger than N
+    resize_quality: int = 95
 
     def __post_init__(self):
         _check(self.max_pixels > 0, "ingest.max_pixels", "must be > 0")
@@ -81,6 +91,14 @@ class IngestConfig:
         _check(self.max_caption_chars >= 1, "ingest.max_caption_chars", "must be >= 1")
         _check(self.max_image_bytes > 0, "ingest.max_image_bytes", "must be > 0")
         _check(self.files_per_task >= 1, "ingest.files_per_task", "must be >= 1")
+        _one_of(self.decode, ("full", "header"), "ingest.decode")
+        _check(bool(self.image_formats), "ingest.image_formats", "must list at least one format")
+        _check(self.download_timeout_s >= 1, "ingest.download_timeout_s", "must be >= 1")
+        _check(self.download_threads >= 1, "ingest.download_threads", "must be >= 1")
+        _check(self.download_retries >= 0, "ingest.download_retries", "must be >= 0")
+        _check(self.download_shard_size >= 1, "ingest.download_shard_size", "must be >= 1")
+        _check(self.resize_max_side >= 0, "ingest.resize_max_side", "must be >= 0 (0: off)")
+        _check(1 <= self.resize_quality <= 100, "ingest.resize_quality", "1..100")
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,9 @@ class SelectConfig:
 @dataclass(frozen=True)
 class PublishConfig:
     name: str = "default"
-    out: str = ""  # default: <lake>/_published
+    # the version's shard directory (local path or fsspec URI); may use {name} and
+    # {version}; "" means <lake>/_published/{name}/v{version}
+    out: str = ""
     shard_size: int = 1000
     shard_bytes: int = 0  # 0: no byte limit
     seed: int = 0

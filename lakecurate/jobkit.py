@@ -118,7 +118,10 @@ def setup_logging(level: str | None) -> None:
 
 
 def load_from_args(args: argparse.Namespace) -> Config:
-    overrides = {"lake.path": getattr(args, "lake", None), "spark.master": getattr(args, "master", None)}
+    overrides = {
+        "lake.path": getattr(args, "lake", None),
+        "spark.master": getattr(args, "master", None),
+    }
     return load_config(getattr(args, "config", None), overrides)
 
 

@@ -211,7 +211,9 @@ def commit_files(
     for f in files:
         info = fs.get_file_info(f"{root}/{f.path}")
         if info.type != pafs.FileType.File or info.size != f.size:
-            raise JobError(f"{table_uri}: written file {f.path} is missing or changed; not committed")
+            raise JobError(
+                f"{table_uri}: written file {f.path} is missing or changed; not committed"
+            )
         adds.append(AddAction(f.path, f.size, {}, now, True, f.stats))
     removes = [RemoveAction(r["path"], True, now, r.get("size")) for r in (remove or [])]
     props = CommitProperties(custom_metadata=metadata or {})
@@ -419,9 +421,11 @@ def fingerprint(df, spec: TableSpec) -> tuple[int, str]:
     from pyspark.sql import functions as F
 
     cols = [c for c in spec.columns if c not in VOLATILE_COLUMNS]
-    row = df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h")).agg(
-        F.count("*").alias("n"), F.sum("h").alias("s")
-    ).first()
+    row = (
+        df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h"))
+        .agg(F.count("*").alias("n"), F.sum("h").alias("s"))
+        .first()
+    )
     return int(row["n"]), str(row["s"])
 
 

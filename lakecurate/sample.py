@@ -218,7 +218,13 @@ def generate(
 ) -> SampleSet:
     """About `n` records: clean pairs plus the injected cases listed in the module doc."""
     rng = random.Random(seed)
-    labels: dict[str, list] = {"exact": [], "near_image": [], "near_caption": [], "swapped": [], "bad": []}
+    labels: dict[str, list] = {
+        "exact": [],
+        "near_image": [],
+        "near_caption": [],
+        "swapped": [],
+        "bad": [],
+    }
     records: list[Record] = []
     base: list[tuple[Scene, Image.Image, Record]] = []
 

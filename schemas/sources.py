@@ -1,7 +1,11 @@
-"""`sources`: one row per input shard/file ingested (the ingest ledger)."""
+"""`sources`: one row per input shard/file ingested (the ingest ledger).
+
+Written last by ingest, after `pairs` and `rejects`: a row here means the source
+is fully in the lake, so a re-run skips it (same `source_uri` and `checksum`).
+`status`: ok (read to the end), partial (damaged after some records), failed.
+"""
 
 import pyarrow as pa
-
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(
@@ -22,3 +26,5 @@ SPEC = TableSpec(
     ),
     key=("source_uri", "checksum"),
 )
+
+STATUSES = ("ok", "partial", "failed")

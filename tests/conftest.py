@@ -78,9 +78,9 @@ def wds_dir(tmp_path, sample_set):
 def pairs_lake(spark, lake, sample_set):
     """A lake whose `pairs` table holds the sample set (written directly, not through ingest)."""
     import pyarrow as pa
+    from lakecurate.schemas import TABLES
 
     from lakecurate.lake import Commit
-    from lakecurate.schemas import TABLES
 
     table = pa.Table.from_pylist(sample_set.pair_rows(), schema=TABLES["pairs"].schema)
     df = spark.createDataFrame(table.to_pandas(), TABLES["pairs"].spark_schema())
