@@ -1,0 +1,309 @@
+"""`lakecurate ingest SOURCE [SOURCE ...]`: bring image-text pairs into the lake.
+
+Reads: `sources` (the ledger: which source files are already in), `pairs` (keys,
+to append only new uids). Writes, in this order: `pairs` (valid records, one
+row per uid), `rejects` (every bad record with a reason code, stage "ingest"),
+and last `sources` (one row per source file with checksum, status, counts).
+
+Sources are WebDataset tars, Parquet/JSONL, image folders, or URL lists that
+img2dataset downloads first. Each source file is one Spark task: checksums are
+computed in one pass, the ledger drops what is already in (same uri and
+checksum; `--force` keeps it), then every remaining file is streamed and
+validated in its own task (`udfs.readers.task`). Because the ledger is written
+last and `append_new` is idempotent by key, a run killed at any moment is
+completed exactly by running it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from functools import partial
+
+from lakecurate.schemas import TABLES
+from lakecurate.udfs.images import ImageLimits
+from lakecurate.udfs.readers.base import ReaderOptions, SourceFile
+from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
+from lakecurate.udfs.readers.task import (
+    OUTPUT_SCHEMA,
+    IngestOptions,
+    checksum_source,
+    ingest_partition,
+)
+from lakecurate.udfs.readers.urls import DownloadOptions, download_list
+
+from lakecurate import jobkit
+from lakecurate.config import SOURCE_FORMATS, Config, replace
+from lakecurate.errors import ConfigError
+from lakecurate.jobkit import JobContext, JobResult
+
+NAME = "ingest"
+HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"
+log = logging.getLogger(__name__)
+DONE_STATUSES = ("ok", "partial")  # a failed source is tried again on the next run
+
+
+def add_arguments(p) -> None:
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="file, directory, glob or URI")
+    p.add_argument("--format", default="auto", choices=SOURCE_FORMATS, help="default: by suffix")
+    p.add_argument("--force", action="store_true", help="re-ingest sources already in the ledger")
+
+
+def apply_args(cfg: Config, args) -> Config:
+    sources = [{"uri": s, "format": args.format} for s in args.sources]
+    return replace(cfg, sources=sources, ingest={"force": True} if args.force else {})
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def reader_options(cfg: Config) -> ReaderOptions:
+    ic = cfg.ingest
+    return ReaderOptions(
+        caption_column=ic.caption_column,
+        image_column=ic.image_column,
+        path_column=ic.path_column,
+        url_column=ic.url_column,
+        key_column=ic.key_column,
+        max_image_bytes=ic.max_image_bytes,
+        max_caption_bytes=4 * ic.max_caption_chars + 16,  # UTF-8: at most 4 bytes a char
+        batch_rows=cfg.spark.arrow_batch_rows,
+    )
+
+
+def ingest_options(cfg: Config) -> IngestOptions:
+    ic = cfg.ingest
+    limits = ImageLimits(
+        max_pixels=ic.max_pixels,
+        min_side=ic.min_side,
+        max_bytes=ic.max_image_bytes,
+        formats=tuple(f.lower() for f in ic.image_formats),
+        decode=ic.decode,
+    )
+    return IngestOptions(
+        reader=reader_options(cfg),
+        limits=limits,
+        max_caption_chars=ic.max_caption_chars,
+        resize_max_side=ic.resize_max_side,
+        resize_quality=ic.resize_quality,
+    )
+
+
+def download_options(cfg: Config) -> DownloadOptions:
+    ic = cfg.ingest
+    return DownloadOptions(
+        url_column=ic.url_column,
+        caption_column=ic.caption_column,
+        timeout_s=ic.download_timeout_s,
+        threads=ic.download_threads,
+        retries=ic.download_retries,
+        shard_size=ic.download_shard_size,
+    )
+
+
+# --- driver steps ---------------------------------------------------------------------------
+
+
+def discover(cfg: Config) -> list[SourceFile]:
+    """Every unit of work named by `cfg.sources`, in order, without repeats."""
+    if not cfg.sources:
+        raise ConfigError("sources", "nothing to ingest: give SOURCE paths or set `sources`")
+    units: dict[str, SourceFile] = {}
+    for i, s in enumerate(cfg.sources):
+        if s.format not in SOURCE_FORMATS:
+            raise ConfigError(
+                f"sources[{i}].format", f"got {s.format!r}; allowed: {SOURCE_FORMATS}"
+            )
+        try:
+            found = expand_source(s.uri, s.format, reader_options(cfg))
+        except SourceNotFound as e:
+            raise ConfigError(f"sources[{i}]", f"{e}; check the path or pass --format") from None
+        for u in found:
+            units.setdefault(u.uri, u)
+    return list(units.values())
+
+
+def ledger(spark, ctx: JobContext) -> dict[tuple[str, str], str]:
+    """(source_uri, checksum) -> status of everything ingested before."""
+    if not ctx.lake.exists("sources"):
+        return {}
+    rows = ctx.read(spark, "sources").select("source_uri", "checksum", "status").collect()
+    return {(r.source_uri, r.checksum): r.status for r in rows}
+
+
+def is_done(u: SourceFile, done: dict, force: bool) -> bool:
+    return not force and done.get((u.uri, u.checksum)) in DONE_STATUSES
+
+
+def checksums(spark, units: list[SourceFile]) -> list[SourceFile]:
+    """Checksum every unit in parallel, one Spark task each."""
+    if not units:
+        return []
+    return spark.sparkContext.parallelize(units, len(units)).map(checksum_source).collect()
+
+
+def download_dir(cfg: Config) -> str:
+    return cfg.ingest.download_dir or f"{cfg.lake.path.rstrip('/')}/_downloads"
+
+
+def download(
+    cfg: Config, lists: list[SourceFile], done: dict
+) -> tuple[list[SourceFile], list[dict]]:
+    """Run img2dataset on each new URL list: its shards, plus rejects and ledger rows."""
+    shards, rows = [], []
+    for u in lists:
+        if "://" in u.uri and not u.uri.startswith("file://"):
+            raise ConfigError("sources", f"{u.uri}: URL lists are read from local paths")
+        u = checksum_source(u)
+        if is_done(u, done, cfg.ingest.force):
+            log.info("skip %s: already ingested (%s)", u.uri, u.checksum)
+            continue
+        out = os.path.join(download_dir(cfg), u.checksum.split(":")[-1][:16])
+        res = download_list(u, out, download_options(cfg))
+        shards += res.shards
+        rows += res.rejects
+        rows.append(
+            {
+                "kind": "source",
+                "source_uri": u.uri,
+                "checksum": u.checksum,
+                "format": "urls",
+                "size_bytes": u.size_bytes,
+                "status": "ok",
+                "rows_ok": res.ok,
+                "rows_rejected": len(res.rejects),
+            }
+        )
+    return shards, rows
+
+
+def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[dict]):
+    """The output rows (OUTPUT_SCHEMA) of all units, one Spark task per unit."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    sschema = from_arrow_schema(OUTPUT_SCHEMA)
+    n = max(1, math.ceil(len(units) / cfg.ingest.files_per_task))
+    tasks = [(u.uri, u.format, u.checksum, u.size_bytes) for u in units]
+    rdd = spark.sparkContext.parallelize(tasks, n)
+    df = spark.createDataFrame(rdd, "uri string, format string, checksum string, size_bytes long")
+    out = df.mapInArrow(partial(ingest_partition, opts=ingest_options(cfg)), sschema)
+    if extra_rows:
+        cols = OUTPUT_SCHEMA.names
+        extra = spark.createDataFrame([tuple(r.get(c) for c in cols) for r in extra_rows], sschema)
+        out = out.unionByName(extra)
+    return out
+
+
+def pairs_frame(out, ctx: JobContext):
+    """One row per uid; of several, the first by (source_uri, source_key), so re-runs agree."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    first = Window.partitionBy("uid").orderBy("source_uri", "source_key")
+    pairs = (
+        out.filter(F.col("kind") == "pair")
+        .withColumn("_n", F.row_number().over(first))
+        .filter(F.col("_n") == 1)
+        .withColumn("run_id", F.lit(ctx.run_id))
+        .withColumn("ingested_at", F.current_timestamp())
+    )
+    return pairs.select(*TABLES["pairs"].columns)
+
+
+def rejects_frame(out, ctx: JobContext):
+    from pyspark.sql import functions as F
+
+    return (
+        out.filter(F.col("kind") == "reject")
+        .withColumn("stage", F.lit("ingest"))
+        .withColumn("uid", F.lit(None).cast("string"))
+        .withColumn("run_id", F.lit(ctx.run_id))
+        .withColumn("rejected_at", F.current_timestamp())
+        .select(*TABLES["rejects"].columns)
+    )
+
+
+def sources_frame(spark, rows: list, ctx: JobContext):
+    from pyspark.sql import functions as F
+
+    cols = ["source_uri", "checksum", "format", "size_bytes", "status", "rows_ok"]
+    cols += ["rows_rejected", "error"]
+    df = spark.createDataFrame([tuple(r[c] for c in cols) for r in rows], _schema_of(cols))
+    return (
+        df.withColumn("run_id", F.lit(ctx.run_id))
+        .withColumn("ingested_at", F.current_timestamp())
+        .select(*TABLES["sources"].columns)
+    )
+
+
+def _schema_of(cols: list[str]):
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(pa.schema([OUTPUT_SCHEMA.field(c) for c in cols]))
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def write(spark, out, ctx: JobContext) -> dict:
+    """pairs, then rejects, then the ledger: the completion marker goes last."""
+    from pyspark.sql import functions as F
+
+    out = out.persist()
+    try:
+        srows = [r.asDict() for r in out.filter(F.col("kind") == "source").collect()]
+        v, added = ctx.lake.append_new(pairs_frame(out, ctx), "pairs", ctx.commit)
+        ctx.wrote("pairs", v)
+        v, rejected = ctx.lake.append_new(rejects_frame(out, ctx), "rejects", ctx.commit)
+        ctx.wrote("rejects", v)
+        v, _ = ctx.lake.append_new(sources_frame(spark, srows, ctx), "sources", ctx.commit)
+        ctx.wrote("sources", v)
+    finally:
+        out.unpersist()
+    status = [r["status"] for r in srows]
+    return {
+        "sources": len(srows),
+        "pairs_added": added,
+        "rows_ok": sum(int(r["rows_ok"] or 0) for r in srows),
+        "rows_rejected": sum(int(r["rows_rejected"] or 0) for r in srows),
+        "rejects_added": rejected,
+        "partial": status.count("partial"),
+        "failed": status.count("failed"),
+    }
+
+
+def run(spark, cfg: Config) -> JobResult:
+    """Ingest `cfg.sources` into `pairs`/`rejects`, recording each source in `sources`."""
+    ctx = JobContext(NAME, cfg)
+    units = discover(cfg)
+    done = ledger(spark, ctx)
+    shards, extra = download(cfg, [u for u in units if u.format == "urls"], done)
+    files = checksums(spark, [u for u in units if u.format != "urls"] + shards)
+    todo = [u for u in files if not is_done(u, done, cfg.ingest.force)]
+    skipped = len(files) - len(todo)
+    log.info(
+        "ingest: %d source files, %d already in the ledger, %d to read",
+        len(files),
+        skipped,
+        len(todo),
+    )
+    if not todo and not extra:
+        return ctx.done("nothing new to ingest", sources=0, skipped=skipped, pairs_added=0)
+    counts = write(spark, ingest_frame(spark, cfg, todo, extra), ctx)
+    msg = f"{counts['pairs_added']} new pairs from {counts['sources']} sources"
+    return ctx.done(msg, skipped=skipped, **counts)
+
+
+def build_parser():
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv=None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Source readers for ingest: a registry of format -> reader (executor-safe).
+
+`READERS.get(fmt)(source_file, reader_options)` yields `RawRecord`s:
+`webdataset` (tar / tar.gz, streamed), `folder` (sidecar .txt or COCO captions),
+`parquet` and `jsonl` (image bytes or paths). `urls` lists are downloaded with
+img2dataset (`readers.urls`) and then read as `webdataset`. `discover` expands
+SOURCE arguments into units of work; `task` validates records on executors.
+"""
+
+from lakecurate.udfs.readers import folder, table, tar  # noqa: F401  (register readers)
+from lakecurate.udfs.readers.base import (
+    READERS,
+    RawRecord,
+    ReaderOptions,
+    SourceFile,
+)
+
+__all__ = ["READERS", "RawRecord", "ReaderOptions", "SourceFile"]

@@ -1,0 +1,258 @@
+"""The executor side of ingest: read one source, validate every record, emit Arrow rows.
+
+`ingest_partition` is the `mapInArrow` function. Its input rows are sources
+(`uri`, `format`, `checksum`, `size_bytes`), one per Spark task; its output is
+one stream of three kinds of rows (`OUTPUT_SCHEMA.kind`): `pair` (a valid
+record, the `pairs` columns), `reject` (reason + detail), and one `source` row
+per source with its ledger status and counts. Validation is `validate_record`,
+a plain function tests call without Spark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from lakecurate.udfs.images import ImageInfo, ImageLimits, ImageRejected, probe_image, reencode
+from lakecurate.udfs.readers.base import READERS, RawRecord, ReaderOptions, SourceFile
+from lakecurate.udfs.text import make_uid
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # pair | reject | source
+        ("uid", pa.string()),
+        ("image_sha256", pa.string()),
+        ("caption", pa.string()),
+        ("image", pa.binary()),
+        ("image_format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("url", pa.string()),
+        ("source_uri", pa.string()),
+        ("source_key", pa.string()),
+        ("meta_json", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("checksum", pa.string()),
+        ("format", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("status", pa.string()),
+        ("rows_ok", pa.int64()),
+        ("rows_rejected", pa.int64()),
+        ("error", pa.string()),
+    ]
+)
+# Rejects that mean the source itself broke: later records were never seen.
+DAMAGE_REASONS = ("truncated_tar", "truncated_source", "unreadable_source")
+_FLUSH_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Everything an ingest task needs, picklable (built from `IngestConfig`)."""
+
+    reader: ReaderOptions = field(default_factory=ReaderOptions)
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    max_caption_chars: int = 4096
+    resize_max_side: int = 0
+    resize_quality: int = 95
+
+
+class RecordRejected(Exception):
+    """A record that fails validation: `reason` code and `detail`."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _caption(rec: RawRecord, opts: IngestOptions) -> str:
+    raw = rec.caption
+    if raw is None:
+        raise RecordRejected("missing_caption", f"{rec.key!r} has an image but no caption")
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RecordRejected("caption_not_utf8", f"invalid UTF-8 at byte {e.start}") from None
+    if not isinstance(raw, str):
+        raise RecordRejected("bad_record", f"the caption is a {type(raw).__name__}, not text")
+    text = raw.strip()
+    if not text:
+        raise RecordRejected("empty_caption", "the caption is empty or whitespace")
+    if len(text) > opts.max_caption_chars:
+        raise RecordRejected(
+            "caption_too_long",
+            f"{len(text)} chars > ingest.max_caption_chars={opts.max_caption_chars}",
+        )
+    return text
+
+
+def _image(data: bytes, opts: IngestOptions) -> tuple[bytes, ImageInfo, dict]:
+    """Probe (and, with a resize policy, re-encode) the image; extra meta for the row."""
+    try:
+        info = probe_image(data, opts.limits)
+        if opts.resize_max_side and max(info.width, info.height) > opts.resize_max_side:
+            orig = {"original_width": info.width, "original_height": info.height}
+            data = reencode(data, info, opts.resize_max_side, opts.resize_quality)
+            return data, probe_image(data, opts.limits), orig
+    except ImageRejected as e:
+        raise RecordRejected(e.reason, e.detail) from None
+    return data, info, {}
+
+
+def validate_record(rec: RawRecord, opts: IngestOptions) -> dict:
+    """The `pairs` columns of a valid record, or raise RecordRejected."""
+    if rec.reject is not None:
+        raise RecordRejected(*rec.reject)
+    if rec.image is None:
+        raise RecordRejected("missing_image", f"{rec.key!r} has no image")
+    caption = _caption(rec, opts)
+    data, info, extra = _image(rec.image, opts)
+    sha = hashlib.sha256(data).hexdigest()
+    meta = {**(rec.meta or {}), **extra}
+    return {
+        "uid": make_uid(sha, caption),
+        "image_sha256": sha,
+        "caption": caption,
+        "image": data,
+        "image_format": info.format,
+        "width": info.width,
+        "height": info.height,
+        "url": rec.url,
+        "meta_json": json.dumps(meta, default=str, sort_keys=True) if meta else None,
+    }
+
+
+@dataclass
+class SourceStats:
+    """Counts of one source while it is read; becomes its `source` row."""
+
+    src: SourceFile
+    ok: int = 0
+    rejected: int = 0
+    damage: str | None = None
+
+    def row(self) -> dict:
+        status = "ok" if self.damage is None else ("partial" if self.ok else "failed")
+        return {
+            "kind": "source",
+            "source_uri": self.src.uri,
+            "checksum": self.src.checksum,
+            "format": self.src.format,
+            "size_bytes": self.src.size_bytes,
+            "status": status,
+            "rows_ok": self.ok,
+            "rows_rejected": self.rejected,
+            "error": self.damage,
+        }
+
+
+def _records(src: SourceFile, opts: IngestOptions) -> Iterator[RawRecord]:
+    """The reader's records; an unexpected failure ends the source as one reject."""
+    n = 0
+    try:
+        for rec in READERS.get(src.format)(src, opts.reader):
+            n += 1
+            yield rec
+    except Exception as e:  # I/O or a reader bug: the job goes on, the source is marked
+        detail = f"reading stopped after {n} records: {type(e).__name__}: {e}"
+        yield RawRecord(key=f"@record{n}", reject=("unreadable_source", detail))
+
+
+def ingest_source(src: SourceFile, opts: IngestOptions) -> Iterator[dict]:
+    """Output rows (pairs and rejects, then the source row) of one source."""
+    stats = SourceStats(src)
+    seen: set[str] = set()
+    for rec in _records(src, opts):
+        base = {"source_uri": src.uri, "source_key": rec.key}
+        try:
+            if rec.key in seen and rec.reject is None:
+                raise RecordRejected("duplicate_key", f"key {rec.key!r} seen before in this source")
+            seen.add(rec.key)
+            row = validate_record(rec, opts)
+        except RecordRejected as e:
+            stats.rejected += 1
+            if e.reason in DAMAGE_REASONS and stats.damage is None:
+                stats.damage = f"{e.reason}: {e.detail}"
+            yield {**base, "kind": "reject", "reason": e.reason, "detail": e.detail}
+            continue
+        stats.ok += 1
+        yield {**base, **row, "kind": "pair"}
+    yield stats.row()
+
+
+class ArrowBatcher:
+    """Collects row dicts into RecordBatches of OUTPUT_SCHEMA (by rows or bytes)."""
+
+    def __init__(self, max_rows: int):
+        self.max_rows = max_rows
+        self._reset()
+
+    def _reset(self) -> None:
+        self.cols: dict[str, list] = {n: [] for n in OUTPUT_SCHEMA.names}
+        self.n = 0
+        self.nbytes = 0
+
+    def add(self, row: dict) -> pa.RecordBatch | None:
+        for name, values in self.cols.items():
+            values.append(row.get(name))
+        self.n += 1
+        self.nbytes += len(row.get("image") or b"")
+        if self.n >= self.max_rows or self.nbytes >= _FLUSH_BYTES:
+            return self.flush()
+        return None
+
+    def flush(self) -> pa.RecordBatch | None:
+        if self.n == 0:
+            return None
+        batch = pa.RecordBatch.from_pydict(self.cols, schema=OUTPUT_SCHEMA)
+        self._reset()
+        return batch
+
+
+def task_sources(batch: pa.RecordBatch) -> Iterator[SourceFile]:
+    for r in batch.to_pylist():
+        yield SourceFile(r["uri"], r["format"], r["checksum"] or "", int(r["size_bytes"] or 0))
+
+
+def ingest_partition(
+    batches: Iterator[pa.RecordBatch], opts: IngestOptions
+) -> Iterator[pa.RecordBatch]:
+    """`mapInArrow` body: every source of this partition, streamed into output batches."""
+    batcher = ArrowBatcher(opts.reader.batch_rows)
+    for batch in batches:
+        for src in task_sources(batch):
+            for row in ingest_source(src, opts):
+                if (out := batcher.add(row)) is not None:
+                    yield out
+    if (out := batcher.flush()) is not None:
+        yield out
+
+
+def checksum_source(src: SourceFile) -> SourceFile:
+    """The source with its checksum and size: sha256 of the bytes (a folder: of its listing)."""
+    from lakecurate.udfs.readers.base import open_binary
+    from lakecurate.udfs.readers.folder import list_dir
+
+    h = hashlib.sha256()
+    try:
+        if src.format == "folder":
+            listing = list_dir(src.uri)
+            for name, size, mtime in listing:
+                h.update(f"{name}\0{size}\0{mtime}\n".encode())
+            return SourceFile(
+                src.uri, src.format, "list-sha256:" + h.hexdigest(), sum(s for _, s, _ in listing)
+            )
+        size = 0
+        with open_binary(src.uri) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        return SourceFile(src.uri, src.format, "sha256:" + h.hexdigest(), size)
+    except OSError as e:
+        return SourceFile(src.uri, src.format, f"unreadable:{type(e).__name__}", 0)
