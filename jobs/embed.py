@@ -1,0 +1,179 @@
+"""`lakecurate embed`: CLIP image/text embeddings and CLIP score for every pair.
+
+Reads `pairs` (uid, caption, image, source_uri, source_key), `embeddings` and `rejects`.
+Writes `embeddings` (uid, model_id, image_emb, text_emb, clip_score, run_id,
+embedded_at) for the uids of `pairs` that have no row for this `model_id` yet, and a
+`rejects` row (stage `embed`) for each image that fails to decode here.
+
+* `model_id` = `<name>/<weights>/<precision>` (`lakecurate.models.model_id`); a second
+  model adds its own rows, a re-run adds none. Uids already rejected at the embed
+  stage are not retried (decoding the same bytes fails the same way).
+* `image_emb`/`text_emb` are L2-normalised float32 lists (4 bytes a dimension: 2 KiB
+  a pair for ViT-B-32); `clip_score` is their cosine.
+* Weights are checked on the driver, within seconds, before any Spark work: an
+  unknown tag, a missing file or an unreachable hub is a ConfigError saying how to
+  point at a local checkpoint. Random weights (`--pretrained none`) are logged loudly.
+* Device and cluster settings: see `lakecurate.udfs.clip` (one GPU per executor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+
+from lakecurate.udfs.clip import ClipSpec, clip_udf
+
+from lakecurate import jobkit
+from lakecurate.config import Config, ModelConfig, replace
+from lakecurate.errors import JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.models import ensure_weights, model_id, resolve_device, resolve_precision
+
+NAME = "embed"
+HELP = "compute CLIP image/text embeddings and CLIP scores for pairs not yet embedded"
+ROWS_PER_TASK_BATCHES = 16  # a task gets about this many model batches (>= one per core)
+REQUIRED_PAIRS_COLUMNS = ("uid", "caption", "image", "source_uri", "source_key")
+
+log = logging.getLogger(__name__)
+
+FLAGS = {  # flag dest -> ModelConfig key
+    "model": "name",
+    "pretrained": "pretrained",
+    "device": "device",
+    "precision": "precision",
+    "batch_size": "batch_size",
+    "decode_threads": "decode_threads",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="open_clip model name (default ViT-B-32)")
+    p.add_argument("--pretrained", help="weights: an open_clip tag, a checkpoint file, or none")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--batch-size", type=int, help="images per model batch")
+    p.add_argument("--decode-threads", type=int, help="JPEG decode threads per task")
+
+
+def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    changes = {key: getattr(args, dest) for dest, key in FLAGS.items()}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(cfg, model=changes) if changes else cfg
+
+
+def _gpu_scheduled(spark) -> bool:
+    conf = spark.sparkContext.getConf()
+    return float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0
+
+
+def plan(spark, mcfg: ModelConfig) -> tuple[str, ClipSpec]:
+    """Check weights and resolve device/precision on the driver: (model_id, ClipSpec)."""
+    _, offline = ensure_weights(mcfg)
+    device = resolve_device(mcfg, gpu_scheduled=_gpu_scheduled(spark))
+    precision = resolve_precision(mcfg, device)
+    task_cpus = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
+    spec = ClipSpec(
+        name=mcfg.name,
+        pretrained=mcfg.pretrained,
+        precision=precision,
+        device=mcfg.device,
+        batch_size=mcfg.batch_size,
+        decode_threads=mcfg.decode_threads,
+        torch_threads=task_cpus,
+        hub_offline=offline,
+    )
+    return model_id(mcfg, device), spec
+
+
+def pending(ctx: JobContext, spark, mid: str):
+    """Pairs with no embedding for `mid` and no embed-stage reject."""
+    from pyspark.sql import functions as F
+
+    if not ctx.lake.exists("pairs"):
+        raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
+    pairs = ctx.read(spark, "pairs").select(*REQUIRED_PAIRS_COLUMNS)
+    done = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid).select("uid")
+    rejected = ctx.read(spark, "rejects").filter(F.col("stage") == NAME).select("uid")
+    return pairs.join(done, "uid", "left_anti").join(rejected.distinct(), "uid", "left_anti")
+
+
+def compute(spark, todo, n: int, spec: ClipSpec):
+    """The UDF over `todo`, spread so every core gets work; persisted (used twice)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    per_task = spec.batch_size * ROWS_PER_TASK_BATCHES
+    parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / per_task))
+    out = todo.repartition(parts).withColumn("r", clip_udf(spec)(F.col("image"), F.col("caption")))
+    return out.select("uid", "source_uri", "source_key", "r.*").persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
+
+
+def embedding_rows(out, mid: str, run_id: str):
+    from pyspark.sql import functions as F
+
+    return out.filter(F.col("reject_reason").isNull()).select(
+        "uid",
+        F.lit(mid).alias("model_id"),
+        "image_emb",
+        "text_emb",
+        "clip_score",
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("embedded_at"),
+    )
+
+
+def reject_rows(out, run_id: str):
+    from pyspark.sql import functions as F
+
+    return out.filter(F.col("reject_reason").isNotNull()).select(
+        "source_uri",
+        "source_key",
+        F.col("reject_reason").alias("reason"),
+        F.col("reject_detail").alias("detail"),
+        F.lit(NAME).alias("stage"),
+        "uid",
+        F.lit(run_id).alias("run_id"),
+        F.current_timestamp().alias("rejected_at"),
+    )
+
+
+def run(spark, cfg: Config) -> JobResult:
+    ctx = JobContext(NAME, cfg)
+    mid, spec = plan(spark, cfg.model)  # fails in seconds on unusable weights
+    log.info("embed: model_id=%s, %d torch threads per task", mid, spec.torch_threads)
+    todo = pending(ctx, spark, mid)
+    n = todo.count()
+    if n == 0:
+        return ctx.done(f"nothing to embed for {mid}", model_id=mid, embedded=0, rejected=0)
+    log.info("embed: %d pairs to embed with %s", n, mid)
+    out = compute(spark, todo, n, spec)
+    try:
+        bad = out.filter(out.reject_reason.isNotNull()).count()  # runs the model, once
+        rows = embedding_rows(out, mid, ctx.run_id)
+        v, embedded = ctx.lake.append_new(rows, "embeddings", ctx.commit, model_id=mid)
+        ctx.wrote("embeddings", v)
+        rejected = 0
+        if bad:
+            v, rejected = ctx.lake.append_new(reject_rows(out, ctx.run_id), "rejects", ctx.commit)
+            ctx.wrote("rejects", v)
+            log.warning("embed: %d images failed to decode; see `rejects` (stage embed)", bad)
+    finally:
+        out.unpersist()
+    message = f"embedded {embedded} pairs with {mid}"
+    return ctx.done(message, model_id=mid, embedded=embedded, rejected=rejected)
+
+
+def build_parser():
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv=None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
