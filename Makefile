@@ -30,3 +30,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf demo-lake .pytest_cache
+
+# A real Spark standalone cluster (master + two 1-core workers on 127.0.0.1) runs
+# the refresh through spark-submit and compares it with local mode; a few minutes.
+.PHONY: cluster-test
+cluster-test: check-java $(STAMP)
+	$(PY) -m pytest -q -m cluster tests/test_cluster.py

@@ -1,0 +1,311 @@
+"""`lakecurate refresh [SOURCE ...]`: the nightly incremental run, one per lake at a time.
+
+Runs the stage jobs in order, each at the latest table versions the previous one
+left, under the lake's lease (`lakecurate.lease`):
+
+  ingest   sources (default: the config's `sources`) -> pairs, rejects, sources
+           (a source already in the ledger with the same checksum is skipped)
+  embed    pairs -> embeddings (only uids without a row for this model_id)
+  dedup    pairs, embeddings -> signals, duplicates (new rows against the whole lake)
+  select   pairs, embeddings, signals, duplicates -> selection (no commit if unchanged)
+  publish  selection, pairs, embeddings -> shards + datasets, ONLY when the hash of the
+           kept uids differs from the latest `datasets` row of the dataset name
+
+Every stage is idempotent and writes its completion marker last, so a refresh
+killed at any point (even SIGKILL) is completed by running it again: the tables
+and the published version then equal those of an uninterrupted run.
+
+Exit codes: 0 done, including "selection unchanged, nothing published";
+1 a stage failed, or another refresh holds the lease (the message names it);
+2 bad usage or config. `--log-json`/`--log-file` give JSON-lines logs and a final
+`refresh_summary` event (rows in/out per stage, versions written, durations).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __name__ == "__main__":
+    # `spark-submit jobs/refresh.py` puts jobs/ first on sys.path, where jobs/select.py
+    # would shadow the standard library's `select` (imported by subprocess).
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from lakecurate import jobkit  # noqa: E402
+from lakecurate.config import SOURCE_FORMATS, Config, replace  # noqa: E402
+from lakecurate.errors import ConfigError  # noqa: E402
+from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
+from lakecurate.lease import Lease, lease_dir_for  # noqa: E402
+from lakecurate.logs import RunSummary, StageSummary, configure_logging, event  # noqa: E402
+
+NAME = "refresh"
+HELP = "incremental nightly run: ingest new sources, embed, dedup, select, publish if changed"
+NEEDS_SPARK = False  # the lease is taken before a Spark session starts
+log = logging.getLogger(__name__)
+
+Counts = dict
+
+
+def _get(c: Counts, *keys: str) -> int | None:
+    vals = [c[k] for k in keys if isinstance(c.get(k), int | float)]
+    return int(sum(vals)) if vals else None
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the refresh: the job module it runs and how to read its row counts."""
+
+    name: str
+    module: str
+    rows_in: Callable[[Counts], int | None]
+    rows_out: Callable[[Counts], int | None]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "ingest",
+        "lakecurate.jobs.ingest",
+        lambda c: _get(c, "rows_ok", "rows_rejected"),
+        lambda c: _get(c, "pairs_added"),
+    ),
+    Stage(
+        "embed",
+        "lakecurate.jobs.embed",
+        lambda c: _get(c, "embedded", "rejected"),
+        lambda c: _get(c, "embedded"),
+    ),
+    Stage(
+        "dedup",
+        "lakecurate.jobs.dedup",
+        lambda c: _get(c, "new_rows") or _get(c, "rows") or _get(c, "pairs"),
+        lambda c: _get(c, "duplicates_added") or _get(c, "duplicates"),
+    ),
+    Stage("select", "lakecurate.jobs.select", lambda c: _get(c, "rows"), lambda c: _get(c, "kept")),
+    Stage("publish", "lakecurate.jobs.publish", lambda c: None, lambda c: _get(c, "num_samples")),
+)
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="default: the config's sources")
+    p.add_argument("--format", choices=SOURCE_FORMATS, help="format of the SOURCEs (default auto)")
+    p.add_argument("--name", help="dataset name to publish (default: publish.name)")
+    p.add_argument("--log-json", action="store_true", default=None, help="JSON-lines logs")
+    p.add_argument("--log-file", help="also write the logs (JSON lines) to this file")
+    p.add_argument("--lease-timeout", type=int, help="seconds before a lease is stale")
+    _job("embed").add_arguments(p)  # --model, --pretrained, --device, ... (same flags as embed)
+    _job("select").add_arguments(p)  # --recipe
+
+
+def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    if args.sources:
+        fmt = args.format or "auto"
+        cfg = replace(cfg, sources=[{"uri": s, "format": fmt} for s in args.sources])
+    elif args.format:
+        raise ConfigError("--format", "given without SOURCEs; it applies to SOURCEs only")
+    refresh = {"log_json": args.log_json, "log_file": args.log_file}
+    refresh["lease_timeout_s"] = args.lease_timeout
+    cfg = replace(cfg, refresh={k: v for k, v in refresh.items() if v is not None})
+    if args.name:
+        cfg = replace(cfg, publish={"name": args.name})
+    cfg = _job("embed").apply_args(cfg, args)
+    return _job("select").apply_args(cfg, args)
+
+
+def _job(name: str):
+    return importlib.import_module(f"lakecurate.jobs.{name}")
+
+
+def command(spark, cfg: Config, args: argparse.Namespace) -> int:
+    """Logs, lease, then a Spark session; prints the summary (or one JSON document)."""
+    configure_logging(cfg.refresh.log_json, cfg.refresh.log_file, getattr(args, "log_level", None))
+    with lease_for(cfg) as lease:
+        from lakecurate.session import spark_session
+
+        with spark_session(cfg.spark) as session:
+            result = refresh(session, cfg, lease)
+    if getattr(args, "json", False):
+        print(result.to_json())
+    else:
+        print(result.summary())
+    return 0
+
+
+def lease_for(cfg: Config) -> Lease:
+    return Lease(
+        lease_dir_for(cfg.lake.path, cfg.refresh.lease_dir),
+        owner=f"refresh:{os.environ.get('USER', 'user')}",
+        timeout_s=cfg.refresh.lease_timeout_s,
+        heartbeat_s=cfg.refresh.heartbeat_s,
+    )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run(spark, cfg: Config) -> JobResult:
+    """The refresh in an existing session (tests, notebooks): takes the lease itself."""
+    with lease_for(cfg) as lease:
+        return refresh(spark, cfg, lease)
+
+
+def refresh(spark, cfg: Config, lease: Lease) -> JobResult:
+    ctx = JobContext(NAME, cfg)
+    summary = RunSummary(ctx.run_id)
+    event(log, "refresh_start", f"refresh {ctx.run_id} on {cfg.lake.path}", run_id=ctx.run_id)
+    try:
+        for stage in STAGES:
+            lease.check()
+            st = summary.stage(stage.name)
+            skip = skip_reason(spark, cfg, stage.name, ctx)
+            if skip:
+                st.status, st.message = "skipped", skip
+                event(log, "stage_skipped", f"{stage.name}: {skip}", stage=stage.name)
+                continue
+            _run_stage(spark, cfg, stage, st)
+        summary.outcome = outcome(summary, cfg)
+    except BaseException as e:
+        summary.outcome = f"failed: {type(e).__name__}: {e}"
+        raise
+    finally:
+        event(log, "refresh_summary", summary.outcome, summary=summary.to_dict())
+        log.info("%s", summary.text())
+    for s in summary.stages:
+        ctx.result.read_versions.update(
+            {t: v for t, v in s.read_versions.items() if t not in ctx.result.read_versions}
+        )
+        ctx.result.written_versions.update(s.written_versions)
+    return ctx.done(summary.outcome, stages=summary.to_dict()["stages"])
+
+
+def _run_stage(spark, cfg: Config, stage: Stage, st: StageSummary) -> None:
+    event(log, "stage_start", f"{stage.name}: started", stage=stage.name)
+    t0 = time.time()
+    try:
+        result: JobResult = _job_module(stage).run(spark, cfg)
+    except BaseException as e:
+        st.status, st.seconds, st.message = "failed", time.time() - t0, f"{type(e).__name__}: {e}"
+        event(log, "stage_failed", f"{stage.name}: {st.message}", stage=stage.name)
+        raise
+    st.status, st.seconds = "ok", time.time() - t0
+    st.read_versions, st.written_versions = result.read_versions, result.written_versions
+    st.counts = {k: v for k, v in result.counts.items() if _scalar(v)}
+    st.rows_in, st.rows_out = stage.rows_in(result.counts), stage.rows_out(result.counts)
+    st.message = result.message
+    event(
+        log,
+        "stage_done",
+        f"{stage.name}: {result.message}",
+        stage=stage.name,
+        seconds=round(st.seconds, 3),
+        rows_in=st.rows_in,
+        rows_out=st.rows_out,
+        written=st.written_versions,
+    )
+
+
+def _job_module(stage: Stage):
+    try:
+        return importlib.import_module(stage.module)
+    except ModuleNotFoundError as e:
+        if e.name != stage.module:
+            raise
+        from lakecurate.errors import JobError
+
+        raise JobError(
+            f"refresh needs the {stage.name} job ({stage.module}), not installed"
+        ) from None
+
+
+def _scalar(v) -> bool:
+    return isinstance(v, str | int | float | bool) or v is None
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def skip_reason(spark, cfg: Config, stage: str, ctx: JobContext) -> str:
+    """Why `stage` does not run this time ("" = it runs)."""
+    fn = SKIP_RULES.get(stage)
+    return fn(spark, cfg, ctx) if fn else ""
+
+
+def _skip_ingest(spark, cfg: Config, ctx: JobContext) -> str:
+    if cfg.sources:
+        return ""
+    if not ctx.lake.exists("pairs"):
+        raise ConfigError(
+            "sources",
+            "no SOURCE given, none in the config, and the lake has no pairs yet: "
+            "pass SOURCE ... or list them under `sources:` in the config",
+        )
+    return "no sources given or configured; refreshing what the lake holds"
+
+
+def _skip_publish(spark, cfg: Config, ctx: JobContext) -> str:
+    new_hash, old = selection_change(spark, cfg, ctx)
+    if old is None:
+        return ""
+    if new_hash == old["selection_hash"]:
+        return (
+            f"selection unchanged since {cfg.publish.name}@{old['version']} "
+            f"(hash {new_hash[:12]}); nothing new to publish"
+        )
+    return ""
+
+
+SKIP_RULES: dict[str, Callable[..., str]] = {"ingest": _skip_ingest, "publish": _skip_publish}
+
+
+def selection_change(spark, cfg: Config, ctx: JobContext) -> tuple[str, dict | None]:
+    """(hash of the current selection, latest `datasets` row of the name or None)."""
+    from pyspark.sql import functions as F
+
+    publish = _job("publish")
+    lake = ctx.lake
+    sel_version = lake.version("selection")
+    rid = publish.resolve_recipe_id(spark, lake, cfg, sel_version)
+    new_hash = publish.selection_hash_of(spark, lake, rid, sel_version)
+    if not lake.exists("datasets"):
+        return new_hash, None
+    rows = (
+        lake.read(spark, "datasets")
+        .filter(F.col("name") == cfg.publish.name)
+        .orderBy(F.col("version").desc())
+        .select("version", "selection_hash", "recipe_id")
+        .limit(1)
+        .collect()
+    )
+    if not rows or rows[0]["recipe_id"] != rid:
+        return new_hash, None
+    return new_hash, rows[0].asDict()
+
+
+def outcome(summary: RunSummary, cfg: Config) -> str:
+    pub = next(s for s in summary.stages if s.stage == "publish")
+    if pub.status == "skipped":
+        return pub.message
+    version = pub.counts.get("version")
+    return f"published {cfg.publish.name}@{version} ({pub.rows_out} samples)"
+
+
+def build_parser():
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv=None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
