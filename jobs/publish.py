@@ -73,25 +73,40 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
 # --- what is published ------------------------------------------------------------------------
 
 
+def _bucket_digest(uids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
+
+
 def selection_hash(uids: Iterable[str]) -> str:
-    """sha256 over the sorted kept uids (one per line): equal iff the selection is equal."""
-    h = hashlib.sha256()
-    for uid in sorted(set(uids)):
-        h.update(uid.encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    """sha256 over the sorted kept uids, in two levels so Spark can compute it in parallel:
+    the sorted uids of each bucket (first two characters) are hashed, then the sorted
+    `bucket:digest` lines. Equal iff the sets of uids are equal."""
+    buckets: dict[str, list[str]] = {}
+    for uid in set(uids):
+        buckets.setdefault(uid[:2], []).append(uid)
+    return _combine({b: _bucket_digest(us) for b, us in buckets.items()})
+
+
+def _combine(digests: dict[str, str]) -> str:
+    lines = "".join(f"{b}:{d}\n" for b, d in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def selection_hash_of(spark, lake: Lake, recipe_id: str, version: int | None = None) -> str:
-    """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if None).
+    """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if
+    None), computed by Spark: only one digest per bucket reaches the driver."""
+    from pyspark.sql import functions as F
 
-    Streams the sorted uids to the driver instead of collecting them at once.
-    """
     v = lake.version("selection") if version is None else version
     if v is None:
         return selection_hash([])
-    uids = kept_uids(spark, lake, v, recipe_id).orderBy("uid")
-    return selection_hash(r["uid"] for r in uids.toLocalIterator())
+    uids = kept_uids(spark, lake, v, recipe_id)
+    rows = (
+        uids.groupBy(F.substring("uid", 1, 2).alias("b"))
+        .agg(F.sha2(F.concat_ws("\n", F.array_sort(F.collect_list("uid"))), 256).alias("d"))
+        .collect()
+    )
+    return _combine({r["b"]: r["d"] for r in rows})
 
 
 def pin_versions(lake: Lake) -> dict[str, int]:
@@ -107,23 +122,17 @@ def pin_versions(lake: Lake) -> dict[str, int]:
 
 
 def resolve_recipe_id(spark, lake: Lake, cfg: Config, selection_version: int) -> str:
-    """The configured recipe's id (from select's `recipe_id_for`); it must have rows."""
+    """The configured recipe's id (from select's `recipe_id_for`)."""
     from pyspark.sql import functions as F
 
-    sel = lake.read(spark, "selection", selection_version)
     try:
         from lakecurate.recipes import recipe_id_for
     except ImportError:
         recipe_id_for = None
     if recipe_id_for is not None:
-        rid = recipe_id_for(cfg)
-        if sel.filter(F.col("recipe_id") == rid).limit(1).count() == 0:
-            raise JobError(
-                f"selection@v{selection_version} has no rows for recipe {rid!r} "
-                f"(select.recipe={cfg.select.recipe!r}): run `lakecurate select` first"
-            )
-        return rid
+        return recipe_id_for(cfg)  # `_plan` checks that the selection has its rows
     # Before select exported recipe_id_for: the most recently written recipe.
+    sel = lake.read(spark, "selection", selection_version)
     row = sel.orderBy(F.col("run_id").desc_nulls_last(), "recipe_id").select("recipe_id").first()
     if row is None:
         raise JobError("the selection table is empty: run `lakecurate select` first")
@@ -287,19 +296,28 @@ def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str)
     )
     shards = write_shards(spark, assigned, staging)
     written = sum(s["num_samples"] for s in shards)
-    if written != plan["counts"]["num_samples"]:
-        raise JobError(f"shards hold {written} samples, expected {plan['counts']['num_samples']}")
     sfs, spath = _fs(staging)
-    if not shards:
-        sfs.makedirs(spath, exist_ok=True)
+    if written == 0:
+        if sfs.exists(spath):
+            sfs.rm(spath, recursive=True)
+        raise JobError(
+            f"recipe {plan['recipe_id']!r} keeps no samples that have a pairs row; "
+            "nothing to publish (check `lakecurate versions` and the select step)"
+        )
+    lost = plan["funnel"]["kept"] - written
+    if lost:
+        log.warning("publish: %d kept uids have no pairs row; they are left out", lost)
     sfs.mv(spath, fspath, recursive=True)
     manifest = dict(plan, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
     manifest["shards"] = [
         {k: s[k] for k in ("name", "index", "sha256", "num_samples", "num_bytes")} for s in shards
     ]
-    manifest["counts"] = dict(
-        plan["counts"], num_shards=len(shards), num_bytes=sum(s["num_bytes"] for s in shards)
-    )
+    manifest["counts"] = {
+        "num_samples": written,
+        "num_shards": len(shards),
+        "num_bytes": sum(s["num_bytes"] for s in shards),
+        "kept_without_pairs": lost,
+    }
     with fs.open(f"{fspath}/{MANIFEST}.tmp", "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)
     fs.mv(f"{fspath}/{MANIFEST}.tmp", f"{fspath}/{MANIFEST}")
@@ -344,7 +362,7 @@ def run(spark, cfg: Config) -> JobResult:
     )
     version = next_version(spark, ctx.lake, name)
     path = out_dir(cfg, version)
-    plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, samples)
+    plan = _plan(spark, ctx, name, version, pins, recipe_id, mid)
     fs, fspath = _fs(path)
     manifest = reusable_manifest(fs, fspath, plan)
     if manifest is not None:
@@ -364,15 +382,20 @@ def run(spark, cfg: Config) -> JobResult:
     )
 
 
-def _plan(spark, ctx, name, version, pins, recipe_id, mid, samples) -> dict:
+def _plan(spark, ctx, name, version, pins, recipe_id, mid) -> dict:
     """Everything the manifest says except the shards and the time."""
     cfg = ctx.cfg
     fun = funnel(spark, ctx.lake, pins["selection"], recipe_id)
-    n = samples.count()
-    if n == 0:
-        raise JobError(f"recipe {recipe_id!r} keeps no samples with pairs rows; nothing to publish")
-    if n != fun["kept"]:
-        log.warning("publish: %d kept uids have no pairs row; they are left out", fun["kept"] - n)
+    if fun["total"] == 0:
+        raise JobError(
+            f"selection@v{pins['selection']} has no rows for recipe {recipe_id!r} "
+            f"(select.recipe={cfg.select.recipe!r}): run `lakecurate select` first"
+        )
+    if fun["kept"] == 0:
+        raise JobError(
+            f"recipe {recipe_id!r} keeps no samples in selection@v{pins['selection']}; "
+            "nothing to publish"
+        )
     plan = {
         "format": FORMAT,
         "name": name,
@@ -386,7 +409,6 @@ def _plan(spark, ctx, name, version, pins, recipe_id, mid, samples) -> dict:
         "seed": cfg.publish.seed,
         "selection_hash": selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"]),
         "funnel": fun,
-        "counts": {"num_samples": n, "kept_without_pairs": fun["kept"] - n},
         "run_id": ctx.run_id,
     }
     plan["inputs_hash"] = inputs_hash(plan)

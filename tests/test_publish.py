@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_publish_support import build_curated_lake, recipe_id, verdict
+from lakecurate.jobs import publish
+from pyspark.sql import functions as F
+from test_publish_support import copy_lake, curated_template, recipe_id, write_selection
 
 from lakecurate.config import replace
 from lakecurate.errors import ConfigError, JobError
-from lakecurate.jobs import publish
 
 
 def _cfg(cfg, **pub):
@@ -31,19 +32,22 @@ def _datasets(spark, lake):
 
 
 @pytest.fixture
-def curated(spark, pairs_lake, cfg, sample_set):
-    uids = build_curated_lake(spark, pairs_lake, cfg, sample_set)
-    kept = sorted(u for u in uids if verdict(u)[0])
-    return pairs_lake, kept
+def tpl(spark, tmp_path_factory, sample_set):
+    return curated_template(spark, tmp_path_factory, sample_set)
 
 
-def test_publish_writes_shards_manifest_and_row_that_agree(spark, curated, cfg):
-    lake, kept = curated
-    res = publish.run(spark, _cfg(cfg))
+def _manifest(res) -> tuple[Path, dict]:
     out = Path(res.counts["shard_dir"])
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def test_publish_writes_shards_manifest_and_row_that_agree(spark, tpl):
+    from lakecurate.lake import Lake
+
+    cfg, kept, res = tpl["cfg"], tpl["kept"][0], tpl["results"][1]
+    out, man = _manifest(res)
     assert out == Path(cfg.lake.path) / "_published" / "demo" / "v1"
-    man = json.loads((out / "manifest.json").read_text())
-    row = _datasets(spark, lake)[1]
+    row = _datasets(spark, Lake(cfg.lake.path))[1]
     assert res.counts["version"] == 1 == man["version"]
     assert res.counts["num_samples"] == len(kept) == man["counts"]["num_samples"]
     assert row["num_samples"] == len(kept) and row["status"] == "published"
@@ -86,15 +90,13 @@ def test_publish_writes_shards_manifest_and_row_that_agree(spark, curated, cfg):
     assert not list(out.parent.glob(".*staging*"))
 
 
-def test_shards_load_with_webdataset_and_a_torch_dataloader(spark, curated, cfg):
+def test_shards_load_with_webdataset_and_a_torch_dataloader(tpl):
     import torch
     import webdataset as wds
     from PIL import Image
 
-    lake, kept = curated
-    res = publish.run(spark, _cfg(cfg))
-    out = Path(res.counts["shard_dir"])
-    man = json.loads((out / "manifest.json").read_text())
+    kept = tpl["kept"][1]
+    out, man = _manifest(tpl["results"][2])
     urls = [str(out / s["name"]) for s in man["shards"]]
     ds = (
         wds.WebDataset(urls, shardshuffle=False, empty_check=False)
@@ -120,71 +122,80 @@ def test_shards_load_with_webdataset_and_a_torch_dataloader(spark, curated, cfg)
     assert list(first["jpg"].size) == [first["json"]["width"], first["json"]["height"]]
 
 
-def test_republish_from_same_pins_is_byte_identical(spark, curated, cfg):
-    lake, _ = curated
-    a = publish.run(spark, _cfg(cfg))
-    b = publish.run(spark, _cfg(cfg))
-    assert (a.counts["version"], b.counts["version"]) == (1, 2)
-    ma = json.loads((Path(a.counts["shard_dir"]) / "manifest.json").read_text())
-    mb = json.loads((Path(b.counts["shard_dir"]) / "manifest.json").read_text())
+def test_republish_from_same_pins_is_byte_identical(spark, tpl, tmp_path):
+    lake, cfg = copy_lake(tpl, tmp_path)
+    b = publish.run(spark, cfg)
+    assert b.counts["version"] == 3
+    out_a, ma = _manifest(tpl["results"][2])
+    out_b, mb = _manifest(b)
+    assert ma["pinned_versions"] == mb["pinned_versions"]
     assert [s["sha256"] for s in ma["shards"]] == [s["sha256"] for s in mb["shards"]]
     for s in mb["shards"]:  # the bytes on disk, not just the manifest
-        assert _sha(Path(b.counts["shard_dir"]) / s["name"]) == s["sha256"]
-        idx_a = (Path(a.counts["shard_dir"]) / s["index"]).read_bytes()
-        assert idx_a == (Path(b.counts["shard_dir"]) / s["index"]).read_bytes()
-    # a different seed reshuffles
-    c = publish.run(spark, _cfg(cfg, seed=1))
-    mc = json.loads((Path(c.counts["shard_dir"]) / "manifest.json").read_text())
-    assert [s["sha256"] for s in mc["shards"]] != [s["sha256"] for s in ma["shards"]]
+        assert _sha(out_b / s["name"]) == s["sha256"]
+        assert (out_a / s["index"]).read_bytes() == (out_b / s["index"]).read_bytes()
+    # version 1 (an older selection) differs
+    _, m1 = _manifest(tpl["results"][1])
+    assert m1["selection_hash"] != mb["selection_hash"]
 
 
-def test_shard_bytes_limit_splits_shards(spark, curated, cfg):
-    lake, kept = curated
-    res = publish.run(spark, _cfg(cfg, shard_size=1000, shard_bytes=60_000))
-    man = json.loads((Path(res.counts["shard_dir"]) / "manifest.json").read_text())
-    assert len(man["shards"]) > 1
-    assert sum(s["num_samples"] for s in man["shards"]) == len(kept)
-    biggest = max(os.path.getsize(p) for p in Path(res.counts["shard_dir"]).glob("*.tar"))
-    assert all(s["num_bytes"] <= 60_000 + biggest for s in man["shards"])
+def test_shard_boundaries_by_count_and_by_bytes(spark):
+    rows = [(f"{i:064x}", bytes(1000 + 10 * i)) for i in range(40)]
+    df = spark.createDataFrame(rows, "uid string, image binary").withColumn("caption", F.lit("c"))
+    by_count = publish.assign_shards(df, 7, 0, seed=0).collect()
+    sizes = Counter(r["shard"] for r in by_count)
+    assert sorted(sizes) == list(range(6)) and max(sizes.values()) == 7
+    assert sorted(r["pos"] for r in by_count) == list(range(40))
+    by_bytes = publish.assign_shards(df, 100, 8000, seed=0).collect()
+    per = {}
+    for r in sorted(by_bytes, key=lambda r: r["pos"]):
+        per.setdefault(r["shard"], []).append(len(r["image"]) + 1 + publish.HEADER_ESTIMATE)
+    assert sorted(per) == list(range(len(per))) and len(per) > 3
+    for sizes in per.values():  # a shard closes at the first sample starting past the limit
+        assert sum(sizes[:-1]) < 8000
+    # the order is a seeded shuffle by uid: same seed same order, other seed other order
+    order = [r["uid"] for r in sorted(by_count, key=lambda r: r["pos"])]
+    again = publish.assign_shards(df, 7, 0, seed=0).collect()
+    assert order == [r["uid"] for r in sorted(again, key=lambda r: r["pos"])]
+    other = publish.assign_shards(df, 7, 0, seed=1).collect()
+    assert order != [r["uid"] for r in sorted(other, key=lambda r: r["pos"])]
 
 
-def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark, curated, cfg):
-    lake, kept = curated
-    c = _cfg(cfg)
-    v1 = Path(cfg.lake.path) / "_published" / "demo" / "v1"
-    # crash 1: a staging dir and a half-written version dir without manifest
-    stale = v1.parent / ".v1.staging-old-run"
-    stale.mkdir(parents=True)
-    (stale / "shard-000000.tar").write_bytes(b"partial")
-    v1.mkdir()
-    (v1 / "shard-000000.tar").write_bytes(b"junk")
-    res = publish.run(spark, c)
-    assert res.counts["version"] == 1 and not stale.exists()
-    man = json.loads((v1 / "manifest.json").read_text())
-    assert all(_sha(v1 / s["name"]) == s["sha256"] for s in man["shards"])
-    # crash 2: shards + manifest of v2 written, `datasets` row never appended
+def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark, tpl, tmp_path):
+    lake, c = copy_lake(tpl, tmp_path)
+    base = Path(c.lake.path) / "_published" / "demo"
     ctx = publish.JobContext("publish", c)
     pins = publish.pin_versions(lake)
-    samples = publish.samples_frame(spark, lake, pins, man["recipe_id"], man["model_id"])
-    plan = publish._plan(spark, ctx, "demo", 2, pins, man["recipe_id"], man["model_id"], samples)
-    v2 = v1.parent / "v2"
-    left = publish.materialise(spark, c, plan, samples, str(v2), ctx.run_id)
-    assert sorted(_datasets(spark, lake)) == [1]  # not a version yet
+    rid, mid = recipe_id(c), publish.model_id(c.model)
+    samples = publish.samples_frame(spark, lake, pins, rid, mid)
+
+    def leftover(version: int, run: str) -> dict:
+        plan = publish._plan(spark, ctx, "demo", version, pins, rid, mid)
+        return publish.materialise(spark, c, plan, samples, str(base / f"v{version}"), run)
+
+    # crash 1: manifest written but a shard corrupted, plus a stale staging dir
+    leftover(3, "run-a")
+    (base / "v3" / "shard-000000.tar").write_bytes(b"corrupt")
+    stale = base / ".v3.staging-old-run"
+    stale.mkdir()
+    (stale / "shard-000000.tar").write_bytes(b"partial")
+    res = publish.run(spark, c)
+    assert res.counts["version"] == 3 and not stale.exists()
+    man = json.loads((base / "v3" / "manifest.json").read_text())
+    assert all(_sha(base / "v3" / s["name"]) == s["sha256"] for s in man["shards"])
+    # crash 2: shards + manifest of v4 written, `datasets` row never appended
+    left = leftover(4, "run-b")
+    assert sorted(_datasets(spark, lake)) == [1, 2, 3]  # not a version yet
     res2 = publish.run(spark, c)
-    assert res2.counts["version"] == 2
-    man2 = json.loads((v2 / "manifest.json").read_text())
-    assert man2["created_at"] == left["created_at"]  # finished, not rewritten
-    assert sorted(_datasets(spark, lake)) == [1, 2]
-    # crash 3: manifest whose shard was corrupted -> replaced, not trusted
-    plan3 = dict(plan, version=3)
-    plan3["inputs_hash"] = publish.inputs_hash(plan3)
-    v3 = v1.parent / "v3"
-    publish.materialise(spark, c, plan3, samples, str(v3), "run3")
-    (v3 / "shard-000000.tar").write_bytes(b"corrupt")
-    res3 = publish.run(spark, c)
-    man3 = json.loads((v3 / "manifest.json").read_text())
-    assert res3.counts["version"] == 3
-    assert all(_sha(v3 / s["name"]) == s["sha256"] for s in man3["shards"])
+    assert res2.counts["version"] == 4
+    man4 = json.loads((base / "v4" / "manifest.json").read_text())
+    assert man4["created_at"] == left["created_at"]  # finished, not rewritten
+    assert sorted(_datasets(spark, lake)) == [1, 2, 3, 4]
+    # crash 3: shards moved into place but no manifest -> replaced by a full publish
+    (base / "v5").mkdir()
+    (base / "v5" / "shard-000000.tar").write_bytes(b"junk")
+    assert publish.run(spark, c).counts["version"] == 5
+    man5 = json.loads((base / "v5" / "manifest.json").read_text())
+    assert [s["sha256"] for s in man5["shards"]] == [s["sha256"] for s in man["shards"]]
 
 
 def test_bad_inputs_get_clear_errors(spark, lake, pairs_lake, cfg, tmp_path):
@@ -195,15 +206,14 @@ def test_bad_inputs_get_clear_errors(spark, lake, pairs_lake, cfg, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    from test_publish_support import write_selection
-
     write_selection(spark, lake, cfg, [r["uid"] for r in lake.read(spark, "pairs").collect()])
     with pytest.raises(ConfigError, match="did not write"):
         publish.run(spark, _cfg(cfg, out=str(foreign)))
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_cli_publish_json(spark, curated, cfg, capsys):
+def test_cli_publish_json(spark, tpl, tmp_path, capsys):
+    lake, cfg = copy_lake(tpl, tmp_path)
     rc = publish.main(
         [
             "demo",
@@ -218,8 +228,9 @@ def test_cli_publish_json(spark, curated, cfg, capsys):
     )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["counts"]["version"] == 1
-    assert doc["counts"]["shard_dir"].endswith("out/demo-v1")
+    assert doc["counts"]["version"] == 3
+    assert doc["counts"]["shard_dir"].endswith("out/demo-v3")
+    assert doc["read_versions"]["selection"] == tpl["results"][2].read_versions["selection"]
     assert (Path(doc["counts"]["shard_dir"]) / "manifest.json").exists()
 
 

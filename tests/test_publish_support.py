@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
+from lakecurate.schemas import TABLES
 
 from lakecurate.lake import Commit
 from lakecurate.models import model_id
-from lakecurate.schemas import TABLES
 
 COMMIT = Commit("test", "test-run")
 
@@ -32,15 +32,19 @@ def _h(uid: str, salt: str = "") -> int:
 
 
 def verdict(uid: str, round_: int = 0) -> tuple[bool, str | None]:
-    """A deterministic stand-in for a recipe: ~70% kept; reasons like a real recipe's."""
+    """A deterministic stand-in for a recipe: ~70% kept; reasons like a real recipe's.
+
+    Round 1 relaxes the caption rule (some uids come back) and finds new near
+    duplicates (some uids leave), so versions 1 and 2 differ both ways.
+    """
     h = _h(uid) % 100
     if h < 10:
         return False, "duplicate:exact"
     if h < 20:
         return False, "clip_score<0.2"
-    if h < 30:
+    if h < (25 if round_ else 30):
         return False, "caption_words<3"
-    if round_ >= 1 and h < 38:  # a later round: new duplicates found
+    if round_ >= 1 and 30 <= h < 38:
         return False, "duplicate:phash"
     return True, None
 
@@ -120,3 +124,60 @@ def build_curated_lake(spark, lake, cfg, sample_set) -> list[str]:
     write_rows(spark, lake, "duplicates", dup)
     write_selection(spark, lake, cfg, uids)
     return uids
+
+
+_TEMPLATE: dict = {}
+
+
+def curated_template(spark, tmp_path_factory, sample_set) -> dict:
+    """Once per test session: a curated lake with `demo@1` (round 0) and `demo@2` (round 1).
+
+    Tests that only read use it as is; tests that change it work on `copy_lake`.
+    """
+    if _TEMPLATE:
+        return _TEMPLATE
+    from lakecurate.jobs import publish
+
+    from lakecurate.config import load_config
+    from lakecurate.lake import Lake
+
+    root = tmp_path_factory.mktemp("curated")
+    path = str(root / "lake")
+    cfg = load_config(
+        None,
+        {
+            "lake.path": path,
+            "model.name": "lakecurate-tiny",
+            "model.pretrained": "none",
+            "spark.shuffle_partitions": 2,
+            "publish.name": "demo",
+            "publish.shard_size": 64,
+        },
+    )
+    lake = Lake(path)
+    pairs = sample_set.pair_rows()
+    write_rows(spark, lake, "pairs", pairs)
+    uids = build_curated_lake(spark, lake, cfg, sample_set)
+    r1 = publish.run(spark, cfg)
+    write_selection(spark, lake, cfg, uids, round_=1)
+    r2 = publish.run(spark, cfg)
+    _TEMPLATE.update(
+        path=path,
+        cfg=cfg,
+        uids=uids,
+        results={1: r1, 2: r2},
+        kept={r: sorted(u for u in uids if verdict(u, r)[0]) for r in (0, 1)},
+    )
+    return _TEMPLATE
+
+
+def copy_lake(template: dict, dest) -> tuple:
+    """A private copy of the template's tables (shards stay where the template wrote them)."""
+    import shutil
+
+    from lakecurate.config import replace
+    from lakecurate.lake import Lake
+
+    path = str(dest / "lake")
+    shutil.copytree(template["path"], path, ignore=shutil.ignore_patterns("_published"))
+    return Lake(path), replace(template["cfg"], lake={"path": path})
