@@ -44,7 +44,13 @@ from lakecurate.config import SOURCE_FORMATS, Config, replace  # noqa: E402
 from lakecurate.errors import ConfigError  # noqa: E402
 from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
 from lakecurate.lease import Lease, lease_dir_for  # noqa: E402
-from lakecurate.logs import RunSummary, StageSummary, configure_logging, event  # noqa: E402
+from lakecurate.logs import (  # noqa: E402
+    RunSummary,
+    StageSummary,
+    configure_logging,
+    event,
+    format_run,
+)
 
 NAME = "refresh"
 HELP = "incremental nightly run: ingest new sources, embed, dedup, select, publish if changed"
@@ -137,7 +143,7 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(result.to_json())
     else:
-        print(result.summary())
+        print(format_run(result.run_id, result.message, result.counts["stages"]))
     return 0
 
 
@@ -185,7 +191,14 @@ def refresh(spark, cfg: Config, lease: Lease) -> JobResult:
             {t: v for t, v in s.read_versions.items() if t not in ctx.result.read_versions}
         )
         ctx.result.written_versions.update(s.written_versions)
-    return ctx.done(summary.outcome, stages=summary.to_dict()["stages"])
+    pub = summary.stages[-1]
+    return ctx.done(
+        summary.outcome,
+        published=pub.status == "ok",
+        dataset=cfg.publish.name,
+        dataset_version=pub.counts.get("version", ctx.result.counts.get("dataset_version")),
+        stages=summary.to_dict()["stages"],
+    )
 
 
 def _run_stage(spark, cfg: Config, stage: Stage, st: StageSummary) -> None:
@@ -257,6 +270,7 @@ def _skip_publish(spark, cfg: Config, ctx: JobContext) -> str:
     if old is None:
         return ""
     if new_hash == old["selection_hash"]:
+        ctx.result.counts["dataset_version"] = old["version"]
         return (
             f"selection unchanged since {cfg.publish.name}@{old['version']} "
             f"(hash {new_hash[:12]}); nothing new to publish"

@@ -132,13 +132,20 @@ class RunSummary:
         }
 
     def text(self) -> str:
-        lines = [f"refresh {self.run_id}: {self.outcome}"]
-        for s in self.stages:
-            io = f"in={s.rows_in} out={s.rows_out}" if s.rows_in is not None else ""
-            wrote = ", ".join(f"{t}@v{v}" for t, v in s.written_versions.items())
-            lines.append(
-                f"  {s.stage:<8} {s.status:<8} {s.seconds:7.1f} s  {io}"
-                + (f"  wrote {wrote}" if wrote else "")
-                + (f"  ({s.message})" if s.message else "")
-            )
-        return "\n".join(lines)
+        return format_run(self.run_id, self.outcome, [asdict(s) for s in self.stages])
+
+
+def format_run(run_id: str, outcome: str, stages: list[dict]) -> str:
+    """A few human lines: the outcome, then one line per stage."""
+    lines = [f"refresh {run_id}: {outcome}"]
+    for s in stages:
+        io = f"in={s['rows_in']} out={s['rows_out']}" if s["rows_in"] is not None else ""
+        if not io and s["rows_out"] is not None:
+            io = f"out={s['rows_out']}"
+        wrote = ", ".join(f"{t}@v{v}" for t, v in s["written_versions"].items())
+        lines.append(
+            f"  {s['stage']:<8} {s['status']:<8} {s['seconds']:7.1f} s  {io}"
+            + (f"  wrote {wrote}" if wrote else "")
+            + (f"  ({s['message']})" if s["message"] else "")
+        )
+    return "\n".join(lines)
