@@ -156,7 +156,7 @@ def reference_bunny(tables: dict[str, pa.Table], bands=((0.4, 0.6), (0.15, 0.35)
     )
     masks = [~is_dup]
     for values, (lo, hi) in zip((clip, cent), bands, strict=True):
-        cur = masks[-1]
+        cur = masks[-1] & ~np.isnan(values)  # a missing score fails the rule, like in Spark
         qlo, qhi = np.quantile(values[cur], [lo, hi])
         masks.append(cur & (values >= qlo) & (values <= qhi))
     return {"uids": uids, "masks": masks, "counts": [int(m.sum()) for m in masks]}

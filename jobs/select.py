@@ -64,15 +64,21 @@ def _caption_words() -> Column:
     return F.when(cap == "", F.lit(0)).otherwise(F.size(F.split(cap, " ")))
 
 
+def _resolution() -> Column:
+    # least() skips nulls; an image with an unknown side has no resolution
+    known = F.col("width").isNotNull() & F.col("height").isNotNull()
+    return F.when(known, F.least("width", "height"))
+
+
 def _aspect() -> Column:
-    short = F.least("width", "height")
+    short = _resolution()
     return F.when(short > 0, F.greatest("width", "height").cast("double") / short)
 
 
 PAIR_COLUMNS: dict[str, Callable[[], Column]] = {
     "caption_words": _caption_words,
     "caption_chars": lambda: F.char_length(_caption()),
-    "resolution": lambda: F.least("width", "height"),
+    "resolution": _resolution,
     "aspect": _aspect,
 }
 
@@ -189,8 +195,11 @@ INPUTS: dict[str, InputTable] = {
 def needed_columns(recipe: Recipe) -> dict[str, list[str]]:
     """table -> the columns the recipe's rules read from it (pairs always present)."""
     by_table: dict[str, list[str]] = {"pairs": []}
-    for c in sorted(recipe.columns() - {"uid"}):
-        by_table.setdefault(COLUMNS[c], []).append(c)
+    for rule in recipe.rules:  # in recipe order, so errors follow the recipe
+        for c in rule.columns():
+            cols = by_table.setdefault(COLUMNS[c], [])
+            if c != "uid" and c not in cols:
+                cols.append(c)
     return by_table
 
 
