@@ -9,11 +9,11 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from lakecurate.jobs import ingest
 from PIL import Image
 
 from lakecurate.config import replace
 from lakecurate.errors import ConfigError
-from lakecurate.jobs import ingest
 
 
 def configured(cfg, *sources: str, fmt: str = "auto", **ingest_changes):
@@ -31,13 +31,23 @@ def test_webdataset_ingest_matches_the_sample(spark, lake, cfg, wds_dir, sample_
     assert {p["uid"] for p in pairs} == set(expected)
     for p in pairs:
         e = expected[p["uid"]]
-        assert (p["width"], p["height"], p["image_sha256"]) == (e["width"], e["height"], e["image_sha256"])
+        assert (p["width"], p["height"], p["image_sha256"]) == (
+            e["width"],
+            e["height"],
+            e["image_sha256"],
+        )
         assert p["image"] == e["image"] and p["url"] == e["url"]
         assert p["source_uri"].startswith(str(wds_dir)) and p["source_key"] == e["source_key"]
     bad = {k: kind for k, kind in sample_set.labels["bad"]}
-    reasons = {"corrupt": "undecodable_image", "empty_caption": "empty_caption", "too_small": "too_small"}
+    reasons = {
+        "corrupt": "undecodable_image",
+        "empty_caption": "empty_caption",
+        "too_small": "too_small",
+    }
     rejects = table(spark, lake, "rejects")
-    assert {r["source_key"]: r["reason"] for r in rejects} == {k: reasons[v] for k, v in bad.items()}
+    assert {r["source_key"]: r["reason"] for r in rejects} == {
+        k: reasons[v] for k, v in bad.items()
+    }
     assert all(r["stage"] == "ingest" and r["detail"] for r in rejects)
     sources = table(spark, lake, "sources")
     assert sorted(s["source_uri"].rsplit("/", 1)[-1] for s in sources) == [
