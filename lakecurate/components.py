@@ -77,6 +77,8 @@ def _union_find(pairs: list[tuple]) -> dict:
         return x
 
     for a, b in pairs:
+        if a == b:
+            continue
         ra, rb = find(a), find(b)
         if ra != rb:
             lo, hi = (ra, rb) if ra < rb else (rb, ra)
@@ -84,13 +86,17 @@ def _union_find(pairs: list[tuple]) -> dict:
     return {x: find(x) for x in list(parent)}
 
 
-def _finish_locally(edges: DataFrame, node_type) -> DataFrame:
-    """Once few edges are left, the driver finishes with union-find (Kiveris et al. 5.2)."""
+def _rows_to_frame(spark, roots: dict, node_type) -> DataFrame:
     from pyspark.sql.types import StructField, StructType
 
-    roots = _union_find([(r["u"], r["v"]) for r in edges.collect()])
     schema = StructType([StructField("node", node_type), StructField("root", node_type)])
-    return edges.sparkSession.createDataFrame(sorted(roots.items()), schema)
+    return spark.createDataFrame(sorted(roots.items()), schema)
+
+
+def _finish_locally(edges: DataFrame, node_type) -> DataFrame:
+    """Once few edges are left, the driver finishes with union-find (Kiveris et al. 5.2)."""
+    roots = _union_find([(r["u"], r["v"]) for r in edges.collect()])
+    return _rows_to_frame(edges.sparkSession, roots, node_type)
 
 
 def connected_components(
@@ -110,6 +116,10 @@ def connected_components(
         F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v"))
     )
     node_type = cur.schema["u"].dataType
+    if local_limit > 0:  # small graphs (the common case for duplicates): one job
+        head = cur.limit(local_limit + 1).collect()
+        if len(head) <= local_limit:
+            return _rows_to_frame(cur.sparkSession, _union_find(head), node_type)
     cur = _cut_lineage(_small_star(cur))
     fp = _fingerprint(cur)
     for rnd in range(1, max_rounds + 1):

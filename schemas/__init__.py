@@ -2,6 +2,7 @@
 
 from lakecurate.schemas import (
     datasets,
+    dedup_index,
     duplicates,
     embeddings,
     pairs,
@@ -14,7 +15,17 @@ from lakecurate.schemas.base import TableSpec
 
 TABLES: dict[str, TableSpec] = {
     m.SPEC.name: m.SPEC
-    for m in (sources, pairs, rejects, embeddings, signals, duplicates, selection, datasets)
+    for m in (
+        sources,
+        pairs,
+        rejects,
+        embeddings,
+        signals,
+        duplicates,
+        dedup_index,
+        selection,
+        datasets,
+    )
 }
 
 __all__ = ["TABLES", "TableSpec"]

@@ -43,7 +43,7 @@ class MinHashParams:
     ngram: int = 5
     bands: int = 0  # 0: derived from `threshold` (datasketch's optimum)
     rows: int = 0
-    threshold: float = 0.5
+    threshold: float = 0.45
 
     @property
     def band_rows(self) -> tuple[int, int]:
@@ -257,6 +257,7 @@ def optimal_bands(
 
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
+_MASK64 = (1 << 64) - 1
 
 
 def _mix64(h: np.ndarray) -> np.ndarray:
@@ -270,7 +271,7 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     out = np.empty((sigs.shape[0], bands), dtype=np.uint64)
     wide = sigs.astype(np.uint64)
     for i in range(bands):
-        h = np.full(sigs.shape[0], np.uint64(i + 1) * _M1, dtype=np.uint64)
+        h = np.full(sigs.shape[0], np.uint64(((i + 1) * int(_M1)) & _MASK64), dtype=np.uint64)
         for j in range(i * rows, (i + 1) * rows):
             h = _mix64(h ^ (wide[:, j] + _M1))
         out[:, i] = h
@@ -329,20 +330,28 @@ def signature_batches(
 def band_batches(
     batches: Iterator[pa.RecordBatch], params: MinHashParams
 ) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (uid, signature) -> one row per (uid, band, bucket)."""
+    """mapInArrow body: (uid, signature, is_new) -> one row per (uid, band, bucket).
+
+    `order` (the first two signature slots) sorts a bucket so that neighbours tend to
+    be similar without shuffling whole signatures.
+    """
     b, r = params.band_rows
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        h = band_hashes(from_binary(batch.column("signature"), params.num_perm), b, r)
-        uids = np.asarray(batch.column("uid").to_pylist(), dtype=object)
+        sigs = from_binary(batch.column("signature"), params.num_perm)
+        h = band_hashes(sigs, b, r)
+        order = (sigs[:, 0].astype(np.uint64) << np.uint64(32)) | sigs[:, 1 % sigs.shape[1]]
+        take = pa.array(np.repeat(np.arange(batch.num_rows), b))
         yield pa.RecordBatch.from_arrays(
             [
-                pa.array(np.repeat(uids, b), pa.string()),
-                pa.array(np.tile(np.arange(b, dtype=np.int32), len(uids))),
+                batch.column("uid").take(take),
+                pa.array(np.tile(np.arange(b, dtype=np.int32), batch.num_rows)),
                 pa.array(h.reshape(-1)),
+                pa.array(np.repeat(order.view(np.int64), b)),
+                batch.column("is_new").take(take),
             ],
-            names=["uid", "band", "bucket"],
+            names=["uid", "band", "bucket", "order", "is_new"],
         )
 
 

@@ -1,0 +1,154 @@
+"""`lakecurate dedup [--methods exact,phash,minhash,semantic]`: find duplicate groups.
+
+Reads `pairs` (uid, image, caption, width, height, image_sha256) and, for semantic
+dedup and the clip_score keeper, `embeddings` of the configured model. Writes:
+
+* `signals`: one row per uid (pHash, caption identity and counts, size, aspect,
+  resolution), computed for uids not in the table yet. Semantic dedup re-clusters the
+  whole lake on each run and rewrites the `semantic_cluster`/`centroid_sim` columns of
+  every row in one overwrite commit (skipped when unchanged), keeping the other columns.
+* `duplicates`: one row per (uid, method) for every member of a group of two or more,
+  with the group's keeper (`keeper_uid == uid` for the keeper) and the similarity to
+  it. Methods: `exact` (image bytes), `exact_caption` (normalized caption; run by
+  `exact`), `phash`, `minhash`, `semantic`. Each method's rows are replaced in one
+  commit (`Lake.replace_where`), so a re-run is idempotent and commits nothing when
+  the groups did not change. Nothing is ever deleted from `pairs`.
+* `dedup_index`: per (uid, method) for phash and minhash, the configuration the uid
+  was matched under (and its MinHash signature), written after the method's
+  duplicates. On the next run only uids missing from it are hashed and matched
+  against the whole lake; the edges of existing groups join the new ones in the
+  connected components, so groups merge across old and new. A changed matching
+  configuration makes the method re-match everything.
+
+Keepers are deterministic: `dedup.keeper` order (clip_score desc, resolution desc,
+uid asc; missing values last), preceded for semantic groups by the SemDeDup keep
+policy (`hard`: farthest from the cluster centroid, `easy`: nearest, `random`: a
+seeded hash of the uid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from functools import partial
+
+from lakecurate.jobs import dedup_methods
+from lakecurate.jobs.dedup_methods import DedupRun
+from lakecurate.schemas import TABLES
+from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakecurate import jobkit
+from lakecurate.config import Config, replace
+from lakecurate.errors import ConfigError, JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.models import model_id
+
+NAME = "dedup"
+HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--methods",
+        help="comma-separated: exact,phash,minhash,semantic (exact includes exact_caption); "
+        "default: the config's dedup.methods",
+    )
+
+
+def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    if not getattr(args, "methods", None):
+        return cfg
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods", "name at least one of exact, phash, minhash, semantic")
+    return replace(cfg, dedup={"methods": methods})
+
+
+# --- inputs and signals -----------------------------------------------------------------
+
+
+def check_inputs(ctx: JobContext, cfg: Config) -> None:
+    """Fail before any Spark work when a required table is missing."""
+    if not ctx.lake.exists("pairs"):
+        raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
+    if "semantic" in cfg.dedup.methods:
+        mid = model_id(cfg.model)
+        held = ctx.lake.exists("embeddings") and any(
+            (a.get("min.model_id") or "") <= mid <= (a.get("max.model_id") or "")
+            for a in ctx.lake.add_actions("embeddings")
+        )
+        if not held:
+            raise JobError(
+                f"semantic dedup needs image embeddings of model {mid} in table embeddings "
+                f"and there are none: run `lakecurate embed --model {cfg.model.name} "
+                f"--pretrained {cfg.model.pretrained}` first (or leave semantic out of --methods)"
+            )
+
+
+def update_signals(spark, ctx: JobContext, pairs: DataFrame) -> int:
+    """Compute `signals` rows for uids that have none; return how many were added."""
+    have = ctx.lake.read(spark, "signals").select("uid")
+    todo = pairs.select(*SIGNAL_INPUTS).join(have, "uid", "left_anti")
+    schema = TABLES["signals"].spark_schema()
+    rows = todo.mapInArrow(partial(signal_batches, run_id=ctx.run_id), schema)
+    version, added = ctx.lake.append_new(rows, "signals", ctx.commit)
+    if added:
+        ctx.wrote("signals", version)
+    return added
+
+
+def keeper_ranks(spark, ctx: JobContext, cfg: Config, signals: DataFrame) -> DataFrame:
+    ranks = signals.select("uid", "resolution")
+    if "clip_score" in cfg.dedup.keeper and ctx.lake.exists("embeddings"):
+        mid = model_id(cfg.model)
+        emb = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid)
+        return ranks.join(emb.select("uid", "clip_score"), "uid", "left")
+    return ranks.withColumn("clip_score", F.lit(None).cast("float"))
+
+
+# --- the job ------------------------------------------------------------------------------
+
+
+def expand_methods(methods: tuple[str, ...]) -> list[str]:
+    """Config methods -> `duplicates` method names (exact brings exact_caption along)."""
+    out: list[str] = []
+    for m in methods:
+        out += ["exact", "exact_caption"] if m == "exact" else [m]
+    return list(dict.fromkeys(out))
+
+
+def run(spark, cfg: Config) -> JobResult:
+    ctx = JobContext(NAME, cfg)
+    check_inputs(ctx, cfg)
+    pairs = ctx.read(spark, "pairs")
+    added = update_signals(spark, ctx, pairs)
+    signals = ctx.lake.read(spark, "signals").persist()
+    ranks = keeper_ranks(spark, ctx, cfg, signals).persist()
+    state = DedupRun(spark, ctx, cfg, pairs, signals, ranks)
+    counts: dict[str, int] = {"rows": signals.count(), "new_rows": added}
+    try:
+        for method in expand_methods(cfg.dedup.methods):
+            log.info("dedup: %s", method)
+            counts.update(dedup_methods.METHODS[method](state))
+    finally:
+        signals.unpersist()
+        ranks.unpersist()
+    counts["duplicates"] = sum(v for k, v in counts.items() if k.endswith("_duplicates"))
+    methods = ", ".join(expand_methods(cfg.dedup.methods))
+    return ctx.done(f"{counts['duplicates']} duplicate rows over methods {methods}", **counts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return jobkit.build_parser(sys.modules[__name__])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return jobkit.main(sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

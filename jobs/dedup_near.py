@@ -1,0 +1,233 @@
+"""Candidate pairs for the near-duplicate methods of `dedup`, as Spark DataFrames.
+
+Every function takes the items of one method with an `is_new` flag and returns the
+verified edges `(a, b, similarity)` that involve at least one new item; the caller
+adds the edges of groups already in the lake and runs connected components. Nothing
+here compares all pairs:
+
+* identical sketches (same MinHash signature, same pHash) are collapsed first and
+  linked to their smallest uid, so exact copies never reach the buckets;
+* MinHash: one row per (band, band hash); buckets of at most `bucket_limit` members
+  give all their pairs, larger buckets (stock phrases) link each member to the
+  bucket's leader and to its neighbour in signature order, so the work stays linear;
+* pHash: 4 bands of 16 bits; each band value is also emitted with every flip of up to
+  `distance // 4` bits, so by pigeonhole every pair within the distance meets in some
+  band; candidates are verified with a popcount.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import numpy as np
+from lakecurate.udfs import minhash as mh
+from lakecurate.udfs import semantic as sem
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+EDGE_COLUMNS = ("a", "b", "similarity")
+
+
+def collapse_identical(items: DataFrame, value: str) -> tuple[DataFrame, DataFrame]:
+    """(representatives, edges): one item per distinct `value`, the rest linked to it."""
+    reps = items.groupBy(value).agg(
+        F.min("uid").alias("rep"), F.max(F.col("is_new").cast("int")).alias("any_new")
+    )
+    edges = (
+        items.join(reps.filter(F.col("any_new") == 1), value)
+        .filter(F.col("uid") != F.col("rep"))
+        .select(F.col("rep").alias("a"), F.col("uid").alias("b"), F.lit(1.0).alias("similarity"))
+    )
+    rep_items = reps.select(
+        F.col("rep").alias("uid"), value, (F.col("any_new") == 1).alias("is_new")
+    )
+    return rep_items, edges
+
+
+def bucket_pairs(rows: DataFrame, keys: list[str], order: str, limit: int) -> DataFrame:
+    """Candidate (a, b) with a < b from rows sharing `keys`; linear for large buckets."""
+    w = Window.partitionBy(*keys)
+    rows = (
+        rows.withColumn("size", F.count("*").over(w))
+        .withColumn("bucket_new", F.max(F.col("is_new").cast("int")).over(w))
+        .filter((F.col("size") > 1) & (F.col("bucket_new") == 1))
+    )
+    small = rows.filter(F.col("size") <= limit).select(*keys, "uid", "is_new")
+    x, y = small.alias("x"), small.alias("y")
+    pairs = (
+        x.join(y, keys)
+        .filter((F.col("x.uid") < F.col("y.uid")) & (F.col("x.is_new") | F.col("y.is_new")))
+        .select(F.col("x.uid").alias("a"), F.col("y.uid").alias("b"))
+    )
+    large = rows.filter(F.col("size") > limit)
+    ordered = Window.partitionBy(*keys).orderBy(order, "uid")
+    large = large.withColumn("leader", F.first("uid").over(ordered)).withColumn(
+        "prev", F.lag("uid").over(ordered)
+    )
+    star = large.filter(F.col("uid") != F.col("leader")).select(
+        F.col("leader").alias("x"), F.col("uid").alias("y")
+    )
+    chain = large.filter(F.col("prev").isNotNull()).select(
+        F.col("prev").alias("x"), F.col("uid").alias("y")
+    )
+    linear = star.unionByName(chain).select(
+        F.least("x", "y").alias("a"), F.greatest("x", "y").alias("b")
+    )
+    return pairs.unionByName(linear).distinct()
+
+
+# --- MinHash ----------------------------------------------------------------------------
+
+
+def minhash_edges(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
+    """items (uid, signature, is_new) -> verified edges with estimated Jaccard."""
+    reps, same = collapse_identical(items, "signature")
+    band_schema = "uid string, band int, bucket long, order long, is_new boolean"
+    bands = reps.select("uid", "signature", "is_new").mapInArrow(
+        partial(mh.band_batches, params=params), band_schema
+    )
+    cand = bucket_pairs(bands, ["band", "bucket"], "order", limit)
+    sigs = reps.select("uid", "signature")
+    joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")
+    scored = joined.select("a", "b", "sig_a", "sig_b").mapInArrow(
+        partial(mh.jaccard_batches, params=params), "a string, b string, similarity float"
+    )
+    verified = scored.filter(F.col("similarity") >= params.threshold)
+    return same.unionByName(verified)
+
+
+def minhash_similarity(members: DataFrame, sigs: DataFrame, params: mh.MinHashParams):
+    """members (uid, keeper_uid) -> (uid, similarity) from stored signatures."""
+    pairs = (
+        members.join(sigs.toDF("uid", "sig_a"), "uid")
+        .join(sigs.toDF("keeper_uid", "sig_b"), "keeper_uid")
+        .select(F.col("uid").alias("a"), F.col("keeper_uid").alias("b"), "sig_a", "sig_b")
+    )
+    scored = pairs.mapInArrow(
+        partial(mh.jaccard_batches, params=params), "a string, b string, similarity float"
+    )
+    return scored.select(F.col("a").alias("uid"), "similarity")
+
+
+# --- pHash ------------------------------------------------------------------------------
+
+PHASH_BANDS = 4
+PHASH_BAND_BITS = 16
+
+
+def flip_masks(radius: int, bits: int = PHASH_BAND_BITS) -> list[int]:
+    """Every mask of at most `radius` set bits within a band (0 included)."""
+    masks = [0]
+    for r in range(1, radius + 1):
+        for combo in itertools.combinations(range(bits), r):
+            masks.append(sum(1 << i for i in combo))
+    return masks
+
+
+def _band_values(df: DataFrame) -> DataFrame:
+    bands = [
+        F.struct(
+            F.lit(k).alias("band"),
+            F.shiftrightunsigned("phash", k * PHASH_BAND_BITS).bitwiseAND(0xFFFF).alias("value"),
+        )
+        for k in range(PHASH_BANDS)
+    ]
+    return df.select("uid", "phash", "is_new", F.explode(F.array(*bands)).alias("bv")).select(
+        "uid", "phash", "is_new", "bv.band", "bv.value"
+    )
+
+
+def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
+    """items (uid, phash, is_new) -> verified edges with similarity 1 - distance / 64."""
+    reps, same = collapse_identical(items, "phash")
+    keys = _band_values(reps)
+    masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
+    probes = keys.select(
+        "uid", "phash", "is_new", "band", F.explode(masks).alias("mask"), "value"
+    ).select(
+        "uid", "phash", "is_new", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value")
+    )
+    x, y = keys.alias("x"), probes.alias("y")
+    dist = F.bit_count(F.col("x.phash").bitwiseXOR(F.col("y.phash")))
+    verified = (
+        x.join(y, ["band", "value"])
+        .filter((F.col("x.uid") < F.col("y.uid")) & (F.col("x.is_new") | F.col("y.is_new")))
+        .filter(dist <= max_distance)
+        .select(
+            F.col("x.uid").alias("a"),
+            F.col("y.uid").alias("b"),
+            (1 - dist / 64.0).cast("float").alias("similarity"),
+        )
+        .dropDuplicates(["a", "b"])
+    )
+    return same.unionByName(verified)
+
+
+def phash_similarity(members: DataFrame, hashes: DataFrame) -> DataFrame:
+    """members (uid, keeper_uid) -> (uid, 1 - hamming(uid, keeper) / 64)."""
+    h = hashes.select("uid", "phash")
+    joined = members.join(h, "uid").join(h.toDF("keeper_uid", "keeper_phash"), "keeper_uid")
+    dist = F.bit_count(F.col("phash").bitwiseXOR(F.col("keeper_phash")))
+    return joined.select("uid", (1 - dist / 64.0).cast("float").alias("similarity"))
+
+
+# --- semantic (SemDeDup) ------------------------------------------------------------------
+
+
+def semantic_clusters(emb: DataFrame, n: int, dcfg) -> tuple[DataFrame, int]:
+    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim), k.
+
+    k-means is fitted on the driver over a seeded sample of at most `semantic_sample`
+    embeddings and applied to every row in Spark.
+    """
+    k = dcfg.semantic_clusters or max(1, round((n / 2) ** 0.5))
+    frac = min(1.0, 1.2 * dcfg.semantic_sample / max(n, 1))
+    rows = (
+        emb.sample(fraction=frac, seed=dcfg.seed).orderBy("uid").limit(dcfg.semantic_sample)
+        if frac < 1.0
+        else emb.orderBy("uid")
+    ).collect()
+    x = np.asarray([r["image_emb"] for r in rows], dtype=np.float32)
+    centroids = sem.fit_kmeans(x, k, dcfg.semantic_iterations, dcfg.seed)
+    schema = "uid string, image_emb array<float>, semantic_cluster int, centroid_sim float"
+    assigned = emb.mapInArrow(partial(sem.assign_batches, centroids=centroids), schema)
+    return assigned, len(centroids)
+
+
+def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
+    """Pairs with cosine >= 1 - eps inside each cluster, in blocks of `semantic_block`.
+
+    A cluster of c members is cut into ceil(c / block) chunks by uid order and every
+    pair of chunks is one task, so no task holds more than 2 * block embeddings.
+    """
+    block = dcfg.semantic_block
+    w = Window.partitionBy("semantic_cluster")
+    chunked = assigned.withColumn(
+        "chunk", ((F.row_number().over(w.orderBy("uid")) - 1) / block).cast("int")
+    ).withColumn("chunks", F.ceil(F.count("*").over(w) / block).cast("int"))
+    other = F.explode(F.sequence(F.lit(0), F.col("chunks") - 1)).alias("other")
+    spread = chunked.select("semantic_cluster", "chunk", "uid", "image_emb", other).select(
+        "semantic_cluster",
+        F.least("chunk", "other").alias("lo"),
+        F.greatest("chunk", "other").alias("hi"),
+        "chunk",
+        "uid",
+        "image_emb",
+    )
+    min_cos = 1.0 - dcfg.semantic_eps
+    return spread.groupBy("semantic_cluster", "lo", "hi").applyInPandas(
+        partial(sem.block_pairs, min_cos=min_cos), "a string, b string, similarity float"
+    )
+
+
+def cosine_similarity(members: DataFrame, emb: DataFrame) -> DataFrame:
+    """members (uid, keeper_uid) -> (uid, cosine(uid, keeper)) in Spark SQL."""
+    e = emb.select("uid", "image_emb")
+    joined = members.join(e, "uid").join(e.toDF("keeper_uid", "keeper_emb"), "keeper_uid")
+    dot = F.aggregate(
+        F.zip_with("image_emb", "keeper_emb", lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v
+    )
+    norm = lambda c: F.sqrt(F.aggregate(c, F.lit(0.0), lambda s, v: s + v * v))  # noqa: E731
+    sim = dot / (norm(F.col("image_emb")) * norm(F.col("keeper_emb")))
+    return joined.select("uid", sim.cast("float").alias("similarity"))
