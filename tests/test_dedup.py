@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
-from lakecurate.config import replace
-from lakecurate.errors import JobError
 from lakecurate.jobs import dedup
 
 

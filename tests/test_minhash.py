@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
-
 from lakecurate.udfs import minhash as mh
 
 TEXTS = [
