@@ -248,7 +248,8 @@ def add_arguments(p) -> None:
 def apply_args(cfg: Config, args) -> Config:
     if getattr(args, "recipe", None):
         cfg = replace(cfg, select={"recipe": args.recipe})
-    recipe_for(cfg)  # a bad recipe fails here, before a Spark session starts
+    # a bad recipe or a missing input fails here, before a Spark session starts
+    check_inputs(recipe_for(cfg), cfg, Lake(cfg.lake.path))
     return cfg
 
 

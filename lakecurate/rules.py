@@ -9,7 +9,8 @@ order and labels each row with the first rule that dropped it.
 Quantiles: `accuracy` > 0 uses Spark's `percentile_approx` (Greenwald-Khanna), whose
 rank error is at most `rows_in_play / accuracy` at each bound, so a band [lo, hi]
 keeps (hi - lo) of the rows within +-2/accuracy (ties aside). `accuracy: 0` uses
-Spark's exact `percentile`, which interpolates linearly like `numpy.quantile`.
+Spark's exact `percentile`, which interpolates linearly like `numpy.quantile` but
+gathers every value of the column in one task: fine for millions of rows, not billions.
 
 User rules: subclass `Rule` and decorate with `@register_rule`, or register a plain
 function `fn(df, **params) -> Column` with `register_rule("name", params=..., columns=...)`.
@@ -106,6 +107,10 @@ class Param:
     hi: float | None = None
     choices: tuple[str, ...] | None = None
     doc: str = ""
+
+    def __post_init__(self):
+        if self.kind not in _KINDS:
+            raise ValueError(f"Param kind {self.kind!r}; allowed: {', '.join(_KINDS)}")
 
     def coerce(self, value: Any) -> Any:
         """The validated value; raises ValueError/TypeError with a short reason."""

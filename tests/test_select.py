@@ -258,4 +258,7 @@ def test_bad_recipe_on_the_cli_exits_2_before_spark(tmp_path, capsys):
     assert code == 2
     assert "rule 2 (similarity_band), parameter lo" in err
     assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "nope"]) == 2
+    # a missing input is a job failure (exit 1), also reported before Spark starts
+    assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "bunny"]) == 1
+    assert "run `lakecurate ingest` first" in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()
