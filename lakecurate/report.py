@@ -79,11 +79,10 @@ class Chart:
                     f'height="{bh:.1f}" fill="{color}"><title>{html.escape(name)} '
                     f"{html.escape(self.labels[i])}: {_num(v)}</title></rect>"
                 )
-            lx = pad_l + w - 120
+            lx = self.width - 80 * (k - s)  # legend in the title row, right-aligned
             out.append(
-                f'<rect x="{lx}" y="{pad_t + 14 * s}" width="10" height="10" fill="{color}"/>'
-                f'<text x="{lx + 14}" y="{pad_t + 9 + 14 * s}" font-size="11">'
-                f"{html.escape(name)}</text>"
+                f'<rect x="{lx}" y="6" width="10" height="10" fill="{color}"/>'
+                f'<text x="{lx + 14}" y="15" font-size="11">{html.escape(name)}</text>'
             )
         every = max(1, n // 12)
         for i, label in enumerate(self.labels):
