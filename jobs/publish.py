@@ -198,11 +198,16 @@ def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
     return samples.join(assigned, "uid")
 
 
-def write_shards(spark, samples, staging: str) -> list[dict]:
-    """Spark tasks write one shard per group into `staging`; returns shard records by index."""
+def write_shards(spark, samples, staging: str, partitions: int) -> list[dict]:
+    """Spark tasks write one shard per group into `staging`; returns shard records by index.
+
+    An explicit repartition by shard (which adaptive execution does not coalesce) keeps
+    the shards spread over `partitions` tasks, so they are written in parallel.
+    """
     cols = list(shardlib.SAMPLE_COLUMNS)
     rows = (
         samples.select(*cols)
+        .repartition(partitions, "shard")
         .groupBy("shard")
         .applyInPandas(shardlib.shard_writer(staging), shardlib.SHARD_RESULT_SCHEMA)
         .collect()
@@ -294,7 +299,9 @@ def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str)
     assigned = assign_shards(
         samples, cfg.publish.shard_size, cfg.publish.shard_bytes, cfg.publish.seed
     )
-    shards = write_shards(spark, assigned, staging)
+    expected = -(-plan["funnel"]["kept"] // cfg.publish.shard_size)
+    partitions = max(spark.sparkContext.defaultParallelism, min(expected, 10_000))
+    shards = write_shards(spark, assigned, staging, partitions)
     written = sum(s["num_samples"] for s in shards)
     sfs, spath = _fs(staging)
     if written == 0:

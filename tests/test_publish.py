@@ -223,7 +223,7 @@ def test_cli_publish_json(spark, tpl, tmp_path, capsys):
             "100",
             "--json",
             "--out",
-            cfg.lake.path + "/../out/{name}-v{version}",
+            "file://" + str(tmp_path / "out" / "{name}-v{version}"),
         ]
     )
     assert rc == 0
@@ -231,7 +231,12 @@ def test_cli_publish_json(spark, tpl, tmp_path, capsys):
     assert doc["counts"]["version"] == 3
     assert doc["counts"]["shard_dir"].endswith("out/demo-v3")
     assert doc["read_versions"]["selection"] == tpl["results"][2].read_versions["selection"]
-    assert (Path(doc["counts"]["shard_dir"]) / "manifest.json").exists()
+    assert doc["counts"]["shard_dir"].startswith("file://")
+    out = Path(doc["counts"]["shard_dir"][len("file://") :])
+    man = json.loads((out / "manifest.json").read_text())
+    assert all(_sha(out / s["name"]) == s["sha256"] for s in man["shards"])
+    rows = _datasets(spark, lake)
+    assert rows[3]["manifest_uri"] == doc["counts"]["shard_dir"] + "/manifest.json"
 
 
 def test_sample_members_are_sorted_and_formats_map_to_extensions():
