@@ -32,7 +32,8 @@ clean:
 	rm -rf demo-lake .pytest_cache
 
 # A real Spark standalone cluster (master + two 1-core workers on 127.0.0.1) runs
-# the refresh through spark-submit and compares it with local mode; a few minutes.
+# the refresh through spark-submit and compares it with local mode, and the refresh
+# is SIGKILLed during ingest, embed, dedup and publish; several minutes.
 .PHONY: cluster-test
 cluster-test: check-java $(STAMP)
-	$(PY) -m pytest -q -m cluster tests/test_cluster.py
+	$(PY) -m pytest -q -m "cluster or slow" tests/test_cluster.py tests/test_refresh_crash.py

@@ -91,8 +91,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "dedup",
         "lakecurate.jobs.dedup",
-        lambda c: _get(c, "new_rows") or _get(c, "rows") or _get(c, "pairs"),
-        lambda c: _get(c, "duplicates_added") or _get(c, "duplicates"),
+        lambda c: _get(c, "new_rows"),  # uids hashed and matched against the lake
+        lambda c: _get(c, "duplicates"),
     ),
     Stage("select", "lakecurate.jobs.select", lambda c: _get(c, "rows"), lambda c: _get(c, "kept")),
     Stage("publish", "lakecurate.jobs.publish", lambda c: None, lambda c: _get(c, "num_samples")),

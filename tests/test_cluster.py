@@ -54,7 +54,7 @@ def cluster_env(workdir: Path) -> dict[str, str]:
 class StandaloneCluster:
     """Master + workers as child processes; `stop()` ends exactly the pids it started."""
 
-    def __init__(self, workdir: Path, workers: int = 2, cores: int = 1, memory: str = "1g"):
+    def __init__(self, workdir: Path, workers: int = 2, cores: int = 1, memory: str = "2g"):
         self.workdir = workdir
         self.workers, self.cores, self.memory = workers, cores, memory
         self.port, self.ui_port = free_port(), free_port()
@@ -213,3 +213,61 @@ def test_cluster_runs_a_lake_write_on_two_executors(cluster, tmp_path):
     # the work really ran on the cluster's executors (one per worker)
     app_info = [a for a in cluster.applications() if a.get("state") == "FINISHED"]
     assert app_info, cluster.state()
+
+
+def _refresh_json(stdout: str) -> dict:
+    """The `--json` document among the driver's output (spark-submit merges its stderr in)."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{") and '"job": "refresh"' in line:
+            return json.loads(line)
+    raise AssertionError(f"no refresh JSON in the output:\n{stdout[-4000:]}")
+
+
+def test_refresh_via_spark_submit_on_the_cluster_equals_local_mode(cluster, spark, tmp_path):
+    """deploy/spark-submit.sh (code shipped as a --py-files zip) against the standalone
+    cluster, then the same refresh in local mode: equal tables and dataset version."""
+    import yaml
+    from lakecurate.jobs import refresh
+    from test_refresh_crash import CONFIG, published, table_differences
+
+    from lakecurate.config import load_config
+    from lakecurate.lake import Lake
+    from lakecurate.logs import read_events
+    from lakecurate.sample import generate
+
+    src = tmp_path / "src"
+    generate(n=40, seed=31, prefix="c").write_webdataset(src, shard_size=20)
+    config = tmp_path / "lakecurate.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in CONFIG.items() if k != "spark"}))
+    on_cluster, local = tmp_path / "cluster-lake", tmp_path / "local-lake"
+    env = dict(cluster.env, SPARK_MASTER=cluster.url, LAKECURATE_DIST=str(tmp_path / "dist"))
+    log_file = tmp_path / "refresh.jsonl"
+    args = ["--lake", str(on_cluster), "--config", str(config), "--json"]
+    args += [str(src), "--format", "webdataset", "--log-file", str(log_file)]
+    done = subprocess.run(
+        [str(REPO / "deploy" / "spark-submit.sh"), "refresh", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:] + cluster.logs()
+    result = _refresh_json(done.stdout)
+    assert result["counts"]["published"] and result["counts"]["dataset_version"] == 1
+    started = [e["msg"] for e in read_events(log_file) if "started Spark" in e["msg"]]
+    assert started and started[0].endswith(cluster.url)  # really ran against the cluster
+    apps = [a["name"] for a in cluster.applications() if a.get("state") == "FINISHED"]
+    assert "lakecurate-refresh" in apps
+
+    cfg = load_config(
+        config,
+        {
+            "lake.path": str(local),
+            "spark.master": "local[2]",
+            "sources": [{"uri": str(src), "format": "webdataset"}],
+        },
+    )
+    assert refresh.run(spark, cfg).counts["dataset_version"] == 1
+    a, b = Lake(str(on_cluster)), Lake(str(local))
+    assert table_differences(spark, a, b) == {}
+    assert published(spark, a, "nightly") == published(spark, b, "nightly")

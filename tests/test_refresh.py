@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 import pytest
@@ -19,8 +18,8 @@ from lakecurate.sample import generate
 def batches(tmp_path_factory):
     """Two batches of WebDataset shards: the first night's and a later one (new keys)."""
     root = tmp_path_factory.mktemp("refresh-src")
-    generate(n=60, seed=11, prefix="a").write_webdataset(root / "night1", shard_size=30)
-    generate(n=20, seed=12, prefix="b").write_webdataset(root / "night2", shard_size=20)
+    generate(n=40, seed=11, prefix="a").write_webdataset(root / "night1", shard_size=20)
+    generate(n=10, seed=12, prefix="b").write_webdataset(root / "night2", shard_size=10)
     return root
 
 
@@ -47,8 +46,8 @@ def test_refresh_publishes_then_says_unchanged_then_publishes_new_pairs(spark, c
     third = refresh.run(spark, _with_sources(cfg, batches / "night1", batches / "night2"))
     assert third.counts["published"] is True and third.counts["dataset_version"] == 2
     st = {s["stage"]: s for s in third.counts["stages"]}
-    assert 0 < st["ingest"]["rows_out"] <= 20  # only night2's pairs are new
-    rows = _datasets(lake)
+    assert 0 < st["ingest"]["rows_out"] <= 10  # only night2's pairs are new
+    rows = _datasets(spark, lake)
     assert [r["version"] for r in rows] == [1, 2]
     assert rows[0]["selection_hash"] != rows[1]["selection_hash"]
     assert rows[1]["num_samples"] > rows[0]["num_samples"]
@@ -128,12 +127,8 @@ def _with_sources(cfg, *dirs):
     return replace(cfg, sources=[{"uri": str(d), "format": "webdataset"} for d in dirs])
 
 
-def _datasets(lake: str) -> list[dict]:
-    from deltalake import DeltaTable, QueryBuilder
+def _datasets(spark, lake: str) -> list[dict]:
+    from lakecurate.lake import Lake
 
-    qb = QueryBuilder().register("d", DeltaTable(f"{lake}/datasets"))
-    batches = qb.execute("select version, selection_hash, num_samples from d order by version")
-    out = []
-    for b in batches:
-        out.extend(b.to_pylist())
-    return json.loads(json.dumps(out))
+    rows = Lake(lake).read(spark, "datasets").orderBy("version").collect()
+    return [{k: r[k] for k in ("version", "selection_hash", "num_samples")} for r in rows]

@@ -1,0 +1,134 @@
+"""Nightly refresh cost: a full run on N generated pairs, then a refresh adding 1% new pairs.
+
+    .venv/bin/python benchmarks/refresh.py [--n 50000] [--new-fraction 0.01]
+
+Both runs use `lakecurate.jobs.refresh.run` in one local Spark session (local[2],
+the tiny open_clip model, default recipe), so the session start is not counted.
+The first run ingests, embeds, dedups, selects and publishes everything; the
+second ingests one new shard set (1% of N), embeds only its uids, dedups them
+against the whole lake, re-selects and publishes version 2. Prints per-stage
+seconds of both runs and, as its LAST line, one JSON object:
+ours = incremental runs per hour, baseline = full runs per hour, so
+ratio = full seconds / incremental seconds (higher is better; target >= 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+log = logging.getLogger("benchmarks.refresh")
+
+
+def generate_sources(root: Path, n: int, n_new: int, shard_size: int) -> tuple[Path, Path]:
+    from lakecurate.sample import generate
+
+    t0 = time.time()
+    full, new = root / "night1", root / "night2"
+    generate(n=n, seed=1, prefix="a").write_webdataset(full, shard_size=shard_size)
+    generate(n=n_new, seed=2, prefix="b").write_webdataset(new, shard_size=shard_size)
+    log.info("generated %d + %d pairs in %.0f s", n, n_new, time.time() - t0)
+    return full, new
+
+
+def make_config(lake: Path, sources: list[Path]):
+    from lakecurate.config import load_config
+
+    return load_config(
+        None,
+        {
+            "lake.path": str(lake),
+            "spark.master": "local[2]",
+            "spark.shuffle_partitions": 4,
+            "model.name": "lakecurate-tiny",
+            "model.pretrained": "none",
+            "model.batch_size": 64,
+            "publish.name": "bench",
+            "publish.shard_size": 5000,
+            "sources": [{"uri": str(s), "format": "webdataset"} for s in sources],
+        },
+    )
+
+
+def timed_refresh(spark, cfg) -> tuple[float, dict]:
+    from lakecurate.jobs import refresh
+
+    t0 = time.time()
+    result = refresh.run(spark, cfg)
+    seconds = time.time() - t0
+    stages = {s["stage"]: round(s["seconds"], 1) for s in result.counts["stages"]}
+    log.info("%s in %.1f s: %s", result.message, seconds, stages)
+    return seconds, {"stages": stages, "message": result.message, **_rows(result)}
+
+
+def _rows(result) -> dict:
+    st = {s["stage"]: s for s in result.counts["stages"]}
+    return {"new_pairs": st["ingest"]["rows_out"], "published": st["publish"]["rows_out"]}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=50_000, help="pairs in the full run")
+    p.add_argument("--new-fraction", type=float, default=0.01)
+    p.add_argument("--shard-size", type=int, default=1000, help="records per source tar")
+    p.add_argument("--keep", help="keep the generated data and lake in this directory")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("lakecurate").setLevel(logging.WARNING)
+
+    from pyspark.sql import SparkSession
+
+    from lakecurate.session import configure_builder, configure_environment, register_sources
+
+    root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-refresh-"))
+    n_new = max(1, int(args.n * args.new_fraction))
+    full_src, new_src = generate_sources(root, args.n, n_new, args.shard_size)
+    lake = root / "lake"
+    configure_environment()
+    cfg = make_config(lake, [full_src])
+    spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    try:
+        full_s, full = timed_refresh(spark, cfg)
+        incr_s, incr = timed_refresh(spark, make_config(lake, [full_src, new_src]))
+    finally:
+        spark.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"full run:        {full_s:8.1f} s  {full}")
+    print(f"incremental run: {incr_s:8.1f} s  {incr}")
+    print(
+        json.dumps(
+            {
+                # as rates, so that ratio = ours/baseline = full s / incremental s
+                "metric": "nightly refresh (+1% pairs) vs full run, runs per hour",
+                "ours": round(3600 / incr_s, 2),
+                "baseline": round(3600 / full_s, 2),
+                "ratio": round(full_s / incr_s, 2),
+                "n": args.n,
+                "n_new": n_new,
+                "unit": "runs/hour",
+                "full_seconds": round(full_s, 1),
+                "incremental_seconds": round(incr_s, 1),
+                "full_stages": full["stages"],
+                "incremental_stages": incr["stages"],
+                "cores": os.cpu_count(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
