@@ -1,56 +1,180 @@
-"""`lakecurate dedup` on the generated sample lake: what it finds, keepers, re-runs."""
+"""`lakecurate dedup` on generated lakes: what it finds, keepers, re-runs, increments."""
 
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 import pytest
 from lakecurate.jobs import dedup
+from lakecurate.schemas import TABLES
+
+from lakecurate.config import replace
+from lakecurate.errors import JobError
+from lakecurate.lake import Commit
+from lakecurate.models import model_id
 
 
-def _rows(spark, lake, table):
-    return [r.asDict() for r in lake.read(spark, table).collect()]
+def _rows(spark, lake, table, **eq):
+    rows = [r.asDict() for r in lake.read(spark, table).collect()]
+    return [r for r in rows if all(r[k] == v for k, v in eq.items())]
 
 
-def _groups(rows, method):
-    """method -> {frozenset of source keys} given duplicates rows mapped to keys."""
+def _groups(rows, method, name=lambda u: u):
     out: dict[str, set] = {}
     for r in rows:
         if r["method"] == method:
-            out.setdefault(r["group_id"], set()).add(r["key"])
+            out.setdefault(r["group_id"], set()).add(name(r["uid"]))
     return {frozenset(g) for g in out.values()}
 
 
-@pytest.fixture
-def keyed(spark, pairs_lake):
-    """uid -> source_key of the sample pairs."""
-    return {r["uid"]: r["source_key"] for r in pairs_lake.read(spark, "pairs").collect()}
+def _together(groups, a, b) -> bool:
+    return any({a, b} <= g for g in groups)
 
 
-def test_dedup_finds_injected_duplicates(spark, pairs_lake, cfg, sample_set, keyed):
-    result = dedup.run(spark, cfg)
-    assert result.counts["new_rows"] == len(keyed)
-    rows = _rows(spark, pairs_lake, "duplicates")
-    for r in rows:
-        r["key"] = keyed[r["uid"]]
-    exact = _groups(rows, "exact")
-    for orig, dup in sample_set.labels["exact"]:
-        assert any({orig, dup} <= g for g in exact), (orig, dup)
-    phash = _groups(rows, "phash")
-    found = sum(any({o, d} <= g for g in phash) for o, d, _ in sample_set.labels["near_image"])
-    assert found >= 0.9 * len(sample_set.labels["near_image"])
-    minhash = _groups(rows, "minhash")
-    found = sum(any({o, d} <= g for g in minhash) for o, d in sample_set.labels["near_caption"])
-    assert found >= 0.8 * len(sample_set.labels["near_caption"])
-    # every group has exactly one keeper, which is a member with keeper_uid == uid
+def _write(spark, lake, table, rows):
+    spec = TABLES[table]
+    df = spark.createDataFrame(
+        pa.Table.from_pylist(rows, schema=spec.schema).to_pandas(), spec.spark_schema()
+    )
+    lake.write(df, table, Commit("fixture", "fixture-run"))
+
+
+def _check_groups(rows):
+    """Every group: >= 2 members, one keeper that is a member with similarity 1."""
     by_group: dict[tuple, list] = {}
     for r in rows:
         by_group.setdefault((r["method"], r["group_id"]), []).append(r)
     for members in by_group.values():
         assert len(members) >= 2
-        keepers = {r["keeper_uid"] for r in members}
-        assert len(keepers) == 1
-        (keeper,) = keepers
+        (keeper,) = {r["keeper_uid"] for r in members}
         assert any(r["uid"] == keeper and r["similarity"] == 1.0 for r in members)
         assert all(0.0 <= r["similarity"] <= 1.0 for r in members)
+    return by_group
+
+
+def test_dedup_finds_injected_duplicates_and_reruns_idempotently(
+    spark, pairs_lake, cfg, sample_set
+):
+    key = {r["uid"]: r["source_key"] for r in _rows(spark, pairs_lake, "pairs")}
+    result = dedup.run(spark, cfg)
+    assert result.counts["new_rows"] == len(key)
+    rows = _rows(spark, pairs_lake, "duplicates")
+    _check_groups(rows)
+    by_key = lambda u: key[u]  # noqa: E731
+    exact = _groups(rows, "exact", by_key)
+    assert all(_together(exact, a, b) for a, b in sample_set.labels["exact"])
+    phash = _groups(rows, "phash", by_key)
+    near = sample_set.labels["near_image"]
+    assert sum(_together(phash, a, b) for a, b, _ in near) >= 0.9 * len(near)
+    minhash = _groups(rows, "minhash", by_key)
+    cap = sample_set.labels["near_caption"]
+    assert sum(_together(minhash, a, b) for a, b in cap) >= 0.8 * len(cap)
+    # the swapped-caption rows share a normalized caption with another pair
+    swapped = [k for (k,) in sample_set.labels["swapped"]]
+    exact_caption = _groups(rows, "exact_caption", by_key)
+    assert all(any(k in g for g in exact_caption) for k in swapped)
     signals = _rows(spark, pairs_lake, "signals")
-    assert len(signals) == len(keyed)
+    assert len(signals) == len(key)
     assert all(s["phash"] is not None and s["resolution"] > 0 for s in signals)
+    # keeper of each exact group: the largest resolution, then the smallest uid
+    res = {s["uid"]: s["resolution"] for s in signals}
+    for g in _check_groups([r for r in rows if r["method"] == "exact"]).values():
+        best = min(g, key=lambda r: (-res[r["uid"]], r["uid"]))
+        assert g[0]["keeper_uid"] == best["uid"]
+    # a re-run with nothing new commits nothing and finds the same groups
+    before = pairs_lake.versions()
+    again = dedup.run(spark, cfg)
+    assert again.counts["new_rows"] == 0
+    assert pairs_lake.versions() == before
+    assert sorted(map(str, _rows(spark, pairs_lake, "duplicates"))) == sorted(map(str, rows))
+
+
+def test_incremental_run_matches_new_rows_against_the_lake(spark, lake, cfg, sample_set):
+    cfg = replace(cfg, dedup={"methods": ["minhash", "phash"]})
+    rows = sample_set.pair_rows()
+    late_keys = {b for _, b in sample_set.labels["near_caption"]}
+    late_keys |= {b for _, b, _ in sample_set.labels["near_image"]}
+    _write(spark, lake, "pairs", [r for r in rows if r["source_key"] not in late_keys])
+    first = dedup.run(spark, cfg)
+    old_index = {r["uid"]: r for r in _rows(spark, lake, "dedup_index")}
+    _write(spark, lake, "pairs", [r for r in rows if r["source_key"] in late_keys])
+    second = dedup.run(spark, cfg)
+    assert second.counts["new_rows"] == len([r for r in rows if r["source_key"] in late_keys])
+    index = _rows(spark, lake, "dedup_index")
+    # old rows keep their signature and run id: only new rows were hashed
+    for r in index:
+        if r["uid"] in old_index and r["method"] == old_index[r["uid"]]["method"]:
+            assert r["run_id"] == first.run_id
+        elif r["uid"] not in old_index:
+            assert r["run_id"] == second.run_id
+    assert {(r["uid"], r["method"]) for r in index} == {
+        (r["uid"], m) for r in rows for m in ("minhash", "phash")
+    }
+    key = {r["uid"]: r["source_key"] for r in rows}
+    dups = _rows(spark, lake, "duplicates")
+    _check_groups(dups)
+    minhash = _groups(dups, "minhash", lambda u: key[u])
+    cap = sample_set.labels["near_caption"]
+    assert sum(_together(minhash, a, b) for a, b in cap) >= 0.8 * len(cap)
+    phash = _groups(dups, "phash", lambda u: key[u])
+    near = sample_set.labels["near_image"]
+    assert sum(_together(phash, a, b) for a, b, _ in near) >= 0.9 * len(near)
+
+
+def _embeddings(uids, dup_of, clip, dim=16, seed=0):
+    """Unit vectors in 3 directions' neighbourhoods; dup_of[u] = v gives u ~ v (cos > .99)."""
+    rng = np.random.default_rng(seed)
+    axes = np.eye(dim)[:3]
+    vec = {}
+    for i, u in enumerate(sorted(uids)):
+        v = axes[i % 3] + 0.9 * rng.normal(size=dim)
+        vec[u] = v / np.linalg.norm(v)
+    for u, v in dup_of.items():
+        w = vec[v] + 0.01 * rng.normal(size=dim)
+        vec[u] = w / np.linalg.norm(w)
+    return [
+        {"uid": u, "model_id": model_id_, "image_emb": vec[u].astype(np.float32).tolist(),
+         "text_emb": None, "clip_score": clip.get(u, 0.1), "run_id": "fixture", "embedded_at": None}
+        for u in uids
+        for model_id_ in [clip["__model__"]]
+    ]  # fmt: skip
+
+
+def test_semantic_dedup_with_synthetic_embeddings(spark, pairs_lake, cfg, sample_set):
+    cfg = replace(cfg, dedup={"methods": ["exact", "semantic"], "semantic_clusters": 3})
+    pairs = _rows(spark, pairs_lake, "pairs")
+    uids = sorted(r["uid"] for r in pairs)
+    dup_of = {uids[i]: uids[i + 1] for i in range(0, 40, 4)}  # 10 planted pairs
+    by_sha: dict[str, list] = {}
+    for r in pairs:
+        by_sha.setdefault(r["image_sha256"], []).append(r["uid"])
+    exact_groups = [g for g in by_sha.values() if len(g) > 1]
+    clip = {g[-1]: 0.9 for g in exact_groups}  # the clip_score keeper beats resolution
+    clip["__model__"] = model_id(cfg.model)
+    _write(spark, pairs_lake, "embeddings", _embeddings(uids, dup_of, clip))
+    result = dedup.run(spark, cfg)
+    assert result.counts["semantic_clusters"] == 3
+    dups = _rows(spark, pairs_lake, "duplicates")
+    groups = _check_groups(dups)
+    semantic = _groups(dups, "semantic")
+    assert all(_together(semantic, u, v) for u, v in dup_of.items())
+    signals = {r["uid"]: r for r in _rows(spark, pairs_lake, "signals")}
+    assert all(s["semantic_cluster"] in (0, 1, 2) and s["centroid_sim"] for s in signals.values())
+    for (method, _), members in groups.items():
+        keeper = members[0]["keeper_uid"]
+        if method == "semantic":  # hard: the member farthest from its centroid
+            sims = {m["uid"]: signals[m["uid"]]["centroid_sim"] for m in members}
+            assert sims[keeper] == min(sims.values())
+            assert all(m["similarity"] >= 1 - cfg.dedup.semantic_eps - 1e-6 for m in members)
+        if method == "exact":
+            assert clip.get(keeper) == 0.9
+
+
+def test_semantic_without_embeddings_says_to_run_embed(spark, pairs_lake, cfg, capsys):
+    cfg = replace(cfg, dedup={"methods": ["semantic"]})
+    with pytest.raises(JobError, match="lakecurate embed"):
+        dedup.run(spark, cfg)
+    code = dedup.main(["--lake", cfg.lake.path, "--methods", "semantic"])
+    assert code == 1
+    assert "lakecurate embed" in capsys.readouterr().err
+    assert dedup.main(["--lake", cfg.lake.path, "--methods", "exact,bogus"]) == 2

@@ -1,0 +1,105 @@
+"""Caption near-duplicate dedup end to end at two sizes, and its scaling exponent.
+
+Signatures (Spark UDF), LSH buckets, verification and connected components, i.e.
+what `lakecurate dedup --methods minhash` runs, on generated captions of which 10%
+are light edits of another caption. Each size runs in the same Spark session; the
+exponent is log(t_large / t_small) / log(n_large / n_small) (1.0 = linear).
+
+    .venv/bin/python benchmarks/dedup_scale.py [--sizes 100000,1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from functools import partial
+
+sys.path.insert(0, os.path.dirname(__file__))
+from captions import caption, substitute  # noqa: E402
+from minhash import spark_session  # noqa: E402
+
+
+def generate(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows: list[str] = []
+    for _ in range(n):
+        if rows and rng.random() < 0.1:
+            rows.append(substitute(rng.choice(rows), rng, rng.randint(1, 3)))
+        else:
+            rows.append(caption(rng))
+    return [(f"{seed:02d}{i:010d}", t) for i, t in enumerate(rows)]
+
+
+def pipeline(spark, rows: list[tuple[str, str]], cores: int) -> tuple[float, dict]:
+    from lakecurate.jobs.dedup_near import minhash_edges
+    from lakecurate.udfs import minhash as mh
+    from pyspark.sql import functions as F
+
+    from lakecurate.components import connected_components
+
+    params = mh.MinHashParams()
+    path = f"/tmp/dedup_scale_{len(rows)}.parquet"
+    spark.createDataFrame(rows, "uid string, caption string").repartition(4 * cores).write.mode(
+        "overwrite"
+    ).parquet(path)
+    df = spark.read.parquet(path)
+    t0 = time.perf_counter()
+    sigs = df.mapInArrow(
+        partial(mh.signature_batches, params=params), "uid string, signature binary"
+    )
+    sigs = sigs.withColumn("is_new", F.lit(True)).localCheckpoint(eager=True)
+    t_sig = time.perf_counter() - t0
+    edges = minhash_edges(sigs, params, limit=50).localCheckpoint(eager=True)
+    n_edges = edges.count()
+    t_edges = time.perf_counter() - t0
+    comps = connected_components(edges, "a", "b").localCheckpoint(eager=True)
+    groups = comps.select("root").distinct().count()
+    seconds = time.perf_counter() - t0
+    return seconds, {
+        "signatures_s": round(t_sig, 1),
+        "buckets_verify_s": round(t_edges - t_sig, 1),
+        "components_s": round(seconds - t_edges, 1),
+        "edges": n_edges,
+        "grouped": comps.count(),
+        "groups": groups,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    small, large = (int(s) for s in args.sizes.split(","))
+    spark = spark_session(args.cores)
+    pipeline(spark, generate(2000, seed=9), args.cores)  # warm up workers and JIT
+    results = {}
+    for n in (small, large):
+        seconds, detail = pipeline(spark, generate(n, seed=1), args.cores)
+        results[n] = seconds
+        print(f"n={n:,}: {seconds:.1f} s  {detail}", flush=True)
+    exponent = math.log(results[large] / results[small]) / math.log(large / small)
+    print(f"scaling exponent {exponent:.3f} (target <= 1.15)")
+    print(
+        json.dumps(
+            {
+                "metric": "minhash_dedup_scaling_exponent",
+                "ours": round(exponent, 3),
+                "baseline": 1.15,
+                "ratio": round(1.15 / exponent, 3),
+                "n": large,
+                "unit": "exponent (lower is better; ratio = 1.15 / exponent)",
+                "seconds": {str(k): round(v, 1) for k, v in results.items()},
+                "cores": args.cores,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
