@@ -5,8 +5,8 @@ scores and centroid similarities; no model), runs `lakecurate select --recipe bu
 through `jobs.select.run`, prints its funnel and checks each step against what the
 recipe implies:
 
-* not_duplicate (semantic, >= 0.86): drops exactly the generated non-keepers at
-  similarity >= 0.86;
+* not_duplicate (semantic, verdicts made at eps 0.14): drops exactly the generated
+  semantic non-keepers;
 * similarity_band 40-60% and centroid_band 15-35%: keep 20% of the rows in play,
   within the stated percentile_approx error (2 / accuracy + 2 / rows in play);
 * sample n=2,000,000: keeps min(n, rows in play).
@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 N_CLUSTERS = 64
-SEMANTIC_MIN_SIM = 0.86
+SEMANTIC_SLUG = "k64_eps0.14_hard_s0"  # what dedup writes for semantic_eps 0.14
 WORDS = "a photo of the red blue green cat dog car tree house on in at with small large".split()
 
 
@@ -86,13 +86,8 @@ def _duplicates(uids: list[str], rng: np.random.Generator, dup_rate: float) -> p
     idx = rng.permutation(n)
     n_dup = int(n * dup_rate)
     keepers = idx[n_dup : n_dup + max(1, n_dup // 3)]
-    rows: dict[str, list] = {
-        "uid": [],
-        "method": [],
-        "group_id": [],
-        "keeper_uid": [],
-        "similarity": [],
-    }
+    names = ("uid", "method", "group_id", "keeper_uid", "similarity", "config_slug")
+    rows: dict[str, list] = {c: [] for c in names}
 
     def add(u: int, method: str, keeper: int, sim: float) -> None:
         rows["uid"].append(uids[u])
@@ -100,8 +95,9 @@ def _duplicates(uids: list[str], rng: np.random.Generator, dup_rate: float) -> p
         rows["group_id"].append(f"{method}-{uids[keeper]}")
         rows["keeper_uid"].append(uids[keeper])
         rows["similarity"].append(sim)
+        rows["config_slug"].append(SEMANTIC_SLUG if method == "semantic" else method)
 
-    sims = rng.uniform(0.80, 1.0, n_dup)
+    sims = rng.uniform(0.80, 1.0, n_dup)  # chain members may be < 0.86 from their keeper
     for j, u in enumerate(idx[:n_dup]):
         add(int(u), "semantic", int(keepers[j % len(keepers)]), float(sims[j]))
     for k in keepers:
@@ -145,10 +141,9 @@ def reference_bunny(tables: dict[str, pa.Table], bands=((0.4, 0.6), (0.15, 0.35)
     d = tables["duplicates"]
     sem = d.filter(pc.equal(d.column("method"), "semantic"))
     is_dup = np.zeros(len(uids), bool)
-    for u, k, s in zip(
-        *(sem.column(c).to_pylist() for c in ("uid", "keeper_uid", "similarity")), strict=True
-    ):
-        if u != k and s >= SEMANTIC_MIN_SIM:
+    members = sem.column("uid").to_pylist()
+    for u, k in zip(members, sem.column("keeper_uid").to_pylist(), strict=True):
+        if u != k:
             is_dup[pos[u]] = True
     clip, cent = (
         by_uid(tables["embeddings"], "clip_score"),

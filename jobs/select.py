@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,6 +153,40 @@ def _check_duplicates(lake: Lake, cfg: Config, cols: list[str]) -> None:
             )
 
 
+_EPS = re.compile(r"(?:^|_)eps([0-9][0-9.e+-]*)(?:_|$)")
+
+
+def check_semantic_eps(spark, ctx: JobContext, recipe: Recipe) -> None:
+    """Fail when a rule asks for semantic verdicts made at another `dedup.semantic_eps`.
+
+    The eps is read from the verdicts' `config_slug` (dedup writes `..._eps<eps>_...`).
+    """
+    rules = enumerate(recipe.rules, 1)
+    wanted = [(i, r.semantic_eps) for i, r in rules if getattr(r, "semantic_eps", None)]
+    if not wanted:
+        return
+    rows = (
+        ctx.read(spark, "duplicates")
+        .filter(F.col("method") == "semantic")
+        .select("config_slug")
+        .distinct()
+        .collect()
+    )
+    found = {m.group(1) for r in rows if r[0] and (m := _EPS.search(r[0]))}
+    for position, eps in wanted:
+        other = sorted(f for f in found if abs(float(f) - eps) > 1e-9)
+        if other:
+            raise JobError(
+                f"recipe {recipe.name}, rule {position} (not_duplicate) wants semantic "
+                f"duplicates found at dedup.semantic_eps {eps:g} (cosine {1 - eps:g}), but "
+                f"table duplicates holds semantic verdicts made at eps {', '.join(other)}: set "
+                f"`dedup: {{semantic_eps: {eps:g}}}` in the config and run "
+                "`lakecurate dedup --methods semantic`"
+            )
+        if not found:
+            log.warning("cannot tell the eps of the semantic verdicts (no config_slug)")
+
+
 def _attach_embeddings(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
     mid = model_id(ctx.cfg.model)
     emb = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid).select("uid", *cols)
@@ -259,6 +294,7 @@ def run(spark, cfg: Config) -> JobResult:
     tables = check_inputs(recipe, cfg, ctx.lake)
     rid = recipe.recipe_id
     log.info("select: recipe %s (%s) from %s: %s", recipe.name, rid, recipe.origin, recipe.rules)
+    check_semantic_eps(spark, ctx, recipe)
     frame = build_frame(spark, ctx, tables).persist()
     try:
         total = _log_missing(frame, tables)

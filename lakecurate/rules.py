@@ -340,15 +340,24 @@ class ClipScoreTopFractionRule(Rule):
 class NotDuplicateRule(Rule):
     """Drop uids that are a non-keeper of a duplicate group under any of `methods`.
 
-    `min_similarity` > 0 counts only duplicates at least that similar to their keeper
-    (Bunny's SemDeDup step uses cosine 0.86; dedup must have been run at least that loose).
+    `min_similarity` > 0 counts only duplicates at least that similar to their keeper.
+    `semantic_eps` makes the select job check that the `semantic` verdicts in the lake
+    were made at that `dedup.semantic_eps` (Bunny: 0.14, i.e. cosine 0.86), and fail
+    with the command to re-run otherwise.
     """
 
     name = "not_duplicate"
     params = {
         "methods": Param("str_list", choices=DUP_METHODS),
         "min_similarity": Param("float", 0.0, lo=0.0, hi=1.0),
+        "semantic_eps": Param("float", None, lo=0.0, hi=1.0, doc="dedup.semantic_eps"),
     }
+
+    def check(self) -> None:
+        if self.semantic_eps is not None and "semantic" not in self.methods:
+            raise RuleParamError("semantic_eps", "only applies when methods include semantic")
+        if self.semantic_eps is not None and not 0 < self.semantic_eps < 1:
+            raise RuleParamError("semantic_eps", f"must be in (0, 1), got {self.semantic_eps}")
 
     def columns(self) -> tuple[str, ...]:
         return tuple(dup_column(m) for m in self.methods)

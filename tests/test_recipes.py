@@ -32,7 +32,7 @@ def test_builtin_recipes_load_with_distinct_ids_and_sources():
         "centroid_band",
         "sample",
     ]
-    assert bunny.rules[0].min_similarity == 0.86
+    assert bunny.rules[0].semantic_eps == 0.14 and bunny.rules[0].methods == ("semantic",)
     assert (bunny.rules[1].lo, bunny.rules[1].hi) == (0.4, 0.6)
     assert (bunny.rules[2].lo, bunny.rules[2].hi) == (0.15, 0.35)
     assert bunny.tables() == {"pairs", "embeddings", "signals", "duplicates"}
@@ -82,6 +82,7 @@ def test_recipe_id_for_config(cfg, tmp_path):
         ("- centroid_band: {lo: 0.1, hi: 1.2}\n", ["centroid_band", "parameter hi", "<= 1"]),
         ("- sample: {n: 5, fraction: 0.5}\n", ["sample", "exactly one of n or fraction"]),
         ("- not_duplicate: {methods: [fuzzy]}\n", ["not_duplicate", "methods", "semantic"]),
+        ("- not_duplicate: {methods: [exact], semantic_eps: 0.1}\n", ["semantic_eps"]),
         ("- caption_chars: {min: 9, max: 3}\n", ["caption_chars", "min", "above max"]),
         ("- max_aspect_ratio: {max: 0.5}\n", ["max_aspect_ratio", "parameter max", ">= 1"]),
         ("- clip_score_min\n", ["rule 1 (clip_score_min)", "parameter min", "required"]),

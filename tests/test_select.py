@@ -52,7 +52,7 @@ def synth(spark, tmp_path_factory):
     # semantic duplicates (dropped by bunny's first rule) that have no embedding row:
     # bunny's fractions stay exact while datacomp-clip meets pairs without a score
     d = tables["duplicates"].to_pandas()
-    sem = d[(d["method"] == "semantic") & (d["uid"] != d["keeper_uid"]) & (d["similarity"] >= 0.86)]
+    sem = d[(d["method"] == "semantic") & (d["uid"] != d["keeper_uid"])]
     no_emb = set(sem["uid"][:NO_EMBEDDING])
     emb = tables["embeddings"].to_pandas()
     written = dict(tables)
@@ -246,6 +246,13 @@ def test_missing_inputs_fail_before_spark_work_naming_the_command(spark, lake, c
     with pytest.raises(
         JobError, match="no centroid_sim values.*lakecurate dedup --methods semantic"
     ):
+        select.run(spark, replace(cfg, select={"recipe": "bunny"}))
+    # all inputs there, but the semantic verdicts were made at dedup's default eps
+    loose = full["duplicates"].to_pandas()
+    loose["config_slug"] = loose["config_slug"].str.replace("eps0.14", "eps0.07")
+    loose = pa.Table.from_pandas(loose, TABLES["duplicates"].schema, preserve_index=False)
+    bench.write_lake(spark, lake, {"signals": full["signals"], "duplicates": loose})
+    with pytest.raises(JobError, match=r"eps 0.07: set `dedup: \{semantic_eps: 0.14\}`"):
         select.run(spark, replace(cfg, select={"recipe": "bunny"}))
     assert not lake.exists("selection")
 
