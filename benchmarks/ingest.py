@@ -1,0 +1,151 @@
+"""Ingest throughput: `lakecurate ingest` on local[2] vs one Python process with tarfile + Pillow.
+
+    .venv/bin/python benchmarks/ingest.py [--n 20000] [--shard-size 500] [--data DIR]
+
+Data: `lakecurate.sample.generate(n)` written as WebDataset tars (kept in
+`--data` and reused when it already holds the same n). Baseline: one process
+streams the same tars with `tarfile` and parses each image header with Pillow
+(`Image.open(...).size`), pairing images with captions. Ours: `ingest.run` into a
+fresh lake with the default config (full validation: header, bomb guard, pixel
+decode, sha256, uid, the Delta commits of pairs/rejects/sources), after one
+untimed warm-up ingest of a small shard so Python workers are up, as they are in
+a long-running cluster; Spark start-up is not timed. Also reported: ours with
+`ingest.decode=header` (the same per-image depth as the baseline). The last
+line is the JSON summary (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+
+def make_data(data_dir: Path, n: int, shard_size: int) -> list[Path]:
+    marker = data_dir / "bench.json"
+    want = {"n": n, "shard_size": shard_size}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        return sorted((data_dir / "wds").glob("*.tar"))
+    from lakecurate.sample import generate
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    paths = generate(n=n, seed=11).write_webdataset(data_dir / "wds", shard_size=shard_size)
+    (data_dir / "warm").mkdir()
+    generate(n=50, seed=12, prefix="w").write_webdataset(data_dir / "warm", shard_size=50)
+    marker.write_text(json.dumps(want))
+    logging.info(
+        "generated %d records in %d tars (%.1f s)", n, len(paths), time.perf_counter() - t0
+    )
+    return paths
+
+
+def baseline(paths: list[Path]) -> tuple[int, float]:
+    """One process: stream each tar, parse each image header, pair it with its caption."""
+    t0 = time.perf_counter()
+    pairs = 0
+    for path in paths:
+        sample: dict[str, object] = {}
+        key = None
+        with tarfile.open(path, "r|") as tar:
+            for m in tar:
+                k, _, ext = m.name.partition(".")
+                if k != key:
+                    pairs += int("size" in sample and bool(sample.get("txt")))
+                    sample, key = {}, k
+                data = tar.extractfile(m).read()
+                if ext == "jpg":
+                    try:
+                        with Image.open(io.BytesIO(data)) as im:
+                            sample["size"] = im.size
+                    except OSError:
+                        pass
+                elif ext == "txt":
+                    sample["txt"] = data.decode("utf-8", "replace").strip()
+        pairs += int("size" in sample and bool(sample.get("txt")))
+    return pairs, time.perf_counter() - t0
+
+
+def ours(spark, data_dir: Path, lake_dir: Path, decode: str) -> tuple[int, float]:
+    from lakecurate.jobs import ingest
+
+    from lakecurate.config import load_config, replace
+
+    def cfg(lake: Path, source: Path):
+        c = load_config(None, {"lake.path": str(lake), "spark.shuffle_partitions": 2})
+        return replace(c, sources=[str(source)], ingest={"decode": decode})
+
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    ingest.run(spark, cfg(lake_dir / "warm", data_dir / "warm"))
+    t0 = time.perf_counter()
+    res = ingest.run(spark, cfg(lake_dir / "lake", data_dir / "wds"))
+    return int(res.counts["rows_ok"]), time.perf_counter() - t0
+
+
+def start_spark():
+    from pyspark.sql import SparkSession
+
+    from lakecurate.config import SparkConfig
+    from lakecurate.session import configure_builder, configure_environment, register_sources
+
+    configure_environment()
+    cfg = SparkConfig(master="local[2]", shuffle_partitions=2)
+    spark = configure_builder(SparkSession.builder, cfg).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    return spark
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--shard-size", type=int, default=500)
+    p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lakecurate-bench-ingest"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    data_dir = Path(args.data)
+    paths = make_data(data_dir, args.n, args.shard_size)
+    n_base, t_base = baseline(paths)
+    logging.info("baseline: %d pairs in %.2f s", n_base, t_base)
+    spark = start_spark()
+    try:
+        n_full, t_full = ours(spark, data_dir, data_dir / "lakes", "full")
+        logging.info("ours (decode=full): %d pairs in %.2f s", n_full, t_full)
+        n_head, t_head = ours(spark, data_dir, data_dir / "lakes", "header")
+        logging.info("ours (decode=header): %d pairs in %.2f s", n_head, t_head)
+    finally:
+        spark.stop()
+    base_rate, full_rate, head_rate = n_base / t_base, n_full / t_full, n_head / t_head
+    print(
+        json.dumps(
+            {
+                "metric": "ingest_pairs_per_s",
+                "ours": round(full_rate, 1),
+                "baseline": round(base_rate, 1),
+                "ratio": round(full_rate / base_rate, 3),
+                "n": n_full,
+                "unit": "pairs/s",
+                "ours_decode_header": round(head_rate, 1),
+                "ratio_decode_header": round(head_rate / base_rate, 3),
+                "shards": len(paths),
+                "seconds": {"baseline": round(t_base, 2), "ours": round(t_full, 2)},
+                "master": "local[2]",
+                "cpus": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
