@@ -271,3 +271,34 @@ def test_discovery_of_dirs_globs_and_missing_paths(tmp_path):
         expand_source(str(tmp_path / "nope"))
     with pytest.raises(SourceNotFound):
         expand_source(str(tmp_path / "wds"), "parquet")
+
+
+def test_tar_cut_at_a_member_boundary_is_still_truncated(tmp_path):
+    whole = tmp_path / "whole.tar"
+    _shard(whole, 10)
+    with tarfile.open(whole) as tar:
+        offset = tar.getmember(
+            "k006.jpg"
+        ).offset  # a header boundary: tarfile alone sees a clean end
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:offset])
+    pairs, rejects, source = by_kind(rows_of(cut, "webdataset"))
+    # k005 was still open when the stream ended: it may have lost members, so it is rejected
+    assert set(pairs) == {f"k{i:03d}" for i in range(5)}
+    assert rejects == {"k005": {"truncated_tar"}}
+    assert source["status"] == "partial"
+
+
+def test_optional_resize_policy_reencodes_large_images(tmp_path):
+    path = tmp_path / "big.tar"
+    with tarfile.open(path, "w") as tar:
+        add(tar, "big.png", img(200, 100, "PNG"))
+        add(tar, "big.txt", b"a big image")
+        add(tar, "small.jpg", img(40, 30))
+        add(tar, "small.txt", b"a small image")
+    pairs, _, _ = by_kind(rows_of(path, "webdataset", IngestOptions(resize_max_side=64)))
+    big, small = pairs["big"], pairs["small"]
+    assert (big["image_format"], big["width"], big["height"]) == ("jpeg", 64, 32)
+    assert json.loads(big["meta_json"]) == {"original_width": 200, "original_height": 100}
+    assert big["image_sha256"] == sha256_hex(big["image"])
+    assert small["image"] == img(40, 30)  # under the limit: bytes as given
