@@ -168,13 +168,16 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
     rid, mid = recipe_id(c), publish.model_id(c.model)
     samples = publish.samples_frame(spark, lake, pins, rid, mid)
 
-    def leftover(version: int, run: str) -> dict:
-        plan = publish._plan(spark, ctx, "demo", version, pins, rid, mid)
-        return publish.materialise(spark, c, plan, samples, str(base / f"v{version}"), run)
+    def plan(version: int) -> dict:
+        return publish._plan(spark, ctx, "demo", version, pins, rid, mid)
 
-    # crash 1: manifest written but a shard corrupted, plus a stale staging dir
+    def leftover(version: int, run: str) -> dict:
+        return publish.materialise(spark, c, plan(version), samples, str(base / f"v{version}"), run)
+
+    # crash 1: shards moved into place but no manifest, plus a stale staging dir
     leftover(3, "run-a")
-    (base / "v3" / "shard-000000.tar").write_bytes(b"corrupt")
+    (base / "v3" / "manifest.json").unlink()
+    (base / "v3" / "shard-000000.tar").write_bytes(b"partial")
     stale = base / ".v3.staging-old-run"
     stale.mkdir()
     (stale / "shard-000000.tar").write_bytes(b"partial")
@@ -185,17 +188,18 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
     # crash 2: shards + manifest of v4 written, `datasets` row never appended
     left = leftover(4, "run-b")
     assert sorted(_datasets(spark, lake)) == [1, 2, 3]  # not a version yet
+    # a manifest is only trusted if every shard still has its sha256
+    shard = base / "v4" / "shard-000000.tar"
+    good = shard.read_bytes()
+    shard.write_bytes(b"corrupt")
+    assert publish.reusable_manifest(publish._fs(str(base))[0], str(base / "v4"), plan(4)) is None
+    shard.write_bytes(good)
     res2 = publish.run(spark, c)
     assert res2.counts["version"] == 4
     man4 = json.loads((base / "v4" / "manifest.json").read_text())
     assert man4["created_at"] == left["created_at"]  # finished, not rewritten
+    assert [s["sha256"] for s in man4["shards"]] == [s["sha256"] for s in man["shards"]]
     assert sorted(_datasets(spark, lake)) == [1, 2, 3, 4]
-    # crash 3: shards moved into place but no manifest -> replaced by a full publish
-    (base / "v5").mkdir()
-    (base / "v5" / "shard-000000.tar").write_bytes(b"junk")
-    assert publish.run(spark, c).counts["version"] == 5
-    man5 = json.loads((base / "v5" / "manifest.json").read_text())
-    assert [s["sha256"] for s in man5["shards"]] == [s["sha256"] for s in man["shards"]]
 
 
 def test_bad_inputs_get_clear_errors(spark, lake, pairs_lake, cfg, tmp_path):
