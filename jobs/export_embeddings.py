@@ -62,7 +62,7 @@ class ExportOptions:
     out: str
     format: str = "npy"  # npy | parquet
     model_id: str = ""
-    rows_per_file: int = 1_000_000
+    rows_per_file: int = 100_000  # a task holds one file set: rows x dim x 8 bytes
     dtype: str = "float32"  # npy only: float32 | float16
     overwrite: bool = False
 
@@ -74,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", help="weights tag/path/none (with --model: picks the rows)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--model-id", help="export this exact model_id (see `lakecurate sql`)")
-    p.add_argument("--rows-per-file", type=int, default=1_000_000)
+    p.add_argument(
+        "--rows-per-file", type=int, default=100_000, help="rows per file set (default 100000)"
+    )
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in OUT")
 
