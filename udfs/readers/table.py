@@ -27,9 +27,10 @@ from lakecurate.udfs.readers.base import (
 )
 
 _META_SKIP = (bytes, bytearray, dict, list)
+Problem = tuple[str, str] | None  # (reason, detail) when the image cannot be had
 
 
-def _image_value(value: Any, folder: str, opts: ReaderOptions) -> tuple[bytes | None, str | None]:
+def _image_value(value: Any, folder: str, opts: ReaderOptions) -> tuple[bytes | None, Problem]:
     """(bytes, problem) from an image cell: bytes, base64 text, or a bytes/path struct."""
     if isinstance(value, dict):
         if value.get("bytes") is not None:
@@ -43,21 +44,21 @@ def _image_value(value: Any, folder: str, opts: ReaderOptions) -> tuple[bytes | 
         try:
             return base64.b64decode(value, validate=True), None
         except (binascii.Error, ValueError):
-            return None, "the image column holds text that is not base64"
+            return None, ("missing_image", "the image column holds text that is not base64")
     return None, None
 
 
-def _read_path(path: str, folder: str, opts: ReaderOptions) -> tuple[bytes | None, str | None]:
+def _read_path(path: str, folder: str, opts: ReaderOptions) -> tuple[bytes | None, Problem]:
     uri = join_uri(folder, path)
     try:
         with open_binary(uri) as f:
             data = f.read(opts.max_image_bytes + 1)
     except FileNotFoundError:
-        return None, f"{uri} not found"
+        return None, ("missing_image", f"{uri} not found")
     except OSError as e:
-        return None, f"{uri}: {e}"
+        return None, ("missing_image", f"{uri}: {e}")
     if len(data) > opts.max_image_bytes:
-        return None, f"image_too_large:{uri} is over ingest.max_image_bytes"
+        return None, ("image_too_large", f"{uri} is over ingest.max_image_bytes")
     return data, None
 
 
@@ -72,11 +73,7 @@ def _record(row: dict, index: int, folder: str, opts: ReaderOptions) -> RawRecor
         image, problem = _image_value(row[opts.image_column], folder, opts)
     elif row.get(opts.path_column):
         image, problem = _read_path(str(row[opts.path_column]), folder, opts)
-    rec.image = image
-    if problem and problem.startswith("image_too_large:"):
-        rec.reject = ("image_too_large", problem.split(":", 1)[1])
-    elif problem:
-        rec.reject = ("missing_image", problem)
+    rec.image, rec.reject = image, problem
     skip = {opts.image_column, opts.caption_column}
     rec.meta = {k: v for k, v in row.items() if k not in skip and not isinstance(v, _META_SKIP)}
     return rec
