@@ -19,23 +19,31 @@ work starts; a bad recipe is a ConfigError (exit 2) naming the rule and paramete
 
 from __future__ import annotations
 
-import json
-import logging
-import re
+import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+if __name__ == "__main__":
+    # `spark-submit jobs/select.py` puts jobs/ first on sys.path, where this file would
+    # shadow the standard library's `select` (imported by subprocess, which pyspark uses).
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.errors import JobError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
-from lakecurate.recipes import (
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from pyspark.sql import Column, DataFrame  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from lakecurate import jobkit  # noqa: E402
+from lakecurate.config import Config, replace  # noqa: E402
+from lakecurate.errors import JobError  # noqa: E402
+from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
+from lakecurate.lake import Lake  # noqa: E402
+from lakecurate.models import model_id  # noqa: E402
+from lakecurate.recipes import (  # noqa: E402
     Recipe,
     builtin_recipes,
     format_funnel,
@@ -44,7 +52,7 @@ from lakecurate.recipes import (
     load_recipe,
     recipe_for,
 )
-from lakecurate.rules import COLUMNS
+from lakecurate.rules import COLUMNS  # noqa: E402
 
 NAME = "select"
 HELP = "apply a selection recipe (default, datacomp-clip, bunny, or a YAML file)"
@@ -283,8 +291,9 @@ def add_arguments(p) -> None:
 def apply_args(cfg: Config, args) -> Config:
     if getattr(args, "recipe", None):
         cfg = replace(cfg, select={"recipe": args.recipe})
-    # a bad recipe or a missing input fails here, before a Spark session starts
-    check_inputs(recipe_for(cfg), cfg, Lake(cfg.lake.path))
+    # a bad recipe fails here, before a Spark session starts. Missing inputs are checked
+    # in run(): refresh applies these arguments before its own ingest/embed/dedup run.
+    recipe_for(cfg)
     return cfg
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -265,7 +267,20 @@ def test_bad_recipe_on_the_cli_exits_2_before_spark(tmp_path, capsys):
     assert code == 2
     assert "rule 2 (similarity_band), parameter lo" in err
     assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "nope"]) == 2
-    # a missing input is a job failure (exit 1), also reported before Spark starts
+    assert not (tmp_path / "lake").exists()
+
+
+def test_missing_input_on_the_cli_exits_1(spark, tmp_path, capsys):
     assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "bunny"]) == 1
     assert "run `lakecurate ingest` first" in capsys.readouterr().err
-    assert not (tmp_path / "lake").exists()
+
+
+def test_runs_as_a_script_despite_its_stdlib_name(tmp_path):
+    """`spark-submit jobs/select.py` puts jobs/ on sys.path; stdlib `select` must win."""
+    script = Path(select.__file__)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- sample: {n: 0}\n")
+    args = [sys.executable, str(script), "--lake", str(tmp_path), "--recipe", str(bad)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "rule 1 (sample), parameter n" in proc.stderr
