@@ -3,11 +3,21 @@
 A recipe file is either a bare YAML list of rules or a mapping with `rules:` and
 optional `name`, `description`, `source` and `imports` (Python modules that register
 user rules with `lakecurate.rules.register_rule`). Each rule is written as
-`- name` or `- name: {param: value, ...}`.
+`- name` or `- name: {param: value, ...}`, for example (`lakecurate select --recipe
+strict.yaml`):
+
+    name: strict
+    imports: [my_rules]               # registers a user rule `no_watermark`
+    rules:
+      - min_resolution: {min_side: 256}
+      - clip_score_min: {min: 0.28}
+      - no_watermark: {max_prob: 0.5}
+      - sample: {fraction: 0.5, seed: 7}
 
 `recipe_id` is the content hash of the validated rules (names and every parameter,
 defaults filled in): comments, descriptions and key order do not change it; any
-parameter does. Built-in recipes (`default`, `datacomp-clip`, `bunny`) ship as package
+parameter does. A user rule's code is not hashed: rename it (or add a version
+parameter) when its behaviour changes. Built-in recipes (`default`, `datacomp-clip`, `bunny`) ship as package
 data in `lakecurate/recipes/*.yaml`.
 
 Running one: `label_rows(frame, recipe.rules)` adds `reason` (the label of the first
