@@ -44,6 +44,7 @@ from lakecurate import jobkit
 from lakecurate.config import Config, replace
 from lakecurate.errors import ConfigError, JobError
 from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lake import Lake
 from lakecurate.models import model_id
 
 NAME = "dedup"
@@ -60,26 +61,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
-    if not getattr(args, "methods", None):
-        return cfg
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ConfigError("--methods", "name at least one of exact, phash, minhash, semantic")
-    return replace(cfg, dedup={"methods": methods})
+    if getattr(args, "methods", None):
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if not methods:
+            raise ConfigError("--methods", "name at least one of exact, phash, minhash, semantic")
+        cfg = replace(cfg, dedup={"methods": methods})
+    check_inputs(Lake(cfg.lake.path), cfg)  # a missing input fails before Spark starts
+    return cfg
 
 
 # --- inputs and signals -----------------------------------------------------------------
 
 
-def check_inputs(ctx: JobContext, cfg: Config) -> None:
+def check_inputs(lake: Lake, cfg: Config) -> None:
     """Fail before any Spark work when a required table is missing."""
-    if not ctx.lake.exists("pairs"):
-        raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
+    if not lake.exists("pairs"):
+        raise JobError(f"lake {lake.root} has no `pairs` table: run `lakecurate ingest` first")
     if "semantic" in cfg.dedup.methods:
         mid = model_id(cfg.model)
-        held = ctx.lake.exists("embeddings") and any(
+        held = lake.exists("embeddings") and any(
             (a.get("min.model_id") or "") <= mid <= (a.get("max.model_id") or "")
-            for a in ctx.lake.add_actions("embeddings")
+            for a in lake.add_actions("embeddings")
         )
         if not held:
             raise JobError(
@@ -123,7 +125,7 @@ def expand_methods(methods: tuple[str, ...]) -> list[str]:
 
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
-    check_inputs(ctx, cfg)
+    check_inputs(ctx.lake, cfg)
     pairs = ctx.read(spark, "pairs")
     added = update_signals(spark, ctx, pairs)
     signals = ctx.lake.read(spark, "signals").persist()

@@ -217,7 +217,7 @@ def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
     )
     min_cos = 1.0 - dcfg.semantic_eps
     return spread.groupBy("semantic_cluster", "lo", "hi").applyInPandas(
-        partial(sem.block_pairs, min_cos=min_cos), "a string, b string, similarity float"
+        sem.block_pairs_fn(min_cos), "a string, b string, similarity float"
     )
 
 

@@ -98,3 +98,12 @@ def block_pairs(frame: pd.DataFrame, min_cos: float) -> pd.DataFrame:
             "similarity": sims[i, j].astype(np.float32),
         }
     )
+
+
+def block_pairs_fn(min_cos: float):
+    """A one-argument `applyInPandas` function (no type hints for Spark to inspect)."""
+
+    def pairs(frame):
+        return block_pairs(frame, min_cos)
+
+    return pairs
