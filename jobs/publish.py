@@ -333,6 +333,12 @@ def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str)
 
 def register(spark, ctx: JobContext, manifest: dict, path: str) -> int:
     """Append the `datasets` row: the version exists for readers from this commit on."""
+    if next_version(spark, ctx.lake, manifest["name"]) != manifest["version"]:
+        # one publish per dataset name at a time (refresh holds a lease); never two rows
+        raise JobError(
+            f"{manifest['name']}@{manifest['version']} was registered by another publish "
+            "while this one ran; re-run publish to make the next version"
+        )
     spec = ctx.lake.spec("datasets")
     row = {
         "name": manifest["name"],

@@ -112,3 +112,16 @@ def test_vacuum_keeps_pinned_files_until_retired(spark, tpl, tmp_path, capsys):
     with pytest.raises(JobError, match="retired"):
         lakecurate.open_dataset(spark, lake, "demo", 1)
     assert maintenance.main(["--lake", cfg.lake.path, "--tables", "nope"]) == 2
+
+
+def test_import_lakecurate_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lakecurate; assert 'pyspark' not in sys.modules; "
+        "assert 'deltalake' not in sys.modules; f = lakecurate.open_dataset; "
+        "assert 'lakecurate.dataset' in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

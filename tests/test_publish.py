@@ -211,6 +211,10 @@ def test_bad_inputs_get_clear_errors(spark, lake, pairs_lake, cfg, tmp_path):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     write_selection(spark, lake, cfg, [r["uid"] for r in lake.read(spark, "pairs").collect()])
+    other = _cfg(cfg, name="x")
+    other = replace(other, select={"recipe": "datacomp-clip"})
+    with pytest.raises(JobError, match="run `lakecurate select` first"):
+        publish.run(spark, other)  # the configured recipe has no selection rows
     with pytest.raises(ConfigError, match="did not write"):
         publish.run(spark, _cfg(cfg, out=str(foreign)))
     assert (foreign / "notes.txt").read_text() == "keep me"
