@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import tarfile
+import zlib
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,12 +88,22 @@ def test_probe_rejects(data, limits, reason):
     assert e.value.reason == reason
 
 
-def test_decompression_bomb_is_refused_from_the_header():
-    # A 1-bit PNG of 20000x20000 compresses to ~50 KB but would need 400 M pixels.
-    buf = io.BytesIO()
-    Image.new("1", (20000, 20000)).save(buf, "PNG")
+def _png_header_only(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims w x h 1-bit pixels (a decompression bomb's shape)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body).to_bytes(4, "big")
+        return len(body).to_bytes(4, "big") + kind + body + crc
+
+    ihdr = w.to_bytes(4, "big") + h.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [9_000, 60_000])  # over our limit; over Pillow's own too
+def test_decompression_bomb_is_refused_from_the_header(side):
     with pytest.raises(ImageRejected) as e:
-        probe_image(buf.getvalue(), ImageLimits(max_pixels=50_000_000))
+        probe_image(_png_header_only(side, side), ImageLimits(max_pixels=50_000_000))
     assert e.value.reason == "too_many_pixels"
 
 
