@@ -77,6 +77,8 @@ def main() -> None:
     args = ap.parse_args()
     small, large = (int(s) for s in args.sizes.split(","))
     spark = spark_session(args.cores)
+    # one shuffle partition per ~60k band rows at the large size keeps window sorts in memory
+    spark.conf.set("spark.sql.shuffle.partitions", str(max(args.cores, large // 25_000)))
     pipeline(spark, generate(2000, seed=9), args.cores)  # warm up workers and JIT
     results = {}
     for n in (small, large):

@@ -190,6 +190,7 @@ def minhash_params(cfg: Config) -> mh.MinHashParams:
         bands=d.minhash_bands,
         rows=d.minhash_rows,
         threshold=d.minhash_threshold,
+        fn_weight=d.minhash_fn_weight,
     )
 
 

@@ -44,6 +44,7 @@ class MinHashParams:
     bands: int = 0  # 0: derived from `threshold` (datasketch's optimum)
     rows: int = 0
     threshold: float = 0.45
+    fn_weight: float = 0.7  # false-negative weight of the banding objective (fp: 1 - this)
 
     @property
     def band_rows(self) -> tuple[int, int]:
@@ -51,7 +52,7 @@ class MinHashParams:
             return self.bands, self.rows
         if self.bands:
             return self.bands, self.num_perm // self.bands
-        return optimal_bands(self.threshold, self.num_perm)
+        return optimal_bands(self.threshold, self.num_perm, (1 - self.fn_weight, self.fn_weight))
 
     @property
     def slug(self) -> str:
