@@ -335,7 +335,7 @@ def run(spark, cfg: Config) -> JobResult:
     kept = steps[-1].rows_out if steps else total
     note = "" if changed else " (selection unchanged: no commit)"
     return ctx.done(
-        f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}",
+        f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}\n{format_funnel(steps)}",
         recipe=recipe.name,
         recipe_id=rid,
         rows=total,

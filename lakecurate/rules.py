@@ -159,8 +159,13 @@ class Rule:
         raise NotImplementedError
 
     def canonical(self) -> dict[str, Any]:
-        """The rule as plain data with every default filled in (what recipe_id hashes)."""
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}
+        """The rule as plain data with every default filled in (what recipe_id hashes).
+
+        Unset optional parameters (None) are left out, so adding one to a rule later
+        keeps existing recipe ids.
+        """
+        items = self.values.items()
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in items if v is not None}
         return {"rule": self.name, "params": dict(sorted(params.items()))}
 
     def __repr__(self) -> str:

@@ -164,6 +164,10 @@ def test_default_recipe_through_the_cli(spark, synth, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["counts"]["recipe"] == "default"
+    funnel_lines = out["message"].splitlines()[1:]  # the printed funnel: header + one per rule
+    assert [line.split()[0] for line in funnel_lines] == ["rule"] + [
+        s["rule"] for s in out["counts"]["funnel"]
+    ]
     rid = load_recipe("default").recipe_id
     sel = selection(spark, Lake(cfg.lake.path), rid)
     assert len(sel) == N
