@@ -44,18 +44,41 @@ TEMPLATES = (
 )
 
 
+# Titles make captions as distinct as web captions are: without them, captions
+# built from a small vocabulary chain into one giant near-duplicate component.
+TITLE_WORDS = (
+    "amber harbor meadow lantern granite willow comet orchard velvet canyon ember "
+    "glacier saffron thistle beacon cobalt driftwood falcon juniper lagoon marble "
+    "nectar obsidian pebble quartz raven sierra tundra umber vapor walnut yarrow "
+    "zephyr atlas bramble cedar delta fjord grove heron island jasper kestrel lotus "
+    "mosaic nimbus opal prairie quill ridge summit timber upland valley wharf "
+    "autumn breeze cinder dune echo fern gale haven indigo jetty kelp lichen "
+    "mango nova onyx pine quarry reef shale tide urchin vista wren basalt coral "
+    "dawn estuary flint garnet hollow iris jade knoll lark mesa"
+).split()
+FRAMES = (
+    "{title}: {body}",
+    "{body} ({title})",
+    "from the {title} series, {body}",
+    "{body}, titled {title}",
+)
+
+
 @dataclass
 class Scene:
     bg: str
     objects: list[tuple[str, str, str, str]]  # (size, color, shape, place)
     size: tuple[int, int]
+    title: str = ""
+    bg2: str = "white"  # the background is a gradient from bg to bg2
+    angle: int = 0  # gradient direction, degrees
 
     def caption(self, rng: random.Random) -> str:
         parts = []
         for i, (sz, color, shape, place) in enumerate(self.objects):
             t = rng.choice(TEMPLATES) if i == 0 else "and a {size} {color} {shape} {place}"
             parts.append(t.format(size=sz, color=color, shape=shape, place=place, bg=self.bg))
-        return " ".join(parts)
+        return rng.choice(FRAMES).format(title=self.title, body=" ".join(parts))
 
 
 def random_scene(rng: random.Random) -> Scene:
@@ -66,7 +89,28 @@ def random_scene(rng: random.Random) -> Scene:
         color = rng.choice([c for c in COLORS if c != bg])
         objs.append((rng.choice(SIZES), color, rng.choice(SHAPES), rng.choice(PLACES)))
     w, h = rng.choice([(128, 128), (160, 120), (120, 160), (192, 144), (144, 144)])
-    return Scene(bg, objs, (w, h))
+    title = " ".join(rng.sample(TITLE_WORDS, 2))
+    bg2 = rng.choice([c for c in COLORS if c != bg])
+    return Scene(bg, objs, (w, h), title, bg2, rng.randrange(0, 360, 15))
+
+
+def _background(scene: Scene, rng: random.Random) -> Image.Image:
+    """A two-colour gradient in a random direction plus soft blobs: distinct low frequencies."""
+    import math
+
+    w, h = scene.size
+    a, b = COLORS[scene.bg], COLORS[scene.bg2]
+    grad = (
+        Image.linear_gradient("L").resize((w, h)).rotate(scene.angle, expand=False, fillcolor=128)
+    )
+    img = Image.composite(Image.new("RGB", (w, h), b), Image.new("RGB", (w, h), a), grad)
+    d = ImageDraw.Draw(img)
+    for _ in range(3):
+        x, y = rng.randrange(w), rng.randrange(h)
+        r = int(min(w, h) * rng.uniform(0.15, 0.35))
+        tone = tuple(int(c * 0.7 + 255 * 0.3 * math.sin(x + y) ** 2) for c in a)
+        d.ellipse((x - r, y - r, x + r, y + r), fill=tone)
+    return img
 
 
 def _center(place: str, w: int, h: int, rng: random.Random) -> tuple[int, int]:
@@ -83,7 +127,7 @@ def _center(place: str, w: int, h: int, rng: random.Random) -> tuple[int, int]:
 
 def render(scene: Scene, rng: random.Random) -> Image.Image:
     w, h = scene.size
-    img = Image.new("RGB", (w, h), COLORS[scene.bg])
+    img = _background(scene, rng)
     d = ImageDraw.Draw(img)
     for sz, color, shape, place in scene.objects:
         cx, cy = _center(place, w, h, rng)
@@ -115,7 +159,7 @@ def jpeg(img: Image.Image, quality: int = 90) -> bytes:
 
 def edit_caption(caption: str, rng: random.Random, n_words: int = 1) -> str:
     words = caption.split()
-    vocab = list(COLORS) + list(SHAPES) + ["tiny", "huge", "bright", "pale"]
+    vocab = list(COLORS) + list(SHAPES) + ["tiny", "huge", "bright", "pale", "faded", "glossy"]
     for _ in range(n_words):
         i = rng.randrange(len(words))
         words[i] = rng.choice([v for v in vocab if v != words[i]])
