@@ -233,7 +233,7 @@ def _ours(fs, path: str) -> bool:
         return True
     for p in fs.ls(path, detail=False):
         base = p.rstrip("/").rsplit("/", 1)[-1]
-        if not (base.startswith("shard-") or base.startswith(MANIFEST)):
+        if not base.lstrip(".").startswith(("shard-", MANIFEST)):
             return False
     return True
 
@@ -314,7 +314,12 @@ def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str)
     lost = plan["funnel"]["kept"] - written
     if lost:
         log.warning("publish: %d kept uids have no pairs row; they are left out", lost)
+    for stray in sfs.glob(f"{spath}/.*.tmp"):  # from task attempts that died
+        sfs.rm(stray)
     sfs.mv(spath, fspath, recursive=True)
+    for s in shards:  # what was moved is what the tasks reported
+        if fs.size(f"{fspath}/{s['name']}") != s["num_bytes"]:
+            raise JobError(f"{path}/{s['name']} changed size after writing; not registered")
     manifest = dict(plan, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
     manifest["shards"] = [
         {k: s[k] for k in ("name", "index", "sha256", "num_samples", "num_bytes")} for s in shards

@@ -114,12 +114,19 @@ def test_shards_load_with_webdataset_and_a_torch_dataloader(tpl):
         n += len(key)
     assert n == man["counts"]["num_samples"] == len(kept)
     assert sorted(keys) == kept
-    # sidecars carry the pairs' width/height, and the image decodes to that size
-    first = next(
-        iter(wds.WebDataset(urls[:1], shardshuffle=False, empty_check=False).decode("pil"))
-    )
-    assert Image.Image.__instancecheck__(first["jpg"])
-    assert list(first["jpg"].size) == [first["json"]["width"], first["json"]["height"]]
+    # per shard: every sample decodes to the size its sidecar says, and matches the index
+    for shard, url in zip(man["shards"], urls, strict=True):
+        idx = pd.read_parquet(out / shard["index"]).set_index("key")
+        got = list(wds.WebDataset([url], shardshuffle=False, empty_check=False).decode("pil"))
+        assert len(got) == shard["num_samples"] == len(idx)
+        assert [g["__key__"] for g in got] == list(idx.index)  # index in shard order
+        for g in got:
+            assert isinstance(g["jpg"], Image.Image)
+            assert list(g["jpg"].size) == [g["json"]["width"], g["json"]["height"]]
+            row = idx.loc[g["__key__"]]
+            assert g["txt"] == row["caption"] == g["json"]["caption"]
+            assert g["json"]["url"] == row["url"]
+            assert g["json"]["clip_score"] == pytest.approx(float(row["clip_score"]), abs=1e-6)
 
 
 def test_republish_from_same_pins_is_byte_identical(spark, tpl, tmp_path):

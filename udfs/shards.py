@@ -20,6 +20,7 @@ import io
 import json
 import math
 import tarfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -105,6 +106,11 @@ def _none_if_nan(value):
     return value
 
 
+def _int_or_none(value) -> int | None:
+    value = _none_if_nan(value)
+    return None if value is None else int(value)
+
+
 def sample_json(row: dict) -> bytes:
     """The `{key}.json` sidecar: uid, url, caption, width, height, clip_score."""
     score = _none_if_nan(row.get("clip_score"))
@@ -112,8 +118,8 @@ def sample_json(row: dict) -> bytes:
         "uid": row["uid"],
         "url": _none_if_nan(row.get("url")),
         "caption": row.get("caption") or "",
-        "width": int(row["width"]) if _none_if_nan(row.get("width")) is not None else None,
-        "height": int(row["height"]) if _none_if_nan(row.get("height")) is not None else None,
+        "width": _int_or_none(row.get("width")),
+        "height": _int_or_none(row.get("height")),
         "clip_score": None if score is None else round(float(score), 6),
     }
     return json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8")
@@ -183,8 +189,8 @@ def _index_row(row: dict, first_member: str, offset: int) -> dict:
         "image_member": image_member,
         "caption": row.get("caption"),
         "url": _none_if_nan(row.get("url")),
-        "width": _none_if_nan(row.get("width")),
-        "height": _none_if_nan(row.get("height")),
+        "width": _int_or_none(row.get("width")),  # pandas turns ints with nulls into floats
+        "height": _int_or_none(row.get("height")),
         "clip_score": _none_if_nan(row.get("clip_score")),
         "image_bytes": len(row["image"]),
         "offset": offset,
@@ -204,11 +210,16 @@ def write_shard(rows: list[dict], shard: int, staging_uri: str) -> ShardWritten:
     fs.makedirs(root, exist_ok=True)
     name = shard_name(shard)
     rows = sorted(rows, key=lambda r: int(r["pos"]))
-    with fs.open(f"{root}/{name}.tar", "wb") as f:
+    # Temp name + rename: a retried or speculative task attempt never leaves a torn file
+    # under the final name (and every attempt writes the same bytes anyway).
+    tmp = f"{root}/.{name}.{uuid.uuid4().hex}.tmp"
+    with fs.open(tmp, "wb") as f:
         sha, size, index = write_tar(rows, f)
+    fs.mv(tmp, f"{root}/{name}.tar")
     table = pa.Table.from_pylist(index, schema=INDEX_SCHEMA)
-    with fs.open(f"{root}/{name}.parquet", "wb") as f:
+    with fs.open(tmp, "wb") as f:
         pq.write_table(table, f, compression="zstd")
+    fs.mv(tmp, f"{root}/{name}.parquet")
     return ShardWritten(shard, f"{name}.tar", sha, len(rows), size)
 
 
