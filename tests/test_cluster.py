@@ -73,7 +73,7 @@ class StandaloneCluster:
         self.procs.append(proc)
         return proc
 
-    def start(self, timeout: float = 90) -> StandaloneCluster:
+    def start(self, timeout: float = 300) -> StandaloneCluster:
         for d in ("logs", "work"):
             (self.workdir / d).mkdir(parents=True, exist_ok=True)
         self._spawn(
