@@ -41,6 +41,7 @@ def pipeline(spark, rows: list[tuple[str, str]], cores: int) -> tuple[float, dic
     from pyspark.sql import functions as F
 
     from lakecurate.components import connected_components
+    from lakecurate.config import DedupConfig
 
     params = mh.MinHashParams()
     path = f"/tmp/dedup_scale_{len(rows)}.parquet"
@@ -54,7 +55,8 @@ def pipeline(spark, rows: list[tuple[str, str]], cores: int) -> tuple[float, dic
     )
     sigs = sigs.withColumn("is_new", F.lit(True)).localCheckpoint(eager=True)
     t_sig = time.perf_counter() - t0
-    edges = minhash_edges(sigs, params, limit=50).localCheckpoint(eager=True)
+    limit = DedupConfig().bucket_limit
+    edges = minhash_edges(sigs, params, limit).localCheckpoint(eager=True)
     n_edges = edges.count()
     t_edges = time.perf_counter() - t0
     comps = connected_components(edges, "a", "b").localCheckpoint(eager=True)
