@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("a", metavar="NAME@A")
     s.add_argument("b", metavar="NAME@B")
     s.add_argument("--sample", type=int, default=SAMPLE, help="uids listed per side")
+    s.add_argument("--all", action="store_true", help="list every added/removed uid")
     s = sub.add_parser("tag", help="put TAG on NAME@V (moving it off any other version)")
     s.add_argument("ref", metavar="NAME@V")
     s.add_argument("tag", metavar="TAG")
@@ -157,8 +158,11 @@ def _explain(spark, lake: Lake, uids, at: DatasetVersion, other_reasons: set[str
     )
 
 
-def diff_versions(spark, lake: Lake, a: DatasetVersion, b: DatasetVersion, sample: int) -> dict:
-    """Added and removed uids between two versions, with counts, samples and reasons."""
+def diff_versions(
+    spark, lake: Lake, a: DatasetVersion, b: DatasetVersion, sample: int | None
+) -> dict:
+    """Added and removed uids between two versions, with counts, a sample of each side
+    (every uid if `sample` is None) and the reason of each listed uid."""
     ua, ub = published_uids(spark, lake, a), published_uids(spark, lake, b)
     added, removed = ub.join(ua, "uid", "left_anti"), ua.join(ub, "uid", "left_anti")
     reasons_a = set(_funnel(a).get("dropped", {}))
@@ -181,9 +185,10 @@ def diff_versions(spark, lake: Lake, a: DatasetVersion, b: DatasetVersion, sampl
         came.unpersist()
 
 
-def _side(gone: bool, df, sample: int) -> dict:
+def _side(gone: bool, df, sample: int | None) -> dict:
     by_reason = {r["reason"]: int(r["count"]) for r in df.groupBy("reason").count().collect()}
-    rows = [r.asDict() for r in df.orderBy("uid").limit(sample).collect()]
+    ordered = df.orderBy("uid")
+    rows = [r.asDict() for r in (ordered if sample is None else ordered.limit(sample)).collect()]
     key = "reason_at_b" if gone else "reason_at_a"
     for r in rows:
         r[key] = r.pop("reason")
@@ -210,7 +215,7 @@ def do_diff(spark, lake: Lake, args) -> tuple[dict, str]:
             "NAME@A NAME@B", "give a version or tag on both sides, e.g. demo@1 demo@2"
         )
     a, b = resolve(spark, lake, na, sa), resolve(spark, lake, nb, sb)
-    doc = diff_versions(spark, lake, a, b, args.sample)
+    doc = diff_versions(spark, lake, a, b, None if args.all else args.sample)
     lines = [f"{a.ref} ({a.num_samples}) -> {b.ref} ({b.num_samples})"]
     for side, label in (("added", "reason at A"), ("removed", "reason at B")):
         d = doc[side]

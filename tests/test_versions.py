@@ -56,6 +56,9 @@ def test_diff_counts_samples_and_reasons(spark, tpl, capsys):
     assert all(verdict(r["uid"], 1) == (False, "duplicate:phash") for r in removed)
     added = doc["added"]["sample"]
     assert all(r["reason_at_a"] == "caption_words<3" for r in added)
+    every = _run(capsys, tpl["path"], "diff", "demo@1", "demo@2", "--all")
+    assert {r["uid"] for r in every["removed"]["sample"]} == k1 - k2
+    assert {r["uid"] for r in every["added"]["sample"]} == k2 - k1
     same = _run(capsys, tpl["path"], "diff", "demo@2", "demo@2")
     assert same["added"]["count"] == same["removed"]["count"] == 0
 
