@@ -22,26 +22,34 @@ version, counts) is written last and marks a complete export.
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
-import logging
-import math
+import os
 import sys
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+if __name__ == "__main__":
+    # `spark-submit jobs/<this>.py` puts jobs/ first on sys.path, where jobs/select.py
+    # would shadow the standard library's `select` (imported by subprocess, used by pyspark).
+    _HERE = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.errors import ConfigError, JobError
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import asdict, dataclass  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from lakecurate import jobkit  # noqa: E402
+from lakecurate.config import Config, replace  # noqa: E402
+from lakecurate.errors import ConfigError, JobError  # noqa: E402
+from lakecurate.lake import Lake  # noqa: E402
+from lakecurate.models import model_id  # noqa: E402
 
 NAME = "export-embeddings"
 HELP = "export embeddings as clip-retrieval npy/parquet files (img_emb/, text_emb/, metadata/)"
@@ -206,8 +214,6 @@ def _publish(fs: pafs.FileSystem, root: str, written: list[str], opts) -> list[s
 
 def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
-        import os
-
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     return pafs.FileSystem.from_uri(uri)
 
