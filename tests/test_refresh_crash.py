@@ -149,7 +149,18 @@ def crash_inputs(tmp_path_factory):
     return root
 
 
-def test_killed_refreshes_resume_to_the_uninterrupted_result(spark, crash_inputs, tmp_path):
+def kill_points(config) -> list[tuple[str, tuple[str, ...]]]:
+    """All four points with `-m slow` (or LAKECURATE_SLOW_TESTS=1, `make cluster-test`);
+    otherwise only publish, the last and most involved one: each point is a Spark start."""
+    selected = "slow" in (config.getoption("markexpr") or "")
+    if selected or os.environ.get("LAKECURATE_SLOW_TESTS") == "1":
+        return KILL_POINTS
+    return [p for p in KILL_POINTS if p[0] == "publish"]
+
+
+def test_killed_refreshes_resume_to_the_uninterrupted_result(
+    request, spark, crash_inputs, tmp_path
+):
     from lakecurate.jobs import refresh
 
     from lakecurate.config import load_config
@@ -157,7 +168,7 @@ def test_killed_refreshes_resume_to_the_uninterrupted_result(spark, crash_inputs
     config, src = crash_inputs / "lakecurate.yaml", crash_inputs / "src"
     killed_lake = tmp_path / "killed"
     landed = []
-    for i, (stage, dirs) in enumerate(KILL_POINTS):
+    for i, (stage, dirs) in enumerate(kill_points(request.config)):
         log_file = tmp_path / f"run{i}.jsonl"
         stderr = open(tmp_path / f"run{i}.err", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
