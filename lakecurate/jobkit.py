@@ -113,6 +113,7 @@ def setup_logging(level: str | None) -> None:
         level=getattr(logging, level or "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # under spark-submit a handler on stdout may exist; --json owns stdout
     )
     logging.getLogger("py4j").setLevel(logging.WARNING)
 

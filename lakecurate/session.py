@@ -34,10 +34,18 @@ def configure_builder(builder, cfg: SparkConfig):
         "spark.driver.host": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1"),
     }
     conf.update({k: str(v) for k, v in cfg.conf.items()})
-    builder = builder.master(cfg.master).appName(cfg.app_name)
+    master = cfg.master or (None if launched_by_spark_submit() else "local[*]")
+    if master:
+        builder = builder.master(master)
+    builder = builder.appName(cfg.app_name)
     for k, v in conf.items():
         builder = builder.config(k, v)
     return builder
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands the Python driver its gateway port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def register_sources(spark) -> None:
@@ -57,7 +65,7 @@ def spark_session(cfg: SparkConfig) -> Iterator:
     spark = active or configure_builder(SparkSession.builder, cfg).getOrCreate()
     if owned:
         spark.sparkContext.setLogLevel("WARN")
-        log.info("started Spark %s on %s", spark.version, cfg.master)
+        log.info("started Spark %s on %s", spark.version, spark.sparkContext.master)
     register_sources(spark)
     try:
         yield spark

@@ -22,7 +22,7 @@ def test_yaml_file_and_overrides(tmp_path):
     cfg = load_config(f, {"model.batch_size": 16, "spark.master": None})
     assert cfg.lake.path == "/data/lake"
     assert cfg.model.batch_size == 16
-    assert cfg.spark.master == "local[*]"  # None override leaves the default
+    assert cfg.spark.master == ""  # None override leaves the default (local[*] or spark-submit's)
     assert [s.uri for s in cfg.sources] == ["/data/a", "/data/b"]
     assert cfg.sources[1].format == "folder"
     assert cfg.dedup.methods == ("exact", "minhash")
