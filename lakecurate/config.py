@@ -42,7 +42,7 @@ class LakeConfig:
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[*]"
+    master: str = ""  # "": spark-submit's --master when launched by it, else local[*]
     app_name: str = "lakecurate"
     shuffle_partitions: int = 8
     arrow_batch_rows: int = 1024
