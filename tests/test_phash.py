@@ -31,10 +31,12 @@ def test_matches_scipy_dct_reference():
 def test_near_copies_are_close_and_others_far():
     sample = generate(n=120, seed=5)
     by_key = {r.key: r.image for r in sample.records}
-    near = [(by_key[a], by_key[b]) for a, b, _ in sample.labels["near_image"]]
+    labels = sample.labels["near_image"]
+    near = [(by_key[a], by_key[b]) for a, b, _ in labels]
     hashes = phash.phash_images([x for pair in near for x in pair])
     dists = phash.hamming(np.array(hashes[0::2]), np.array(hashes[1::2]))
-    assert dists.max() <= 6
+    for (_, _, how), d in zip(labels, dists, strict=True):
+        assert d <= (6 if how in ("reencode", "resize") else 10), how  # crops move more
     base = Image.open(io.BytesIO(near[0][0])).convert("RGB")
     w, h = base.size
     variants = [
