@@ -125,16 +125,21 @@ class DedupConfig:
     """`dedup`: which duplicate methods run and how each decides.
 
     Caption near-duplicates (minhash) default to character 5-grams of the normalized
-    caption (punctuation folded to spaces) at estimated Jaccard >= 0.45. Chosen by
-    measurement (`benchmarks/dedup_quality.py`; 12k generated captions of 7-36 words,
-    2k originals each edited 1, 2 and 3 words, re-spelled/re-punctuated, paraphrased):
-    word n-grams are too coarse for 5-30 word captions (one changed word removes n of
-    ~15 word 3-grams: word-3 recall on 3-word edits is 0.47 at 0.4), while short
-    character grams match unrelated captions that share stock phrases (char-4 pair
-    precision 0.75 at 0.4). Char-5 at 0.45 gave pair precision 0.986 and recall 0.93
-    on light edits (1-3 words, spelling, punctuation); 0.40 raises recall to 0.95 but
-    drops precision to 0.95. LSH bands x rows come from the threshold with datasketch's
-    objective (`minhash_bands`/`minhash_rows` override it), weighted 0.3/0.7 towards
+    caption (punctuation folded to spaces) at estimated Jaccard >= 0.45, chosen by
+    measurement on 12k generated captions of 7-36 words (2k originals, each edited 1,
+    2 and 3 words, re-spelled/re-punctuated, and paraphrased). Word n-grams are too
+    coarse for 5-30 word captions (one changed word removes n of ~15 word 3-grams:
+    word-3 recall on 3-word edits is 0.47 at 0.4); short character grams match
+    unrelated captions that share stock phrases (char-4 pair precision 0.75 at 0.4).
+    All-pairs, char-5 at 0.45 gave pair precision 0.986 and light-edit recall 0.93
+    (0.40: 0.95 recall but 0.948 precision; 0.50: 0.998 / 0.89). End to end with
+    banding (`benchmarks/dedup_quality.py`): verified-pair precision 0.988, light-edit
+    recall 0.921 (1 word 0.996, 2 words 0.928, 3 words 0.760, spelling+punctuation
+    1.0), paraphrase recall 0.14. Groups are connected components, so chains lower
+    the precision over all pairs inside a group to 0.887; each row's `similarity` to
+    its keeper lets selection be stricter. LSH bands x rows come from the threshold
+    with datasketch's objective (`minhash_bands`/`minhash_rows` override it), weighted
+    0.3/0.7 towards
     false negatives: every candidate is verified against the threshold, so a false
     positive only costs work. Measured: datasketch's default 0.5/0.5 gives 25x5 bands
     and light-edit recall 0.88; 0.3/0.7 gives 32x4 and 0.92 for ~2.5x the candidates.
