@@ -144,7 +144,8 @@ def test_spark_submit_dry_run_packages_the_code_and_passes_the_master(tmp_path):
         "import lakecurate.jobs.refresh as r, lakecurate.udfs.text as t;"
         "from importlib import resources;"
         "print(r.__file__); print(t.__file__);"
-        "print((resources.files('lakecurate') / 'model_configs' / 'lakecurate-tiny.json').is_file())"
+        "print((resources.files('lakecurate') / 'model_configs' / 'lakecurate-tiny.json').is_file());"
+        "from lakecurate.models import check_model_name; check_model_name('lakecurate-tiny')"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe, str(zip_path)], capture_output=True, text=True
