@@ -27,14 +27,15 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from lakecurate.udfs import shards as shardlib
 
 from lakecurate import jobkit
 from lakecurate.config import Config, replace
-from lakecurate.dataset import PUBLISHED, check_name, kept_uids, samples_frame
+from lakecurate.dataset import PUBLISHED, check_name, samples_frame
+from lakecurate.dataset import selection_hash as selection_hash  # re-exported (refresh)
+from lakecurate.dataset import selection_hash_of as selection_hash_of
 from lakecurate.errors import ConfigError, JobError
 from lakecurate.jobkit import JobContext, JobResult
 from lakecurate.lake import Lake
@@ -71,42 +72,6 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
 
 
 # --- what is published ------------------------------------------------------------------------
-
-
-def _bucket_digest(uids: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
-
-
-def selection_hash(uids: Iterable[str]) -> str:
-    """sha256 over the sorted kept uids, in two levels so Spark can compute it in parallel:
-    the sorted uids of each bucket (first two characters) are hashed, then the sorted
-    `bucket:digest` lines. Equal iff the sets of uids are equal."""
-    buckets: dict[str, list[str]] = {}
-    for uid in set(uids):
-        buckets.setdefault(uid[:2], []).append(uid)
-    return _combine({b: _bucket_digest(us) for b, us in buckets.items()})
-
-
-def _combine(digests: dict[str, str]) -> str:
-    lines = "".join(f"{b}:{d}\n" for b, d in sorted(digests.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def selection_hash_of(spark, lake: Lake, recipe_id: str, version: int | None = None) -> str:
-    """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if
-    None), computed by Spark: only one digest per bucket reaches the driver."""
-    from pyspark.sql import functions as F
-
-    v = lake.version("selection") if version is None else version
-    if v is None:
-        return selection_hash([])
-    uids = kept_uids(spark, lake, v, recipe_id)
-    rows = (
-        uids.groupBy(F.substring("uid", 1, 2).alias("b"))
-        .agg(F.sha2(F.concat_ws("\n", F.array_sort(F.collect_list("uid"))), 256).alias("d"))
-        .collect()
-    )
-    return _combine({r["b"]: r["d"] for r in rows})
 
 
 def pin_versions(lake: Lake) -> dict[str, int]:

@@ -7,14 +7,20 @@ joined with `pairs@v`, `signals@v` (as one struct column) and `embeddings@v` (th
 version was published with). Nothing is copied; the shards on disk are one materialisation
 of this query.
 
+`selection_hash` (sha256 over the sorted kept uids, computed by Spark in
+`selection_hash_of`) is stored with each version so refresh can tell whether a
+selection changed.
+
 References: `NAME@3`, `NAME@v3`, `NAME@prod` (a tag), `NAME@latest` or just `NAME` (the
 newest version that is not retired).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +168,42 @@ def pick(rows: list[DatasetVersion], name: str, selector: str | int | None) -> D
 
 
 # --- the samples of a version, by time travel ------------------------------------------------
+
+
+def _bucket_digest(uids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
+
+
+def selection_hash(uids: Iterable[str]) -> str:
+    """sha256 over the sorted kept uids, in two levels so Spark can compute it in parallel:
+    the sorted uids of each bucket (first two characters) are hashed, then the sorted
+    `bucket:digest` lines. Equal iff the sets of uids are equal."""
+    buckets: dict[str, list[str]] = {}
+    for uid in set(uids):
+        buckets.setdefault(uid[:2], []).append(uid)
+    return _combine({b: _bucket_digest(us) for b, us in buckets.items()})
+
+
+def _combine(digests: dict[str, str]) -> str:
+    lines = "".join(f"{b}:{d}\n" for b, d in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def selection_hash_of(spark, lake: Lake, recipe_id: str, version: int | None = None) -> str:
+    """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if
+    None), computed by Spark: only one digest per bucket reaches the driver."""
+    from pyspark.sql import functions as F
+
+    v = lake.version("selection") if version is None else version
+    if v is None:
+        return selection_hash([])
+    uids = kept_uids(spark, lake, v, recipe_id)
+    rows = (
+        uids.groupBy(F.substring("uid", 1, 2).alias("b"))
+        .agg(F.sha2(F.concat_ws("\n", F.array_sort(F.collect_list("uid"))), 256).alias("d"))
+        .collect()
+    )
+    return _combine({r["b"]: r["d"] for r in rows})
 
 
 def kept_uids(spark, lake: Lake, selection_version: int, recipe_id: str):
