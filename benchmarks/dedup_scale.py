@@ -6,6 +6,9 @@ are light edits of another caption. Each size runs in the same Spark session; th
 exponent is log(t_large / t_small) / log(n_large / n_small) (1.0 = linear).
 
     .venv/bin/python benchmarks/dedup_scale.py [--sizes 100000,1000000]
+
+On the shared 2-core machine this was written on (load average 10-40 from other
+sessions), 100k alone took 470 s, so the recorded run used `--sizes 20000,200000`.
 """
 
 from __future__ import annotations
