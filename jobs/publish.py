@@ -58,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, help="samples per shard (default 1000)")
     p.add_argument("--shard-bytes", type=int, help="approximate bytes per shard (0: no limit)")
     p.add_argument("--seed", type=int, help="seed of the shuffle by uid (default 0)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        default=None,
+        help="publish a new version even if the latest one has the same selection",
+    )
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -67,6 +73,7 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
         "shard_size": args.shard_size,
         "shard_bytes": args.shard_bytes,
         "seed": args.seed,
+        "force": args.force,
     }
     return replace(cfg, publish={k: v for k, v in flags.items() if v is not None})
 
@@ -87,21 +94,37 @@ def pin_versions(lake: Lake) -> dict[str, int]:
 
 
 def resolve_recipe_id(spark, lake: Lake, cfg: Config, selection_version: int) -> str:
-    """The configured recipe's id (from select's `recipe_id_for`)."""
+    """The configured recipe's id; `_plan` checks that the selection has its rows."""
+    from lakecurate.recipes import recipe_id_for
+
+    return recipe_id_for(cfg)
+
+
+def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_version: int):
+    """The latest live version of the dataset if it holds exactly the current selection.
+
+    Same recipe, same model and the same kept uids (by `selection_hash`) make the same
+    samples, so publishing again would only add an identical version. None otherwise.
+    """
     from pyspark.sql import functions as F
 
-    try:
-        from lakecurate.recipes import recipe_id_for
-    except ImportError:
-        recipe_id_for = None
-    if recipe_id_for is not None:
-        return recipe_id_for(cfg)  # `_plan` checks that the selection has its rows
-    # Before select exported recipe_id_for: the most recently written recipe.
-    sel = lake.read(spark, "selection", selection_version)
-    row = sel.orderBy(F.col("run_id").desc_nulls_last(), "recipe_id").select("recipe_id").first()
-    if row is None:
-        raise JobError("the selection table is empty: run `lakecurate select` first")
-    return row["recipe_id"]
+    if not lake.exists("datasets"):
+        return None
+    latest = (
+        lake.read(spark, "datasets")
+        .filter(F.col("name") == cfg.publish.name)
+        .orderBy(F.col("version").desc())
+        .limit(1)
+        .collect()
+    )
+    if not latest or latest[0]["status"] == "retired":
+        return None
+    row = latest[0]
+    if row["recipe_id"] != recipe_id or row["model_id"] != mid:
+        return None
+    if row["selection_hash"] != selection_hash_of(spark, lake, recipe_id, sel_version):
+        return None
+    return row
 
 
 def next_version(spark, lake: Lake, name: str) -> int:
@@ -339,6 +362,22 @@ def run(spark, cfg: Config) -> JobResult:
         ctx.result.read_versions[t] = v
     recipe_id = resolve_recipe_id(spark, ctx.lake, cfg, pins["selection"])
     mid = model_id(cfg.model)
+    same = (
+        None
+        if cfg.publish.force
+        else up_to_date(spark, ctx.lake, cfg, recipe_id, mid, pins["selection"])
+    )
+    if same is not None:
+        return ctx.done(
+            f"{name}@{same['version']} already holds this selection; nothing published "
+            "(--force publishes a new version anyway)",
+            published=False,
+            version=same["version"],
+            num_samples=same["num_samples"],
+            num_shards=same["num_shards"],
+            shard_dir=same["shard_uri"],
+            selection_hash=same["selection_hash"],
+        )
     needed = {t: v for t, v in pins.items() if t in ("selection", "pairs", "embeddings")}
     samples = samples_frame(spark, ctx.lake, needed, recipe_id, mid).select(
         "uid", "image", "image_format", "caption", "url", "width", "height", "clip_score"
@@ -357,6 +396,7 @@ def run(spark, cfg: Config) -> JobResult:
     c = manifest["counts"]
     return ctx.done(
         f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards",
+        published=True,
         version=version,
         num_samples=c["num_samples"],
         num_shards=c["num_shards"],

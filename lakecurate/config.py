@@ -219,6 +219,7 @@ class PublishConfig:
     shard_size: int = 1000
     shard_bytes: int = 0  # 0: no byte limit
     seed: int = 0
+    force: bool = False  # publish even when the latest version has the same selection
 
     def __post_init__(self):
         _check(self.shard_size >= 1, "publish.shard_size", "must be >= 1")

@@ -129,10 +129,19 @@ def test_shards_load_with_webdataset_and_a_torch_dataloader(tpl):
             assert g["json"]["clip_score"] == pytest.approx(float(row["clip_score"]), abs=1e-6)
 
 
+def test_publish_of_an_unchanged_selection_adds_no_version(spark, tpl, tmp_path):
+    lake, cfg = copy_lake(tpl, tmp_path)
+    res = publish.run(spark, cfg)
+    assert res.counts["published"] is False
+    assert res.counts["version"] == 2
+    assert res.counts["num_samples"] == tpl["results"][2].counts["num_samples"]
+    assert sorted(_datasets(spark, lake)) == [1, 2]
+
+
 def test_republish_from_same_pins_is_byte_identical(spark, tpl, tmp_path):
     lake, cfg = copy_lake(tpl, tmp_path)
-    b = publish.run(spark, cfg)
-    assert b.counts["version"] == 3
+    b = publish.run(spark, _cfg(cfg, force=True))
+    assert b.counts["version"] == 3 and b.counts["published"] is True
     out_a, ma = _manifest(tpl["results"][2])
     out_b, mb = _manifest(b)
     assert ma["pinned_versions"] == mb["pinned_versions"]
@@ -169,6 +178,7 @@ def test_shard_boundaries_by_count_and_by_bytes(spark):
 
 def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark, tpl, tmp_path):
     lake, c = copy_lake(tpl, tmp_path)
+    c = _cfg(c, force=True)  # the same selection again: these versions are forced
     base = Path(c.lake.path) / "_published" / "demo"
     ctx = publish.JobContext("publish", c)
     pins = publish.pin_versions(lake)
