@@ -194,7 +194,7 @@ def refresh(spark, cfg: Config, lease: Lease) -> JobResult:
     pub = summary.stages[-1]
     return ctx.done(
         summary.outcome,
-        published=pub.status == "ok",
+        published=pub.status == "ok" and pub.counts.get("published", True) is not False,
         dataset=cfg.publish.name,
         dataset_version=pub.counts.get("version", ctx.result.counts.get("dataset_version")),
         stages=summary.to_dict()["stages"],
@@ -307,7 +307,7 @@ def selection_change(spark, cfg: Config, ctx: JobContext) -> tuple[str, dict | N
 
 def outcome(summary: RunSummary, cfg: Config) -> str:
     pub = next(s for s in summary.stages if s.stage == "publish")
-    if pub.status == "skipped":
+    if pub.status == "skipped" or pub.counts.get("published") is False:
         return pub.message
     version = pub.counts.get("version")
     return f"published {cfg.publish.name}@{version} ({pub.rows_out} samples)"

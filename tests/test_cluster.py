@@ -257,7 +257,7 @@ def test_refresh_via_spark_submit_on_the_cluster_equals_local_mode(cluster, spar
     started = [e["msg"] for e in read_events(log_file) if "started Spark" in e["msg"]]
     assert started and started[0].endswith(cluster.url)  # really ran against the cluster
     apps = [a["name"] for a in cluster.applications() if a.get("state") == "FINISHED"]
-    assert "lakecurate-refresh" in apps
+    assert "lakecurate" in apps  # spark.app_name of the config (it overrides --name)
 
     cfg = load_config(
         config,
