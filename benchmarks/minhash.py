@@ -31,7 +31,12 @@ def spark_session(cores: int):
     from lakecurate.session import configure_builder, configure_environment
 
     configure_environment()
-    cfg = SparkConfig(master=f"local[{cores}]", shuffle_partitions=cores, arrow_batch_rows=4096)
+    cfg = SparkConfig(
+        master=f"local[{cores}]",
+        shuffle_partitions=cores,
+        arrow_batch_rows=4096,
+        conf={"spark.driver.memory": "6g"},  # local mode: the driver JVM holds every task
+    )
     spark = configure_builder(SparkSession.builder, cfg).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
