@@ -37,11 +37,13 @@ import io
 import logging
 import math
 import os
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,10 +98,17 @@ def register_model_configs() -> None:
     """Make lakecurate's own open_clip configs (`lakecurate-tiny`) known to open_clip."""
     import open_clip
 
-    configs = resources.files("lakecurate") / "model_configs"
-    with resources.as_file(configs) as path:
-        if "lakecurate-tiny" not in open_clip.list_models():
-            open_clip.add_model_config(path)
+    if "lakecurate-tiny" in open_clip.list_models():
+        return
+    # Copied out by name: inside a zip (the code shipped with spark-submit --py-files)
+    # there is no directory to point open_clip at, and open_clip names a model by its
+    # file's stem.
+    for entry in (resources.files("lakecurate") / "model_configs").iterdir():
+        if entry.name.endswith(".json"):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / entry.name
+                path.write_text(entry.read_text())
+                open_clip.add_model_config(path)
 
 
 def is_random_weights(pretrained: str) -> bool:
