@@ -13,6 +13,11 @@ compute (DESIGN.md, "Delta without Delta's jars"):
   most an `.inprogress` file that no table version references.
 * read: the file list of a version comes from delta-rs; Spark reads the Parquet
   files natively with the table's schema.
+
+Where a cluster does have Delta's jars (Databricks, EMR), `lake.engine: delta-spark`
+writes and reads through delta-spark (`format("delta")`, `versionAsOf`,
+`replaceWhere`, commit metadata in `userMetadata`) behind the same `Lake` methods.
+Tables written either way are plain Delta and read the same way by delta-rs.
 """
 
 from __future__ import annotations
@@ -245,11 +250,21 @@ class Commit:
         return {META_PREFIX + k: v for k, v in meta.items()}
 
 
-class Lake:
-    """A directory (or object-store prefix) of Delta tables named in `schemas.TABLES`."""
+ENGINES = ("deltalake", "delta-spark")
 
-    def __init__(self, root: str):
+
+class Lake:
+    """A directory (or object-store prefix) of Delta tables named in `schemas.TABLES`.
+
+    `engine`: "deltalake" (Spark writes files, delta-rs commits) or "delta-spark"
+    (Delta's own Spark data source, where its jars are on the classpath).
+    """
+
+    def __init__(self, root: str, engine: str = "deltalake"):
+        if engine not in ENGINES:
+            raise JobError(f"unknown lake engine {engine!r}; engines: {', '.join(ENGINES)}")
         self.root = root.rstrip("/")
+        self.engine = engine
 
     def uri(self, table: str) -> str:
         return f"{self.root}/{table}"
@@ -292,6 +307,8 @@ class Lake:
         sschema = spec.spark_schema()
         if version is None and not self.exists(table):
             return spark.createDataFrame([], sschema)
+        if self.engine == "delta-spark":
+            return _delta_spark_read(spark, self.uri(table), version)
         dt = self.delta(table)
         if isinstance(version, str):
             from datetime import datetime
@@ -307,6 +324,7 @@ class Lake:
     def history(self, table: str) -> list[dict[str, Any]]:
         rows = []
         for h in self.delta(table).history():
+            h = {**_user_metadata(h), **h}
             rows.append(
                 {
                     "version": h.get("version"),
@@ -340,6 +358,9 @@ class Lake:
         """Write `df` to `table` in one Delta commit; return the table's version after it."""
         spec = self.spec(table)
         df = df.select(*spec.columns)
+        if self.engine == "delta-spark":
+            _delta_spark_write(df, self.uri(table), mode, commit.metadata(**metadata))
+            return self.version(table)
         (
             df.write.format(FORMAT)
             .mode("overwrite" if mode == "overwrite" else "append")
@@ -389,6 +410,11 @@ class Lake:
             current = self.read(spark, table).filter(F.col(column) == value)
             if fingerprint(current, spec) == fingerprint(df, spec):
                 return self.version(table), False
+            if self.engine == "delta-spark":
+                where = f"{column} = '{value}'"
+                meta = commit.metadata(**metadata)
+                _delta_spark_write(df, self.uri(table), "overwrite", meta, replace_where=where)
+                return self.version(table), True
             whole, mixed = self._files_holding(table, column, value)
             new = df
             if mixed:
@@ -427,6 +453,45 @@ def fingerprint(df, spec: TableSpec) -> tuple[int, str]:
         .first()
     )
     return int(row["n"]), str(row["s"])
+
+
+def _delta_spark_write(df, uri: str, mode: str, meta: dict, replace_where: str = "") -> None:
+    writer = (
+        df.write.format("delta").mode(mode).option("userMetadata", json.dumps(meta, default=str))
+    )
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    writer.save(_spark_uri(uri))
+
+
+def _delta_spark_read(spark, uri: str, version: int | str | None):
+    reader = spark.read.format("delta")
+    if isinstance(version, str):
+        reader = reader.option("timestampAsOf", version)
+    elif version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(_spark_uri(uri))
+
+
+def _user_metadata(commit_info: dict) -> dict:
+    """delta-spark keeps our commit metadata as a JSON string in `userMetadata`."""
+    raw = commit_info.get("userMetadata")
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def delta_spark_available(spark) -> bool:
+    """True when Delta's Spark jars are on the classpath (Databricks, EMR, --packages)."""
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+        return True
+    except Exception:
+        return False
 
 
 def _spark_uri(uri: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from lakecurate.lake import Commit
+from lakecurate.lake import Commit, Lake
 
 SEL = "uid string, recipe_id string, kept boolean, reason string, run_id string"
 
@@ -156,3 +156,26 @@ def test_stats_are_valid_delta_json(spark, lake):
     stats = json.loads(adds[0]["stats"])
     assert stats["numRecords"] > 0
     assert stats["minValues"]["recipe_id"] == "r1"
+
+
+def test_unknown_engine_is_refused(tmp_path):
+    from lakecurate.errors import JobError
+
+    with pytest.raises(JobError, match="unknown lake engine"):
+        Lake(str(tmp_path), engine="hudi")
+
+
+def test_delta_spark_engine_behind_the_same_interface(spark, tmp_path):
+    """Runs where Delta's jars are on the classpath; here (no Maven Central) it skips."""
+    from lakecurate.lake import delta_spark_available
+
+    if not delta_spark_available(spark):
+        pytest.skip("Delta Lake's Spark jars are not on the classpath (io.delta.tables.DeltaTable)")
+    lake = Lake(str(tmp_path / "lake"), engine="delta-spark")
+    c = Commit("test", "run-ds")
+    lake.write(selection_rows(spark, 10), "selection", c)
+    lake.replace_where(selection_rows(spark, 4), "selection", "recipe_id", "r1", c)
+    assert lake.read(spark, "selection").count() == 4
+    assert lake.read(spark, "selection", 0).count() == 10
+    assert Lake(lake.root).read(spark, "selection").count() == 4  # delta-rs reads it too
+    assert lake.history("selection")[0]["run_id"] == "run-ds"
