@@ -18,26 +18,24 @@ embedded_at) for the uids of `pairs` that have no row for this `model_id` yet, a
 
 from __future__ import annotations
 
-import os
 import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/<this>.py` puts jobs/ first on sys.path, where jobs/select.py
-    # would shadow the standard library's `select` (imported by subprocess, used by pyspark).
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
+    from lakecurate.entry import unshadow_stdlib
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
+    unshadow_stdlib(__file__)
 
-from lakecurate.udfs.clip import ClipSpec, clip_udf  # noqa: E402
+import argparse
+import logging
+import math
 
-from lakecurate import jobkit  # noqa: E402
-from lakecurate.config import Config, ModelConfig, replace  # noqa: E402
-from lakecurate.errors import JobError  # noqa: E402
-from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
-from lakecurate.models import ensure_weights, model_id, resolve_device, resolve_precision  # noqa: E402
+from lakecurate.udfs.clip import ClipSpec, clip_udf
+
+from lakecurate import jobkit
+from lakecurate.config import Config, ModelConfig, replace
+from lakecurate.errors import JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.models import ensure_weights, model_id, resolve_device, resolve_precision
 
 NAME = "embed"
 HELP = "compute CLIP image/text embeddings and CLIP scores for pairs not yet embedded"

@@ -25,31 +25,30 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/<this>.py` puts jobs/ first on sys.path, where jobs/select.py
-    # would shadow the standard library's `select` (imported by subprocess, used by pyspark).
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
+    from lakecurate.entry import unshadow_stdlib
 
-import argparse  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
+    unshadow_stdlib(__file__)
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
+import argparse
+import io
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 
-from lakecurate import jobkit  # noqa: E402
-from lakecurate.config import Config, replace  # noqa: E402
-from lakecurate.errors import ConfigError, JobError  # noqa: E402
-from lakecurate.lake import Lake  # noqa: E402
-from lakecurate.models import model_id  # noqa: E402
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from lakecurate import jobkit
+from lakecurate.config import Config, replace
+from lakecurate.errors import ConfigError, JobError
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
 
 NAME = "export-embeddings"
 HELP = "export embeddings as clip-retrieval npy/parquet files (img_emb/, text_emb/, metadata/)"

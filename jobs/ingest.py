@@ -19,32 +19,31 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/ingest.py` puts jobs/ first on sys.path, where jobs/select.py
-    # would shadow the standard library's `select` (imported by subprocess, used by pyspark).
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
+    from lakecurate.entry import unshadow_stdlib
 
-import logging  # noqa: E402
-import math  # noqa: E402
-from functools import partial  # noqa: E402
+    unshadow_stdlib(__file__)
 
-from lakecurate.schemas import TABLES  # noqa: E402
-from lakecurate.udfs.images import ImageLimits  # noqa: E402
-from lakecurate.udfs.readers.base import ReaderOptions, SourceFile  # noqa: E402
-from lakecurate.udfs.readers.discover import SourceNotFound, expand_source  # noqa: E402
-from lakecurate.udfs.readers.task import (  # noqa: E402
+import logging
+import math
+from functools import partial
+
+from lakecurate.schemas import TABLES
+from lakecurate.udfs.images import ImageLimits
+from lakecurate.udfs.readers.base import ReaderOptions, SourceFile
+from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
+from lakecurate.udfs.readers.task import (
     OUTPUT_SCHEMA,
     IngestOptions,
     checksum_source,
     ingest_partition,
 )
-from lakecurate.udfs.readers.urls import DownloadOptions, download_list  # noqa: E402
+from lakecurate.udfs.readers.urls import DownloadOptions, download_list
 
-from lakecurate import jobkit  # noqa: E402
-from lakecurate.config import SOURCE_FORMATS, Config, replace  # noqa: E402
-from lakecurate.errors import ConfigError  # noqa: E402
-from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
+from lakecurate import jobkit
+from lakecurate.config import SOURCE_FORMATS, Config, replace
+from lakecurate.errors import ConfigError
+from lakecurate.jobkit import JobContext, JobResult
 
 NAME = "ingest"
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"

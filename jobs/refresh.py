@@ -26,25 +26,24 @@ from __future__ import annotations
 import os
 import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/refresh.py` puts jobs/ first on sys.path, where jobs/select.py
-    # would shadow the standard library's `select` (imported by subprocess).
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
+    from lakecurate.entry import unshadow_stdlib
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+    unshadow_stdlib(__file__)
 
-from lakecurate import jobkit  # noqa: E402
-from lakecurate.config import SOURCE_FORMATS, Config, replace  # noqa: E402
-from lakecurate.errors import ConfigError  # noqa: E402
-from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
-from lakecurate.lease import Lease, lease_dir_for  # noqa: E402
-from lakecurate.logs import (  # noqa: E402
+import argparse
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lakecurate import jobkit
+from lakecurate.config import SOURCE_FORMATS, Config, replace
+from lakecurate.errors import ConfigError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lease import Lease, lease_dir_for
+from lakecurate.logs import (
     RunSummary,
     StageSummary,
     configure_logging,

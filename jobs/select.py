@@ -19,31 +19,29 @@ work starts; a bad recipe is a ConfigError (exit 2) naming the rule and paramete
 
 from __future__ import annotations
 
-import os
 import sys
 
-if __name__ == "__main__":
-    # `spark-submit jobs/select.py` puts jobs/ first on sys.path, where this file would
-    # shadow the standard library's `select` (imported by subprocess, which pyspark uses).
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
+    from lakecurate.entry import unshadow_stdlib
 
-import json  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+    unshadow_stdlib(__file__)
 
-from pyspark.sql import Column, DataFrame  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from lakecurate import jobkit  # noqa: E402
-from lakecurate.config import Config, replace  # noqa: E402
-from lakecurate.errors import JobError  # noqa: E402
-from lakecurate.jobkit import JobContext, JobResult  # noqa: E402
-from lakecurate.lake import Lake  # noqa: E402
-from lakecurate.models import model_id  # noqa: E402
-from lakecurate.recipes import (  # noqa: E402
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from lakecurate import jobkit
+from lakecurate.config import Config, replace
+from lakecurate.errors import JobError
+from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
+from lakecurate.recipes import (
     Recipe,
     builtin_recipes,
     format_funnel,
@@ -52,7 +50,7 @@ from lakecurate.recipes import (  # noqa: E402
     load_recipe,
     recipe_for,
 )
-from lakecurate.rules import COLUMNS  # noqa: E402
+from lakecurate.rules import COLUMNS
 
 NAME = "select"
 HELP = "apply a selection recipe (default, datacomp-clip, bunny, or a YAML file)"
