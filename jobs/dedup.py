@@ -149,12 +149,7 @@ def run(spark, cfg: Config) -> JobResult:
     return ctx.done(f"{counts['duplicates']} duplicate rows over methods {methods}", **counts)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv: list[str] | None = None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

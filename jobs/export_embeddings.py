@@ -259,12 +259,7 @@ def _task_writer(out: str, fmt: str, dtype: str):
     return write
 
 
-def build_parser():
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv=None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

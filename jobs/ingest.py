@@ -303,12 +303,7 @@ def run(spark, cfg: Config) -> JobResult:
     return ctx.done(msg, skipped=skipped, **counts)
 
 
-def build_parser():
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv=None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

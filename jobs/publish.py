@@ -443,12 +443,7 @@ def _plan(spark, ctx, name, version, pins, recipe_id, mid) -> dict:
     return plan
 
 
-def build_parser():
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv=None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

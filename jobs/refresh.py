@@ -312,12 +312,7 @@ def outcome(summary: RunSummary, cfg: Config) -> str:
     return f"published {cfg.publish.name}@{version} ({pub.rows_out} samples)"
 
 
-def build_parser():
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv=None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import logging
 import time
 from pathlib import Path
 
-from lakecurate.config import Config, SourceConfig, replace
+from lakecurate.config import Config, replace
 from lakecurate.jobkit import JobResult
 from lakecurate.models import TINY_MODEL
 
@@ -73,7 +73,13 @@ def generate_sources(cfg: Config, n: int, seed: int) -> None:
 def stages() -> list[tuple[str, object]]:
     from lakecurate.jobs import dedup, embed, ingest, publish, select
 
-    return [("ingest", ingest), ("embed", embed), ("dedup", dedup), ("select", select), ("publish", publish)]
+    return [
+        ("ingest", ingest),
+        ("embed", embed),
+        ("dedup", dedup),
+        ("select", select),
+        ("publish", publish),
+    ]
 
 
 def command(spark, cfg: Config, args: argparse.Namespace) -> int:

@@ -164,3 +164,15 @@ def _call(job: ModuleType, spark, cfg: Config, args: argparse.Namespace):
 
 def main(job: ModuleType, argv: list[str] | None = None) -> int:
     return execute(job, build_parser(job).parse_args(argv))
+
+
+def entry_points(module_name: str):
+    """`build_parser, main = jobkit.entry_points(__name__)`: a module's script entry points."""
+
+    def module_build_parser() -> argparse.ArgumentParser:
+        return build_parser(sys.modules[module_name])
+
+    def module_main(argv: list[str] | None = None) -> int:
+        return main(sys.modules[module_name], argv)
+
+    return module_build_parser, module_main

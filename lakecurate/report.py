@@ -360,12 +360,7 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser():
-    return jobkit.build_parser(sys.modules[__name__])
-
-
-def main(argv=None) -> int:
-    return jobkit.main(sys.modules[__name__], argv)
+build_parser, main = jobkit.entry_points(__name__)
 
 
 if __name__ == "__main__":

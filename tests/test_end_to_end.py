@@ -6,10 +6,10 @@ import os
 
 import pytest
 import webdataset as wds
+from lakecurate.schemas import TABLES
 
 from lakecurate.config import replace
 from lakecurate.demo import stages
-from lakecurate.schemas import TABLES
 
 
 @pytest.fixture(scope="module")
