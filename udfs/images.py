@@ -40,13 +40,17 @@ class ImageInfo:
     orientation: int = 1
 
 
-class ImageRejected(Exception):
-    """An image that fails a check; `reason` is a code from `schemas.rejects.REASONS`."""
+class Rejected(Exception):
+    """A record that fails a check: a `reason` code from `schemas.rejects.REASONS` and a detail."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class ImageRejected(Rejected):
+    """An image that fails a check."""
 
 
 def probe_image(data: bytes, limits: ImageLimits) -> ImageInfo:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-from lakecurate.udfs.images import ImageInfo, ImageLimits, ImageRejected, probe_image, reencode
+from lakecurate.udfs.images import ImageInfo, ImageLimits, Rejected, probe_image, reencode
 from lakecurate.udfs.readers.base import READERS, RawRecord, ReaderOptions, SourceFile
 from lakecurate.udfs.text import make_uid
 
@@ -61,13 +61,8 @@ class IngestOptions:
     resize_quality: int = 95
 
 
-class RecordRejected(Exception):
-    """A record that fails validation: `reason` code and `detail`."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+class RecordRejected(Rejected):
+    """A record that fails validation outside its image (caption, key, pairing)."""
 
 
 def _caption(rec: RawRecord, opts: IngestOptions) -> str:
@@ -94,14 +89,11 @@ def _caption(rec: RawRecord, opts: IngestOptions) -> str:
 
 def _image(data: bytes, opts: IngestOptions) -> tuple[bytes, ImageInfo, dict]:
     """Probe (and, with a resize policy, re-encode) the image; extra meta for the row."""
-    try:
-        info = probe_image(data, opts.limits)
-        if opts.resize_max_side and max(info.width, info.height) > opts.resize_max_side:
-            orig = {"original_width": info.width, "original_height": info.height}
-            data = reencode(data, info, opts.resize_max_side, opts.resize_quality)
-            return data, probe_image(data, opts.limits), orig
-    except ImageRejected as e:
-        raise RecordRejected(e.reason, e.detail) from None
+    info = probe_image(data, opts.limits)
+    if opts.resize_max_side and max(info.width, info.height) > opts.resize_max_side:
+        orig = {"original_width": info.width, "original_height": info.height}
+        data = reencode(data, info, opts.resize_max_side, opts.resize_quality)
+        return data, probe_image(data, opts.limits), orig
     return data, info, {}
 
 
@@ -175,7 +167,7 @@ def ingest_source(src: SourceFile, opts: IngestOptions) -> Iterator[dict]:
                 raise RecordRejected("duplicate_key", f"key {rec.key!r} seen before in this source")
             seen.add(rec.key)
             row = validate_record(rec, opts)
-        except RecordRejected as e:
+        except Rejected as e:  # the record's or its image's check
             stats.rejected += 1
             if e.reason in DAMAGE_REASONS and stats.damage is None:
                 stats.damage = f"{e.reason}: {e.detail}"
