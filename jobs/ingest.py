@@ -1,7 +1,7 @@
 """`lakecurate ingest SOURCE [SOURCE ...]`: bring image-text pairs into the lake.
 
-Reads: `sources` (the ledger: which source files are already in), `pairs` (keys,
-to append only new uids). Writes, in this order: `pairs` (valid records, one
+Reads: `sources` (the ledger: which source files are already in), `pairs` (uids,
+to append only new ones). Writes, in this order: `pairs` (valid records, one
 row per uid), `rejects` (every bad record with a reason code, stage "ingest"),
 and last `sources` (one row per source file with checksum, status, counts).
 
@@ -9,9 +9,18 @@ Sources are WebDataset tars, Parquet/JSONL, image folders, or URL lists that
 img2dataset downloads first. Each source file is one Spark task: checksums are
 computed in one pass, the ledger drops what is already in (same uri and
 checksum; `--force` keeps it), then every remaining file is streamed and
-validated in its own task (`udfs.readers.task`). Because the ledger is written
-last and `append_new` is idempotent by key, a run killed at any moment is
-completed exactly by running it again.
+validated in its own task (`udfs.readers.task`).
+
+The task writes its valid records straight into new, uncommitted Parquet files
+of `pairs` and hands Spark only small rows (keys, rejects, ledger rows, file
+add-actions), staged once under `<lake>/_staging/` so every later step sees the
+same task output. Image bytes never enter the JVM or a shuffle. The driver then
+finds the records that must not land (a uid already in the lake, or a second
+copy in this run: the first by (source_uri, source_key) wins), has the few files
+holding them rewritten without them, and commits all pairs files in ONE Delta
+transaction. Because the ledger is written last and every step is idempotent by
+key, a run killed at any moment is completed exactly by running it again; files
+of a killed run are never committed, so no table version shows them.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
 
 import logging
 import math
+from datetime import UTC, datetime
 from functools import partial
 
 from lakecurate.schemas import TABLES
@@ -34,8 +44,11 @@ from lakecurate.udfs.readers.base import ReaderOptions, SourceFile
 from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
 from lakecurate.udfs.readers.task import (
     OUTPUT_SCHEMA,
+    PAIRS_SCHEMA,
     IngestOptions,
+    PairsTarget,
     checksum_source,
+    drop_rows,
     ingest_partition,
 )
 from lakecurate.udfs.readers.urls import DownloadOptions, download_list
@@ -44,6 +57,7 @@ from lakecurate import jobkit
 from lakecurate.config import SOURCE_FORMATS, Config, replace
 from lakecurate.errors import ConfigError
 from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.lake import FileWritten, commit_files, delete_table_files, filesystem
 
 NAME = "ingest"
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"
@@ -144,10 +158,11 @@ def is_done(u: SourceFile, done: dict, force: bool) -> bool:
 
 
 def checksums(spark, units: list[SourceFile]) -> list[SourceFile]:
-    """Checksum every unit in parallel, one Spark task each."""
+    """Checksum every unit in parallel (a few Spark tasks per core, not one per file)."""
     if not units:
         return []
-    return spark.sparkContext.parallelize(units, len(units)).map(checksum_source).collect()
+    slices = min(len(units), 2 * spark.sparkContext.defaultParallelism)
+    return spark.sparkContext.parallelize(units, slices).map(checksum_source).collect()
 
 
 def download_dir(cfg: Config) -> str:
@@ -185,7 +200,7 @@ def download(
     return shards, rows
 
 
-def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[dict]):
+def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[dict], ctx):
     """The output rows (OUTPUT_SCHEMA) of all units, one Spark task per unit."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -194,7 +209,8 @@ def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[d
     tasks = [(u.uri, u.format, u.checksum, u.size_bytes) for u in units]
     rdd = spark.sparkContext.parallelize(tasks, n)
     df = spark.createDataFrame(rdd, "uri string, format string, checksum string, size_bytes long")
-    out = df.mapInArrow(partial(ingest_partition, opts=ingest_options(cfg)), sschema)
+    target = PairsTarget(ctx.lake.uri("pairs"), ctx.run_id, datetime.now(UTC))
+    out = df.mapInArrow(partial(ingest_partition, opts=ingest_options(cfg), target=target), sschema)
     if extra_rows:
         cols = OUTPUT_SCHEMA.names
         extra = spark.createDataFrame([tuple(r.get(c) for c in cols) for r in extra_rows], sschema)
@@ -202,20 +218,80 @@ def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[d
     return out
 
 
-def pairs_frame(out, ctx: JobContext):
-    """One row per uid; of several, the first by (source_uri, source_key), so re-runs agree."""
+def staging_dir(ctx: JobContext) -> str:
+    return f"{ctx.lake.root}/_staging/ingest-{ctx.run_id}"
+
+
+def stage(spark, out, path: str):
+    """Run the ingest tasks once: their small output rows, written and read back.
+
+    The tasks write pairs files as a side effect, so their output must not be
+    recomputed by a later action; a Spark-committed Parquet copy is read by all.
+    """
+    out.write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path)
+
+
+def losers(spark, staged, ctx: JobContext):
+    """(file_path, source_uri, source_key) of pair rows that must not land: a uid
+    already in `pairs`, or not the first copy of its uid in this run."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    first = Window.partitionBy("uid").orderBy("source_uri", "source_key")
-    pairs = (
-        out.filter(F.col("kind") == "pair")
-        .withColumn("_n", F.row_number().over(first))
-        .filter(F.col("_n") == 1)
-        .withColumn("run_id", F.lit(ctx.run_id))
-        .withColumn("ingested_at", F.current_timestamp())
+    keys = staged.filter(F.col("kind") == "pair").select(
+        "uid", "source_uri", "source_key", "file_path"
     )
-    return pairs.select(*TABLES["pairs"].columns)
+    first = Window.partitionBy("uid").orderBy("source_uri", "source_key")
+    ranked = keys.withColumn("_n", F.row_number().over(first))
+    out = ranked.filter(F.col("_n") > 1)
+    if ctx.lake.exists("pairs"):
+        have = ctx.read(spark, "pairs").select("uid")
+        out = out.unionByName(ranked.filter(F.col("_n") == 1).join(have, "uid", "left_semi"))
+    return out.select("file_path", "source_uri", "source_key")
+
+
+def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]:
+    """The pairs files to commit (rewritten without losers where needed), and how many
+    pair rows were dropped as already present."""
+    from pyspark.sql import functions as F
+
+    written = {
+        r.file_path: FileWritten(r.file_path, int(r.size_bytes), int(r.rows_ok), r.file_stats)
+        for r in staged.filter(F.col("kind") == "file").collect()
+    }
+    per_file = (
+        losers(spark, staged, ctx)
+        .groupBy("file_path")
+        .agg(F.collect_list(F.array("source_uri", "source_key")).alias("keys"))
+    )
+    rewrite = partial(drop_rows, table_uri=ctx.lake.uri("pairs"), tag=ctx.run_id)
+    dropped = 0
+    for r in per_file.rdd.map(lambda row: rewrite((row.file_path, row["keys"]))).collect():
+        dropped += r["dropped"]
+        written.pop(r["old"], None)
+        if r["new"] is not None:
+            written[r["new"].path] = r["new"]
+    return list(written.values()), dropped
+
+
+def commit_pairs(spark, staged, ctx: JobContext) -> int:
+    """Commit this run's pairs files in one transaction; return the rows added."""
+    files, _ = pairs_files(spark, staged, ctx)
+    try:
+        added = sum(f.num_rows for f in files)
+        if added:
+            commit_files(
+                ctx.lake.uri("pairs"),
+                PAIRS_SCHEMA,
+                files,
+                metadata=ctx.commit.metadata(rows_added=added),
+            )
+        ctx.wrote("pairs", ctx.lake.ensure("pairs", ctx.commit))
+        return added
+    except BaseException:
+        fs, root = filesystem(ctx.lake.uri("pairs"))
+        delete_table_files(fs, root, [f.path for f in files])
+        raise
 
 
 def rejects_frame(out, ctx: JobContext):
@@ -231,24 +307,14 @@ def rejects_frame(out, ctx: JobContext):
     )
 
 
-def sources_frame(spark, rows: list, ctx: JobContext):
-    from pyspark.sql import functions as F
-
-    cols = ["source_uri", "checksum", "format", "size_bytes", "status", "rows_ok"]
-    cols += ["rows_rejected", "error"]
-    df = spark.createDataFrame([tuple(r[c] for c in cols) for r in rows], _schema_of(cols))
-    return (
-        df.withColumn("run_id", F.lit(ctx.run_id))
-        .withColumn("ingested_at", F.current_timestamp())
-        .select(*TABLES["sources"].columns)
-    )
-
-
-def _schema_of(cols: list[str]):
+def sources_table(rows: list[dict], ctx: JobContext):
+    """The ledger rows of this run (small: one per source file), built on the driver."""
     import pyarrow as pa
-    from pyspark.sql.pandas.types import from_arrow_schema
 
-    return from_arrow_schema(pa.schema([OUTPUT_SCHEMA.field(c) for c in cols]))
+    now = datetime.now(UTC)
+    spec = TABLES["sources"]
+    full = [{**r, "run_id": ctx.run_id, "ingested_at": now} for r in rows]
+    return pa.Table.from_pylist(full, schema=spec.schema) if full else spec.empty()
 
 
 # --- the job ---------------------------------------------------------------------------------
@@ -258,17 +324,17 @@ def write(spark, out, ctx: JobContext) -> dict:
     """pairs, then rejects, then the ledger: the completion marker goes last."""
     from pyspark.sql import functions as F
 
-    out = out.persist()
+    path = staging_dir(ctx)
     try:
-        srows = [r.asDict() for r in out.filter(F.col("kind") == "source").collect()]
-        v, added = ctx.lake.append_new(pairs_frame(out, ctx), "pairs", ctx.commit)
-        ctx.wrote("pairs", v)
-        v, rejected = ctx.lake.append_new(rejects_frame(out, ctx), "rejects", ctx.commit)
+        staged = stage(spark, out, path)
+        srows = [r.asDict() for r in staged.filter(F.col("kind") == "source").collect()]
+        added = commit_pairs(spark, staged, ctx)
+        v, rejected = ctx.lake.append_new(rejects_frame(staged, ctx), "rejects", ctx.commit)
         ctx.wrote("rejects", v)
-        v, _ = ctx.lake.append_new(sources_frame(spark, srows, ctx), "sources", ctx.commit)
+        v, _ = ctx.lake.append_new_rows(spark, sources_table(srows, ctx), "sources", ctx.commit)
         ctx.wrote("sources", v)
     finally:
-        out.unpersist()
+        remove_staging(path)
     status = [r["status"] for r in srows]
     return {
         "sources": len(srows),
@@ -279,6 +345,14 @@ def write(spark, out, ctx: JobContext) -> dict:
         "partial": status.count("partial"),
         "failed": status.count("failed"),
     }
+
+
+def remove_staging(path: str) -> None:
+    fs, root = filesystem(path)
+    try:
+        fs.delete_dir(root)
+    except (FileNotFoundError, OSError):
+        pass
 
 
 def run(spark, cfg: Config) -> JobResult:
@@ -298,7 +372,7 @@ def run(spark, cfg: Config) -> JobResult:
     )
     if not todo and not extra:
         return ctx.done("nothing new to ingest", sources=0, skipped=skipped, pairs_added=0)
-    counts = write(spark, ingest_frame(spark, cfg, todo, extra), ctx)
+    counts = write(spark, ingest_frame(spark, cfg, todo, extra, ctx), ctx)
     msg = f"{counts['pairs_added']} new pairs from {counts['sources']} sources"
     return ctx.done(msg, skipped=skipped, **counts)
 

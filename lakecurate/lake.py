@@ -60,7 +60,7 @@ class FileWritten(WriterCommitMessage):
     stats: str
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     return pafs.FileSystem.from_uri(uri)
@@ -115,6 +115,73 @@ class _StatsCollector:
         )
 
 
+class TableFileWriter:
+    """Executor side: stream Arrow batches into ONE new Parquet file of a table.
+
+    The file is written under a hidden `.inprogress` name and renamed when `close()`
+    returns its `FileWritten` (path relative to the table root, size, Delta stats); it
+    is part of the table only once the driver commits it (`commit_files`). `name` is
+    fixed at construction so callers can refer to the file while it is written.
+    Binary columns (image bytes: already compressed media) are stored uncompressed;
+    the rest use zstd.
+    """
+
+    def __init__(self, table_uri: str, schema: pa.Schema, tag: str = ""):
+        self.fs, self.root = filesystem(table_uri)
+        self.schema = schema
+        self.name = f"part-{tag + '-' if tag else ''}{uuid.uuid4().hex}-c000.zstd.parquet"
+        self._tmp = f"{self.root}/.{self.name}.inprogress"
+        self._stats = _StatsCollector(schema)
+        self._writer: pq.ParquetWriter | None = None
+
+    @property
+    def num_rows(self) -> int:
+        return self._stats.num_rows
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        batch = _conform(batch, self.schema)
+        if self._writer is None:
+            self.fs.create_dir(self.root, recursive=True)
+            codecs = {f.name: "none" if pa.types.is_binary(f.type) else "zstd" for f in self.schema}
+            self._writer = pq.ParquetWriter(
+                self._tmp, self.schema, filesystem=self.fs, compression=codecs
+            )
+        self._writer.write_batch(batch)
+        self._stats.update(batch)
+
+    def close(self) -> FileWritten:
+        """Finish the file and return it (an empty FileWritten when no row was written)."""
+        if self._writer is None:
+            return FileWritten(path="", size=0, num_rows=0, stats="")
+        self._writer.close()
+        self._writer = None
+        final = f"{self.root}/{self.name}"
+        self.fs.move(self._tmp, final)
+        size = self.fs.get_file_info(final).size
+        return FileWritten(self.name, size, self._stats.num_rows, self._stats.to_json())
+
+    def discard(self) -> None:
+        """Drop whatever was written (a failed task): no file of ours is left behind."""
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+        delete_table_files(self.fs, self.root, [f".{self.name}.inprogress", self.name])
+
+
+def delete_table_files(fs: pafs.FileSystem, root: str, names: list[str]) -> None:
+    """Remove files (relative to a table root) that no commit references; missing is fine."""
+    for name in names:
+        try:
+            fs.delete_file(f"{root}/{name}")
+        except (FileNotFoundError, OSError):
+            pass
+
+
 class _TaskWriter(DataSourceArrowWriter):
     def __init__(self, table_uri: str, schema: pa.Schema, options: dict[str, str]):
         self.table_uri = table_uri
@@ -122,29 +189,14 @@ class _TaskWriter(DataSourceArrowWriter):
         self.options = options
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> FileWritten:
-        fs, root = _filesystem(self.table_uri)
-        name = f"part-{uuid.uuid4().hex}-c000.zstd.parquet"
-        tmp = f"{root}/.{name}.inprogress"
-        stats = _StatsCollector(self.schema)
-        writer = None
+        out = TableFileWriter(self.table_uri, self.schema)
         try:
             for batch in iterator:
-                if batch.num_rows == 0:
-                    continue
-                batch = _conform(batch, self.schema)
-                if writer is None:
-                    fs.create_dir(root, recursive=True)
-                    writer = pq.ParquetWriter(tmp, self.schema, filesystem=fs, compression="zstd")
-                writer.write_batch(batch)
-                stats.update(batch)
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            return FileWritten(path="", size=0, num_rows=0, stats="")
-        fs.move(tmp, f"{root}/{name}")
-        size = fs.get_file_info(f"{root}/{name}").size
-        return FileWritten(path=name, size=size, num_rows=stats.num_rows, stats=stats.to_json())
+                out.write_batch(batch)
+            return out.close()
+        except BaseException:
+            out.discard()
+            raise
 
     def commit(self, messages: list[FileWritten | None]) -> None:
         files = [m for m in messages if m is not None and m.num_rows > 0]
@@ -158,13 +210,8 @@ class _TaskWriter(DataSourceArrowWriter):
         )
 
     def abort(self, messages: list[FileWritten | None]) -> None:
-        fs, root = _filesystem(self.table_uri)
-        for m in messages:
-            if m is not None and m.path:
-                try:
-                    fs.delete_file(f"{root}/{m.path}")
-                except OSError:
-                    pass
+        fs, root = filesystem(self.table_uri)
+        delete_table_files(fs, root, [m.path for m in messages if m is not None and m.path])
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -210,7 +257,7 @@ def commit_files(
     from deltalake import Schema as DeltaSchema
     from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-    fs, root = _filesystem(table_uri)
+    fs, root = filesystem(table_uri)
     now = int(time.time() * 1000)
     adds = []
     for f in files:
@@ -388,6 +435,39 @@ class Lake:
             return self.write(df, table, commit, rows_added=n, **metadata), n
         finally:
             df.unpersist()
+
+    def append_new_rows(
+        self, spark, rows: pa.Table, table: str, commit: Commit, **metadata: Any
+    ) -> tuple[int, int]:
+        """`append_new` for a small Arrow table built on the driver: no Spark job unless
+        the engine is delta-spark. Returns (version, rows added)."""
+        spec = self.spec(table)
+        rows = rows.select(spec.columns).cast(spec.schema)
+        seen = self._keys(table) if rows.num_rows else set()
+        keep = []
+        for k in zip(*(rows.column(c).to_pylist() for c in spec.key), strict=True):
+            keep.append(k not in seen)
+            seen.add(k)
+        rows = rows.filter(pa.array(keep, pa.bool_()))
+        n = rows.num_rows
+        if n == 0:
+            return self.ensure(table, commit), 0
+        if self.engine == "delta-spark":
+            df = spark.createDataFrame(rows.to_pandas(), spec.spark_schema())
+            return self.write(df, table, commit, rows_added=n, **metadata), n
+        from deltalake import CommitProperties, write_deltalake
+
+        props = CommitProperties(custom_metadata=commit.metadata(rows_added=n, **metadata))
+        write_deltalake(self.uri(table), rows, mode="append", commit_properties=props)
+        return self.version(table), n
+
+    def _keys(self, table: str) -> set[tuple]:
+        """The key tuples of a (small) table, read on the driver."""
+        if not self.exists(table):
+            return set()
+        key = list(self.spec(table).key)
+        cols = self.delta(table).to_pyarrow_table(columns=key).columns
+        return set(zip(*(c.to_pylist() for c in cols), strict=True))
 
     def replace_where(
         self, df, table: str, column: str, value: str, commit: Commit, **metadata: Any

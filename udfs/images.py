@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -27,7 +28,7 @@ class ImageLimits:
     min_side: int = 16
     max_bytes: int = 64 * 1024 * 1024
     formats: tuple[str, ...] = ("jpeg", "png", "webp", "gif", "bmp", "tiff", "mpo")
-    decode: str = "full"  # full | header
+    decode: str = "header"  # header | full (see IngestConfig.decode)
 
 
 @dataclass(frozen=True)
@@ -61,22 +62,31 @@ def probe_image(data: bytes, limits: ImageLimits) -> ImageInfo:
         raise ImageRejected(
             "image_too_large", f"{len(data)} bytes > ingest.max_image_bytes={limits.max_bytes}"
         )
+    header = parse_header(data) if limits.decode == "header" else None
+    if header is not None:
+        fmt, w, h, orientation = header
+        _check_format(fmt, limits)
+        _check_pixels(w, h, limits)
+        _check_complete(data, fmt)
+        return _oriented(fmt, w, h, orientation, limits)
     with warnings.catch_warnings():
         # Pillow warns above its own limit; ours is checked explicitly below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         im = _open(data)
         with im:
             fmt = (im.format or "unknown").lower()
-            if fmt not in limits.formats:
-                raise ImageRejected(
-                    "unsupported_format", f"{fmt} is not in ingest.image_formats {limits.formats}"
-                )
+            _check_format(fmt, limits)
             w, h = im.size
             _check_pixels(w, h, limits)
             _check_complete(data, fmt)
             if limits.decode == "full":
                 _decode(im, w, h)
             orientation = _orientation(im)
+    return _oriented(fmt, w, h, orientation, limits)
+
+
+def _oriented(fmt: str, w: int, h: int, orientation: int, limits: ImageLimits) -> ImageInfo:
+    """The displayed size (EXIF orientation applied), checked against `min_side`."""
     if orientation in _SWAPS_SIDES:
         w, h = h, w
     if min(w, h) < limits.min_side:
@@ -84,6 +94,96 @@ def probe_image(data: bytes, limits: ImageLimits) -> ImageInfo:
             "too_small", f"{w}x{h}: shorter side < ingest.min_side={limits.min_side}"
         )
     return ImageInfo(fmt, w, h, orientation)
+
+
+def _check_format(fmt: str, limits: ImageLimits) -> None:
+    if fmt not in limits.formats:
+        raise ImageRejected(
+            "unsupported_format", f"{fmt} is not in ingest.image_formats {limits.formats}"
+        )
+
+
+# --- header parsing without Pillow (decode="header") ------------------------------------
+# Pillow's open parses every JPEG marker segment (quantization and Huffman tables
+# included); ingest needs only the format, the size and the EXIF orientation. Any
+# shape these parsers do not fully understand returns None, and Pillow decides.
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers (baseline, extended, progressive, lossless; not DHT/JPG/DAC).
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def parse_header(data: bytes) -> tuple[str, int, int, int] | None:
+    """(format, width, height, EXIF orientation) of a plain JPEG or PNG, else None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return _jpeg_header(data)
+    if data[:8] == _PNG_SIGNATURE:
+        return _png_header(data)
+    return None
+
+
+def _jpeg_header(data: bytes) -> tuple[str, int, int, int] | None:
+    pos, n = 2, len(data)
+    size, orientation = None, 1
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the header is over
+            return None if size is None else ("jpeg", size[0], size[1], orientation)
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:
+            return None  # markers without a length have no place in the header
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > n:
+            return None
+        body = data[pos + 4 : end]
+        if marker in _SOF:
+            if size is not None or length < 8:
+                return None
+            h, w = int.from_bytes(body[1:3], "big"), int.from_bytes(body[3:5], "big")
+            size = (w, h)
+        elif marker == 0xE1 and body[:6] == b"Exif\x00\x00":
+            orientation = _tiff_orientation(body[6:])
+        elif marker == 0xE2 and body[:4] == b"MPF\x00":
+            return None  # a multi-picture file: Pillow names it MPO
+        pos = end
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The orientation tag of IFD0 in an EXIF TIFF block; 1 when absent or broken."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    count = int.from_bytes(tiff[ifd : ifd + 2], order)
+    for i in range(count):
+        entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            return 1
+        if int.from_bytes(entry[0:2], order) == ORIENTATION_TAG:
+            if int.from_bytes(entry[2:4], order) != 3:  # SHORT
+                return 1
+            value = int.from_bytes(entry[8:10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _png_header(data: bytes) -> tuple[str, int, int, int] | None:
+    ihdr = data[8:33]
+    if len(ihdr) < 25 or ihdr[:8] != b"\x00\x00\x00\x0dIHDR":
+        return None
+    if zlib.crc32(ihdr[4:21]) != int.from_bytes(ihdr[21:25], "big"):
+        return None
+    if b"eXIf" in data:  # an EXIF chunk may carry an orientation: Pillow reads it
+        return None
+    return ("png", int.from_bytes(ihdr[8:12], "big"), int.from_bytes(ihdr[12:16], "big"), 1)
 
 
 def _open(data: bytes) -> Image.Image:

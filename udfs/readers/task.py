@@ -1,11 +1,15 @@
-"""The executor side of ingest: read one source, validate every record, emit Arrow rows.
+"""The executor side of ingest: read one source, validate every record, write the pairs.
 
 `ingest_partition` is the `mapInArrow` function. Its input rows are sources
-(`uri`, `format`, `checksum`, `size_bytes`), one per Spark task; its output is
-one stream of three kinds of rows (`OUTPUT_SCHEMA.kind`): `pair` (a valid
-record, the `pairs` columns), `reject` (reason + detail), and one `source` row
-per source with its ledger status and counts. Validation is `validate_record`,
-a plain function tests call without Spark.
+(`uri`, `format`, `checksum`, `size_bytes`), one per Spark task. Valid records go
+straight into new Parquet files of the `pairs` table (`lake.TableFileWriter`:
+uncommitted, so invisible until the driver commits them), so image bytes never
+pass through the JVM or a shuffle. What the task returns is small
+(`OUTPUT_SCHEMA.kind`): one `pair` row per written record (uid, source key and
+the file holding it), `reject` rows (reason + detail), one `source` row per
+source with its ledger status and counts, and one `file` row per written file
+(its add-action). Validation is `validate_record`, a plain function tests call
+without Spark.
 """
 
 from __future__ import annotations
@@ -14,26 +18,24 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pyarrow as pa
+from lakecurate.schemas import TABLES
 from lakecurate.udfs.images import ImageInfo, ImageLimits, Rejected, probe_image, reencode
 from lakecurate.udfs.readers.base import READERS, RawRecord, ReaderOptions, SourceFile
 from lakecurate.udfs.text import make_uid
 
+from lakecurate.lake import FileWritten, TableFileWriter, delete_table_files, filesystem
+
 OUTPUT_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),  # pair | reject | source
+        ("kind", pa.string()),  # pair | reject | source | file
         ("uid", pa.string()),
-        ("image_sha256", pa.string()),
-        ("caption", pa.string()),
-        ("image", pa.binary()),
-        ("image_format", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("url", pa.string()),
         ("source_uri", pa.string()),
         ("source_key", pa.string()),
-        ("meta_json", pa.string()),
+        ("file_path", pa.string()),  # pair: the file holding it; file: the file
+        ("file_stats", pa.string()),  # file: Delta stats JSON
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("checksum", pa.string()),
@@ -48,6 +50,8 @@ OUTPUT_SCHEMA = pa.schema(
 # Rejects that mean the source itself broke: later records were never seen.
 DAMAGE_REASONS = ("truncated_tar", "truncated_source", "unreadable_source")
 _FLUSH_BYTES = 32 * 1024 * 1024
+PAIRS_SCHEMA = TABLES["pairs"].schema
+_FILE_BYTES = 512 * 1024 * 1024  # a task starts a new pairs file after this much image data
 
 
 @dataclass(frozen=True)
@@ -179,14 +183,15 @@ def ingest_source(src: SourceFile, opts: IngestOptions) -> Iterator[dict]:
 
 
 class ArrowBatcher:
-    """Collects row dicts into RecordBatches of OUTPUT_SCHEMA (by rows or bytes)."""
+    """Collects row dicts into RecordBatches of `schema` (by rows or image bytes)."""
 
-    def __init__(self, max_rows: int):
+    def __init__(self, max_rows: int, schema: pa.Schema = OUTPUT_SCHEMA):
         self.max_rows = max_rows
+        self.schema = schema
         self._reset()
 
     def _reset(self) -> None:
-        self.cols: dict[str, list] = {n: [] for n in OUTPUT_SCHEMA.names}
+        self.cols: dict[str, list] = {n: [] for n in self.schema.names}
         self.n = 0
         self.nbytes = 0
 
@@ -202,7 +207,7 @@ class ArrowBatcher:
     def flush(self) -> pa.RecordBatch | None:
         if self.n == 0:
             return None
-        batch = pa.RecordBatch.from_pydict(self.cols, schema=OUTPUT_SCHEMA)
+        batch = pa.RecordBatch.from_pydict(self.cols, schema=self.schema)
         self._reset()
         return batch
 
@@ -212,18 +217,128 @@ def task_sources(batch: pa.RecordBatch) -> Iterator[SourceFile]:
         yield SourceFile(r["uri"], r["format"], r["checksum"] or "", int(r["size_bytes"] or 0))
 
 
+@dataclass(frozen=True)
+class PairsTarget:
+    """Where an ingest run writes its pairs files, and the run columns it stamps on them."""
+
+    table_uri: str
+    run_id: str
+    ingested_at: datetime
+
+
+class PairsSink:
+    """Valid records of one task -> `pairs` files (a new file after `_FILE_BYTES`)."""
+
+    def __init__(self, target: PairsTarget, batch_rows: int):
+        self.target = target
+        self.batcher = ArrowBatcher(batch_rows, PAIRS_SCHEMA)
+        self.written: list[FileWritten] = []
+        self._bytes = 0
+        self._new_file()
+
+    def _new_file(self) -> None:
+        self.file = TableFileWriter(self.target.table_uri, PAIRS_SCHEMA, self.target.run_id)
+
+    def add(self, row: dict) -> str:
+        """Queue a pair row; return the name of the file it goes to."""
+        name = self.file.name
+        row = {**row, "run_id": self.target.run_id, "ingested_at": self.target.ingested_at}
+        if (batch := self.batcher.add(row)) is not None:
+            self._write(batch)
+        return name
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        self.file.write_batch(batch)
+        self._bytes += batch.column("image").nbytes
+        if self._bytes >= _FILE_BYTES:
+            self._roll()
+
+    def _roll(self) -> None:
+        if (done := self.file.close()).num_rows:
+            self.written.append(done)
+        self._bytes = 0
+        self._new_file()
+
+    def close(self) -> list[FileWritten]:
+        if (batch := self.batcher.flush()) is not None:
+            self.file.write_batch(batch)
+        self._roll()
+        return self.written
+
+    def discard(self) -> None:
+        """A failed task: remove every file it wrote (none was committed)."""
+        self.file.discard()
+        fs, root = filesystem(self.target.table_uri)
+        delete_table_files(fs, root, [f.path for f in self.written])
+
+
+def _file_row(f: FileWritten) -> dict:
+    return {
+        "kind": "file",
+        "file_path": f.path,
+        "size_bytes": f.size,
+        "rows_ok": f.num_rows,
+        "file_stats": f.stats,
+    }
+
+
 def ingest_partition(
-    batches: Iterator[pa.RecordBatch], opts: IngestOptions
+    batches: Iterator[pa.RecordBatch], opts: IngestOptions, target: PairsTarget
 ) -> Iterator[pa.RecordBatch]:
-    """`mapInArrow` body: every source of this partition, streamed into output batches."""
-    batcher = ArrowBatcher(opts.reader.batch_rows)
-    for batch in batches:
-        for src in task_sources(batch):
-            for row in ingest_source(src, opts):
-                if (out := batcher.add(row)) is not None:
-                    yield out
-    if (out := batcher.flush()) is not None:
-        yield out
+    """`mapInArrow` body: every source of this partition; pairs to files, the rest returned."""
+    out = ArrowBatcher(opts.reader.batch_rows)
+    sink = PairsSink(target, opts.reader.batch_rows)
+    try:
+        for batch in batches:
+            for src in task_sources(batch):
+                for row in ingest_source(src, opts):
+                    if row["kind"] == "pair":
+                        path = sink.add(row)
+                        row = {k: row[k] for k in _PAIR_KEYS} | {"file_path": path}
+                    if (ready := out.add(row)) is not None:
+                        yield ready
+        for f in sink.close():
+            if (ready := out.add(_file_row(f))) is not None:
+                yield ready
+    except BaseException:
+        sink.discard()
+        raise
+    if (ready := out.flush()) is not None:
+        yield ready
+
+
+_PAIR_KEYS = ("kind", "uid", "source_uri", "source_key")
+
+
+def drop_rows(item: tuple[str, list[tuple[str, str]]], table_uri: str, tag: str) -> dict:
+    """Rewrite one uncommitted pairs file without the rows keyed (source_uri, source_key).
+
+    Executor side. Returns {"old": path, "new": FileWritten or None (nothing left),
+    "dropped": n}; the old file is deleted once the new one is complete.
+    """
+    import pyarrow.parquet as pq
+
+    path, keys = item
+    fs, root = filesystem(table_uri)
+    table = pq.read_table(f"{root}/{path}", filesystem=fs, schema=PAIRS_SCHEMA)
+    drop = {tuple(k) for k in keys}
+    ids = zip(
+        table.column("source_uri").to_pylist(), table.column("source_key").to_pylist(), strict=True
+    )
+    keep = pa.array([k not in drop for k in ids], pa.bool_())
+    kept = table.filter(keep)
+    new = None
+    if kept.num_rows:
+        w = TableFileWriter(table_uri, PAIRS_SCHEMA, tag)
+        try:
+            for batch in kept.to_batches():
+                w.write_batch(batch)
+            new = w.close()
+        except BaseException:
+            w.discard()
+            raise
+    delete_table_files(fs, root, [path])
+    return {"old": path, "new": new, "dropped": table.num_rows - kept.num_rows}
 
 
 def checksum_source(src: SourceFile) -> SourceFile:
@@ -240,11 +355,9 @@ def checksum_source(src: SourceFile) -> SourceFile:
             return SourceFile(
                 src.uri, src.format, "list-sha256:" + h.hexdigest(), sum(s for _, s, _ in listing)
             )
-        size = 0
         with open_binary(src.uri) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
+            h = hashlib.file_digest(f, "sha256")
+            size = f.tell()
         return SourceFile(src.uri, src.format, "sha256:" + h.hexdigest(), size)
     except OSError as e:
         return SourceFile(src.uri, src.format, f"unreadable:{type(e).__name__}", 0)
