@@ -14,8 +14,16 @@ Order of writes, so that a crash never leaves a version that looks complete:
 A re-run reuses a finished manifest whose inputs match and whose shards verify by sha256
 (finishing the crashed publish), and otherwise replaces the leftovers.
 
-Determinism: samples are ordered by sha256(seed:uid), shard boundaries come from that
-order, and tar headers are fixed (`udfs/shards.py`), so the same pinned inputs and
+Layout: with a parent (the newest live version of the name whose manifest verifies),
+the new version reuses the parent's untouched shards (hard links or copies), rewrites
+the ones that lost members and appends the added samples in new shards
+(`jobs/publish_layout.py`), so a refresh costs what changed. Without one, or with
+`--full` (`publish.incremental: false`), samples are ordered by sha256(seed:uid) and
+shard boundaries come from that order. The manifest records the parent (`parent`,
+null for a full layout), the `layout` counts and, per shard, `reused`.
+
+Determinism: tar headers are fixed (`udfs/shards.py`) and the layout is a function of
+the pinned table versions and the parent's manifest, so the same pins, parent and
 publish settings give byte-identical shards.
 """
 
@@ -34,6 +42,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from lakecurate.jobs import publish_layout as layouts
+from lakecurate.jobs.publish_layout import HEADER_ESTIMATE as HEADER_ESTIMATE
 from lakecurate.udfs import shards as shardlib
 
 from lakecurate import jobkit
@@ -54,7 +64,6 @@ REQUIRED = ("selection", "pairs")
 PINNED = ("selection", "pairs", "embeddings", "signals", "duplicates")
 MANIFEST = "manifest.json"
 FORMAT = "lakecurate-dataset/1"
-HEADER_ESTIMATE = 3 * 512 + 256  # tar headers + json sidecar per sample, for shard_bytes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="publish a new version even if the latest one has the same selection",
     )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        default=None,
+        help="write every shard afresh instead of reusing the previous version's shards",
+    )
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -79,6 +94,7 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
         "shard_bytes": args.shard_bytes,
         "seed": args.seed,
         "force": args.force,
+        "incremental": False if args.full else None,
     }
     return replace(cfg, publish={k: v for k, v in flags.items() if v is not None})
 
@@ -105,7 +121,7 @@ def resolve_recipe_id(spark, lake: Lake, cfg: Config, selection_version: int) ->
     return recipe_id_for(cfg)
 
 
-def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_version: int):
+def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_hash: str):
     """The latest live version of the dataset if it holds exactly the current selection.
 
     Same recipe, same model and the same kept uids (by `selection_hash`) make the same
@@ -127,7 +143,7 @@ def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_ver
     row = latest[0]
     if row["recipe_id"] != recipe_id or row["model_id"] != mid:
         return None
-    if row["selection_hash"] != selection_hash_of(spark, lake, recipe_id, sel_version):
+    if row["selection_hash"] != sel_hash:
         return None
     return row
 
@@ -155,6 +171,7 @@ def out_dir(cfg: Config, version: int) -> str:
 def inputs_hash(plan: dict) -> str:
     """What determines the shards' bytes: equal hash -> the same shards."""
     keys = ("pinned_versions", "recipe_id", "model_id", "shard_size", "shard_bytes", "seed")
+    keys += ("parent", "max_small_shards")
     blob = json.dumps({k: plan[k] for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -165,39 +182,27 @@ def inputs_hash(plan: dict) -> str:
 def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
     """Add `pos` (seeded shuffle by uid) and `shard`: a new shard starts after `shard_size`
     samples, or at the first sample that starts past `shard_bytes` (estimated) bytes."""
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    order = F.sha2(F.concat(F.lit(f"{seed}:"), F.col("uid")), 256)
     narrow = samples.select(
         "uid",
-        order.alias("order_key"),
-        (F.length("image") + F.coalesce(F.octet_length("caption"), F.lit(0)) + HEADER_ESTIMATE)
-        .cast("long")
-        .alias("nbytes"),
+        layouts.seeded_order(seed).alias("order_key"),
+        layouts.est_bytes(F.length("image")).alias("nbytes"),
     )
-    # One ordered pass over narrow columns (uid + size) decides every boundary.
-    w = Window.orderBy("order_key", "uid")
-    narrow = narrow.withColumn("pos", F.row_number().over(w) - 1)
-    by_count = F.floor(F.col("pos") / shard_size)
-    if shard_bytes:
-        before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
-        narrow = narrow.withColumn("by_bytes", F.floor(F.coalesce(before, F.lit(0)) / shard_bytes))
-        seg = Window.orderBy(by_count, "by_bytes")
-        narrow = narrow.withColumn("shard", F.dense_rank().over(seg) - 1)
-    else:
-        narrow = narrow.withColumn("shard", by_count)
-    assigned = narrow.select("uid", "pos", F.col("shard").cast("int").alias("shard"))
+    assigned = layouts.pack(narrow, ["order_key", "uid"], shard_size, shard_bytes)
     return samples.join(assigned, "uid")
 
 
-def write_shards(spark, samples, staging: str, partitions: int) -> list[dict]:
+def write_shards(spark, samples, staging: str, shards: int) -> list[dict]:
     """Spark tasks write one shard per group into `staging`; returns shard records by index.
 
     An explicit repartition by shard (which adaptive execution does not coalesce) keeps
-    the shards spread over `partitions` tasks, so they are written in parallel.
+    the (about `shards`) shards spread over that many tasks, so they are written in
+    parallel. Rows may carry `shardlib.SOURCE_COLUMNS` (images read from a parent shard).
     """
-    cols = list(shardlib.SAMPLE_COLUMNS)
+    partitions = max(spark.sparkContext.defaultParallelism, min(shards, 10_000))
+    extra = [c for c in shardlib.SOURCE_COLUMNS if c in samples.columns]
+    cols = [*shardlib.SAMPLE_COLUMNS, *extra]
     rows = (
         samples.select(*cols)
         .repartition(partitions, "shard")
@@ -285,16 +290,32 @@ def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
     }
 
 
-def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str) -> dict:
-    """Write shards to staging, move them into place, then write the manifest; return it."""
+def full_layout(spark, cfg: Config, plan: dict, samples, staging: str) -> list[dict]:
+    """Every shard written afresh in the seeded order (no parent, or `--full`)."""
+    p = cfg.publish
+    assigned = assign_shards(samples, p.shard_size, p.shard_bytes, p.seed)
+    expected = -(-plan["funnel"]["kept"] // p.shard_size)
+    shards = write_shards(spark, assigned, staging, expected)
+    return [{**s, "reused": False} for s in shards]
+
+
+def materialise(
+    spark, cfg: Config, plan: dict, samples, path: str, run_id: str, parent=None
+) -> dict:
+    """Write shards to staging (laid out over `parent` if given), move them into place,
+    then write the manifest; return it."""
     fs, fspath = _fs(path)
     staging = path.rsplit("/", 1)[0] + f"/.{path.rsplit('/', 1)[1]}.staging-{run_id}"
-    assigned = assign_shards(
-        samples, cfg.publish.shard_size, cfg.publish.shard_bytes, cfg.publish.seed
-    )
-    expected = -(-plan["funnel"]["kept"] // cfg.publish.shard_size)
-    partitions = max(spark.sparkContext.defaultParallelism, min(expected, 10_000))
-    shards = write_shards(spark, assigned, staging, partitions)
+    if parent is None:
+        shards, layout = full_layout(spark, cfg, plan, samples, staging), {"mode": "full"}
+    else:
+        lake = Lake(cfg.lake.path, cfg.lake.engine)
+        pairs_v = plan["pinned_versions"]["pairs"]
+
+        def write(frame, n: int) -> list[dict]:
+            return write_shards(spark, frame, staging, n)
+
+        shards, layout = layouts.lay_out(spark, lake, cfg, parent, samples, pairs_v, staging, write)
     written = sum(s["num_samples"] for s in shards)
     sfs, spath = _fs(staging)
     if written == 0:
@@ -314,9 +335,9 @@ def materialise(spark, cfg: Config, plan: dict, samples, path: str, run_id: str)
         if fs.size(f"{fspath}/{s['name']}") != s["num_bytes"]:
             raise JobError(f"{path}/{s['name']} changed size after writing; not registered")
     manifest = dict(plan, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    manifest["shards"] = [
-        {k: s[k] for k in ("name", "index", "sha256", "num_samples", "num_bytes")} for s in shards
-    ]
+    keys = ("name", "index", "sha256", "num_samples", "num_bytes", "reused")
+    manifest["shards"] = [{k: s[k] for k in keys} for s in shards]
+    manifest["layout"] = layout
     manifest["counts"] = {
         "num_samples": written,
         "num_shards": len(shards),
@@ -367,11 +388,8 @@ def run(spark, cfg: Config) -> JobResult:
         ctx.result.read_versions[t] = v
     recipe_id = resolve_recipe_id(spark, ctx.lake, cfg, pins["selection"])
     mid = model_id(cfg.model)
-    same = (
-        None
-        if cfg.publish.force
-        else up_to_date(spark, ctx.lake, cfg, recipe_id, mid, pins["selection"])
-    )
+    sel_hash = selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"])
+    same = None if cfg.publish.force else up_to_date(spark, ctx.lake, cfg, recipe_id, mid, sel_hash)
     if same is not None:
         return ctx.done(
             f"{name}@{same['version']} already holds this selection; nothing published "
@@ -389,19 +407,24 @@ def run(spark, cfg: Config) -> JobResult:
     )
     version = next_version(spark, ctx.lake, name)
     path = out_dir(cfg, version)
-    plan = _plan(spark, ctx, name, version, pins, recipe_id, mid)
+    parent = layouts.find_parent(spark, ctx.lake, cfg, name, path, FORMAT)
+    plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, parent, sel_hash)
     fs, fspath = _fs(path)
     manifest = reusable_manifest(fs, fspath, plan)
     if manifest is not None:
         log.info("publish: finishing %s@%d from its verified manifest", name, version)
     else:
         clear_leftovers(fs, fspath)
-        manifest = materialise(spark, cfg, plan, samples, path, ctx.run_id)
+        manifest = materialise(spark, cfg, plan, samples, path, ctx.run_id, parent)
     ctx.wrote("datasets", register(spark, ctx, manifest, path))
     c = manifest["counts"]
+    reused = sum(1 for s in manifest["shards"] if s.get("reused"))
     return ctx.done(
-        f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards",
+        f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards "
+        f"({reused} reused from {name}@{(manifest.get('parent') or {}).get('version', '-')})",
         published=True,
+        layout=(manifest.get("layout") or {}).get("mode", "full"),
+        reused_shards=reused,
         version=version,
         num_samples=c["num_samples"],
         num_shards=c["num_shards"],
@@ -410,8 +433,8 @@ def run(spark, cfg: Config) -> JobResult:
     )
 
 
-def _plan(spark, ctx, name, version, pins, recipe_id, mid) -> dict:
-    """Everything the manifest says except the shards and the time."""
+def _plan(spark, ctx, name, version, pins, recipe_id, mid, parent=None, sel_hash=None) -> dict:
+    """Everything the manifest says except the shards, the layout and the time."""
     cfg = ctx.cfg
     fun = funnel(spark, ctx.lake, pins["selection"], recipe_id)
     if fun["total"] == 0:
@@ -435,7 +458,10 @@ def _plan(spark, ctx, name, version, pins, recipe_id, mid) -> dict:
         "shard_size": cfg.publish.shard_size,
         "shard_bytes": cfg.publish.shard_bytes,
         "seed": cfg.publish.seed,
-        "selection_hash": selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"]),
+        "selection_hash": sel_hash
+        or selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"]),
+        "parent": None if parent is None else parent.describe(),
+        "max_small_shards": cfg.publish.max_small_shards,
         "funnel": fun,
         "run_id": ctx.run_id,
     }

@@ -224,10 +224,17 @@ class PublishConfig:
     shard_bytes: int = 0  # 0: no byte limit
     seed: int = 0
     force: bool = False  # publish even when the latest version has the same selection
+    # lay the new version out from its parent's shards (reuse the untouched ones);
+    # false: every shard is written afresh (`publish --full`)
+    incremental: bool = True
+    # an incremental layout merges the parent's small shards (under half of shard_size,
+    # and of shard_bytes if set) into its new tail once this many of them survive
+    max_small_shards: int = 4
 
     def __post_init__(self):
         _check(self.shard_size >= 1, "publish.shard_size", "must be >= 1")
         _check(self.shard_bytes >= 0, "publish.shard_bytes", "must be >= 0")
+        _check(self.max_small_shards >= 1, "publish.max_small_shards", "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -185,16 +185,25 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
     rid, mid = recipe_id(c), publish.model_id(c.model)
     samples = publish.samples_frame(spark, lake, pins, rid, mid)
 
+    def parent(version: int):  # the parent the run will pick: the latest registered
+        path = str(base / f"v{version}")
+        return publish.layouts.find_parent(spark, lake, c, "demo", path, publish.FORMAT)
+
     def plan(version: int) -> dict:
-        return publish._plan(spark, ctx, "demo", version, pins, rid, mid)
+        return publish._plan(spark, ctx, "demo", version, pins, rid, mid, parent(version))
 
     def leftover(version: int, run: str) -> dict:
-        return publish.materialise(spark, c, plan(version), samples, str(base / f"v{version}"), run)
+        path = str(base / f"v{version}")
+        return publish.materialise(spark, c, plan(version), samples, path, run, parent(version))
+
+    def damage(path: Path, data: bytes) -> None:
+        path.unlink()  # a new file, as a crashed writer leaves: reused shards are hard links
+        path.write_bytes(data)
 
     # crash 1: shards moved into place but no manifest, plus a stale staging dir
     leftover(3, "run-a")
     (base / "v3" / "manifest.json").unlink()
-    (base / "v3" / "shard-000000.tar").write_bytes(b"partial")
+    damage(base / "v3" / "shard-000000.tar", b"partial")
     stale = base / ".v3.staging-old-run"
     stale.mkdir()
     (stale / "shard-000000.tar").write_bytes(b"partial")
@@ -208,9 +217,9 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
     # a manifest is only trusted if every shard still has its sha256
     shard = base / "v4" / "shard-000000.tar"
     good = shard.read_bytes()
-    shard.write_bytes(b"corrupt")
+    damage(shard, b"corrupt")
     assert publish.reusable_manifest(publish._fs(str(base))[0], str(base / "v4"), plan(4)) is None
-    shard.write_bytes(good)
+    damage(shard, good)
     res2 = publish.run(spark, c)
     assert res2.counts["version"] == 4
     man4 = json.loads((base / "v4" / "manifest.json").read_text())

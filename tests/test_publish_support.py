@@ -129,6 +129,23 @@ def build_curated_lake(spark, lake, cfg, sample_set) -> list[str]:
 _TEMPLATE: dict = {}
 
 
+def publish_config(path: str, name: str, shard_size: int):
+    """A config for these tests: the lake at `path`, the tiny model, dataset `name`."""
+    from lakecurate.config import load_config
+
+    return load_config(
+        None,
+        {
+            "lake.path": path,
+            "model.name": "lakecurate-tiny",
+            "model.pretrained": "none",
+            "spark.shuffle_partitions": 2,
+            "publish.name": name,
+            "publish.shard_size": shard_size,
+        },
+    )
+
+
 def curated_template(spark, tmp_path_factory, sample_set) -> dict:
     """Once per test session: a curated lake with `demo@1` (round 0) and `demo@2` (round 1).
 
@@ -138,22 +155,11 @@ def curated_template(spark, tmp_path_factory, sample_set) -> dict:
         return _TEMPLATE
     from lakecurate.jobs import publish
 
-    from lakecurate.config import load_config
     from lakecurate.lake import Lake
 
     root = tmp_path_factory.mktemp("curated")
     path = str(root / "lake")
-    cfg = load_config(
-        None,
-        {
-            "lake.path": path,
-            "model.name": "lakecurate-tiny",
-            "model.pretrained": "none",
-            "spark.shuffle_partitions": 2,
-            "publish.name": "demo",
-            "publish.shard_size": 64,
-        },
-    )
+    cfg = publish_config(path, "demo", 64)
     lake = Lake(path)
     pairs = sample_set.pair_rows()
     write_rows(spark, lake, "pairs", pairs)

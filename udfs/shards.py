@@ -58,6 +58,11 @@ SAMPLE_COLUMNS = (
     "clip_score",
 )
 
+# Optional columns of a sample rewritten from its parent version's shard (incremental
+# publish): `image` is then null and is read from member `src_member` of the tar at
+# `src_uri`, checked against the pair's `image_sha256`.
+SOURCE_COLUMNS = ("src_uri", "src_member", "image_sha256")
+
 SHARD_RESULT_SCHEMA = "shard int, name string, sha256 string, num_samples long, num_bytes long"
 
 INDEX_SCHEMA = pa.schema(
@@ -223,6 +228,41 @@ def write_shard(rows: list[dict], shard: int, staging_uri: str) -> ShardWritten:
     return ShardWritten(shard, f"{name}.tar", sha, len(rows), size)
 
 
+def read_members(uri: str, names: set[str]) -> dict[str, bytes]:
+    """The bytes of the tar members called `names` in the tar at `uri` (one pass)."""
+    fs, path = _open_fs(uri)
+    found: dict[str, bytes] = {}
+    with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        for info in tar:
+            if info.name in names and info.isfile():
+                found[info.name] = tar.extractfile(info).read()
+    return found
+
+
+def fill_images(rows: list[dict]) -> list[dict]:
+    """Give rows without `image` the image bytes of their parent shard's member.
+
+    Each parent tar is read once. A missing member or bytes whose sha256 is not the
+    pair's `image_sha256` mean the parent version is damaged: that raises, and the
+    driver tells the user to publish with `--full`.
+    """
+    by_src: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("image") is None:
+            by_src.setdefault(r["src_uri"], []).append(r)
+    for uri, todo in sorted(by_src.items()):
+        members = read_members(uri, {r["src_member"] for r in todo})
+        for r in todo:
+            data = members.get(r["src_member"])
+            if data is None or hashlib.sha256(data).hexdigest() != r["image_sha256"]:
+                raise ValueError(
+                    f"parent shard {uri}: member {r['src_member']} is missing or not the "
+                    f"image of {r['uid']} (sha256 mismatch)"
+                )
+            r["image"] = data
+    return rows
+
+
 def shard_writer(staging_uri: str):
     """A function for `groupBy("shard").applyInPandas`: one group in, one shard written."""
 
@@ -230,7 +270,10 @@ def shard_writer(staging_uri: str):
         if pdf.empty:
             return pd.DataFrame(columns=["shard", "name", "sha256", "num_samples", "num_bytes"])
         shard = int(pdf["shard"].iloc[0])
-        written = write_shard(pdf.to_dict("records"), shard, staging_uri)
+        rows = pdf.to_dict("records")
+        if "src_uri" in pdf.columns:
+            rows = fill_images(rows)
+        written = write_shard(rows, shard, staging_uri)
         return pd.DataFrame([asdict(written)])
 
     return write_group

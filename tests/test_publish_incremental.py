@@ -1,0 +1,230 @@
+"""Incremental publish: a new version reuses its parent's untouched shards (hard links),
+rewrites the shards that lost members and appends the added samples in new shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import webdataset as wds
+from lakecurate.jobs import publish
+from lakecurate.jobs.publish_layout import DROP, MERGE, REUSE, REWRITE, ShardStat, decide
+from test_publish_support import (
+    publish_config,
+    recipe_id,
+    selection_rows,
+    verdict,
+    write_rows,
+)
+
+from lakecurate.config import load_config, replace
+from lakecurate.errors import ConfigError
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
+
+SHARD = 32
+HELD_BACK = 12  # pairs ingested only before the second version
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _manifest(res) -> tuple[Path, dict]:
+    out = Path(res.counts["shard_dir"])
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def _index_uids(out: Path, shard: dict) -> list[str]:
+    return list(pd.read_parquet(out / shard["index"])["uid"])
+
+
+def _embeddings(rows: list[dict], mid: str) -> list[dict]:
+    return [
+        {
+            "uid": r["uid"],
+            "model_id": mid,
+            "image_emb": [0.1, 0.2],
+            "text_emb": [0.3, 0.4],
+            "clip_score": (int(r["uid"][:6], 16) % 1000) / 2500,
+            "run_id": "r",
+            "embedded_at": None,
+        }
+        for r in rows
+    ]
+
+
+def _select(spark, lake, cfg, uids: list[str], drop: frozenset = frozenset()) -> None:
+    rows = selection_rows(uids, recipe_id(cfg))
+    for r in rows:
+        if r["uid"] in drop:
+            r["kept"], r["reason"] = False, "duplicate:phash"
+    write_rows(spark, lake, "selection", rows, mode="overwrite")
+
+
+@pytest.fixture(scope="module")
+def chain(spark, tmp_path_factory, sample_set):
+    """v1 over most pairs; v2 after ingesting a few more; v3 after one uid is dropped.
+    Also a copy of the lake taken before v3 (to publish v3 again from the same parent)."""
+    root = tmp_path_factory.mktemp("incremental")
+    path = str(root / "lake")
+    cfg = publish_config(path, "inc", SHARD)
+    lake = Lake(path)
+    pairs = sample_set.pair_rows()
+    first, later = pairs[:-HELD_BACK], pairs[-HELD_BACK:]
+    write_rows(spark, lake, "pairs", first)
+    write_rows(spark, lake, "embeddings", _embeddings(pairs, model_id(cfg.model)))
+    _select(spark, lake, cfg, [r["uid"] for r in first])
+    v1 = publish.run(spark, cfg)
+    write_rows(spark, lake, "pairs", later)  # new pairs files, as a nightly ingest adds
+    all_uids = [r["uid"] for r in pairs]
+    _select(spark, lake, cfg, all_uids)
+    v2 = publish.run(spark, cfg)
+    _, m2 = _manifest(v2)
+    victim_shard = m2["shards"][1]
+    victim = _index_uids(Path(v2.counts["shard_dir"]), victim_shard)[3]
+    _select(spark, lake, cfg, all_uids, drop=frozenset([victim]))
+    shutil.copytree(path, root / "lake-copy", ignore=shutil.ignore_patterns("_published"))
+    v3 = publish.run(spark, cfg)
+    return {
+        "cfg": cfg,
+        "lake": lake,
+        "root": root,
+        "results": {1: v1, 2: v2, 3: v3},
+        "added": {r["uid"] for r in later if verdict(r["uid"])[0]},
+        "kept": {u for u in all_uids if verdict(u)[0]},
+        "victim": victim,
+        "victim_shard": victim_shard["name"],
+    }
+
+
+def test_adding_uids_reuses_every_shard_and_appends_new_ones(chain):
+    out1, m1 = _manifest(chain["results"][1])
+    out2, m2 = _manifest(chain["results"][2])
+    assert m1["parent"] is None and m1["layout"]["mode"] == "full"
+    assert m2["parent"]["version"] == 1 and m2["layout"]["mode"] == "incremental"
+    assert chain["added"]  # the sample set keeps some of the held-back pairs
+    old = {s["name"]: s for s in m1["shards"]}
+    for s in m2["shards"]:
+        if s["name"] in old:  # every v1 shard is in v2, as the same bytes (the same file)
+            assert s["reused"] and s["sha256"] == old[s["name"]]["sha256"]
+            assert _sha(out2 / s["name"]) == s["sha256"]
+            for f in (s["name"], s["index"]):
+                assert os.stat(out2 / f).st_ino == os.stat(out1 / f).st_ino
+    assert {s["name"] for s in m2["shards"]} >= set(old)
+    new = [s for s in m2["shards"] if s["name"] not in old]
+    assert new and not any(s["reused"] for s in new)
+    assert [s["name"] for s in m2["shards"]] == sorted(s["name"] for s in m2["shards"])
+    new_uids = [u for s in new for u in _index_uids(out2, s)]
+    assert sorted(new_uids) == sorted(chain["added"])
+    assert all(_sha(out2 / s["name"]) == s["sha256"] for s in new)
+    # pos continues after the parent's: unique and increasing in shard order
+    pos = [p for s in m2["shards"] for p in pd.read_parquet(out2 / s["index"])["pos"]]
+    assert pos == sorted(pos) and len(set(pos)) == len(pos)
+    assert m2["counts"]["num_samples"] == len(chain["kept"])
+
+
+def test_a_dropped_uid_rewrites_only_its_shard(chain):
+    out2, m2 = _manifest(chain["results"][2])
+    out3, m3 = _manifest(chain["results"][3])
+    before = {s["name"]: s for s in m2["shards"]}
+    assert m3["parent"]["version"] == 2 and m3["layout"]["rewrite_shards"] == 1
+    for s in m3["shards"]:
+        if s["name"] == chain["victim_shard"]:
+            assert not s["reused"] and s["sha256"] != before[s["name"]]["sha256"]
+            uids = _index_uids(out3, s)
+            assert chain["victim"] not in uids
+            assert uids == [u for u in _index_uids(out2, before[s["name"]]) if u != chain["victim"]]
+            assert s["num_samples"] == before[s["name"]]["num_samples"] - 1
+            assert _sha(out3 / s["name"]) == s["sha256"]
+            assert os.stat(out3 / s["name"]).st_ino != os.stat(out2 / s["name"]).st_ino
+        else:
+            assert s["reused"] and s["sha256"] == before[s["name"]]["sha256"]
+            assert os.stat(out3 / s["name"]).st_ino == os.stat(out2 / s["name"]).st_ino
+    # the rewritten shard holds the bytes a fresh write of its samples gives
+    assert {s["name"] for s in m3["shards"]} == set(before)
+
+
+def test_webdataset_reads_the_whole_new_version(chain):
+    out3, m3 = _manifest(chain["results"][3])
+    urls = [str(out3 / s["name"]) for s in m3["shards"]]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil"))
+    expected = chain["kept"] - {chain["victim"]}
+    assert len(samples) == m3["counts"]["num_samples"] == len(expected)
+    assert {s["__key__"] for s in samples} == expected
+    assert all(s["json"]["uid"] == s["__key__"] and s["jpg"].size for s in samples)
+    assert chain["results"][3].counts["num_samples"] == len(expected)
+
+
+def test_same_pins_and_parent_give_byte_identical_shards(spark, chain):
+    path = str(chain["root"] / "lake-copy")
+    cfg = replace(chain["cfg"], lake={"path": path})
+    again = publish.run(spark, replace(cfg, publish={"out": str(chain["root"] / "again")}))
+    out3, m3 = _manifest(chain["results"][3])
+    out_b, mb = _manifest(again)
+    assert mb["parent"] == m3["parent"] and mb["pinned_versions"] == m3["pinned_versions"]
+    assert [(s["name"], s["sha256"], s["reused"]) for s in mb["shards"]] == [
+        (s["name"], s["sha256"], s["reused"]) for s in m3["shards"]
+    ]
+    for s in mb["shards"]:
+        assert _sha(out_b / s["name"]) == s["sha256"]
+        assert (out_b / s["index"]).read_bytes() == (out3 / s["index"]).read_bytes()
+
+
+def test_small_shard_merging_and_the_full_layout(spark, chain, tmp_path):
+    shutil.copytree(
+        chain["cfg"].lake.path, tmp_path / "lake", ignore=shutil.ignore_patterns("_published")
+    )
+    cfg = replace(chain["cfg"], lake={"path": str(tmp_path / "lake")})
+    out3, m3 = _manifest(chain["results"][3])
+    # v3 holds one small shard (v2's tail of added samples); with max_small_shards 1 it
+    # is merged into a new tail shard, in its old order; the others are reused
+    small = [s for s in m3["shards"] if 2 * s["num_samples"] < SHARD]
+    assert len(small) == 1
+    merged = publish.run(spark, replace(cfg, publish={"force": True, "max_small_shards": 1}))
+    out_m, mm = _manifest(merged)
+    assert mm["layout"]["merge_shards"] == 1
+    assert mm["layout"]["reuse_shards"] == len(m3["shards"]) - 1
+    tail = mm["shards"][-1]
+    assert not tail["reused"] and tail["name"] > m3["shards"][-1]["name"]
+    assert _index_uids(out_m, tail) == _index_uids(out3, small[0])
+    assert small[0]["name"] not in {s["name"] for s in mm["shards"]}
+    assert mm["counts"]["num_samples"] == m3["counts"]["num_samples"]
+    # --full: a fresh seeded layout, nothing reused, no parent
+    full = publish.run(spark, replace(cfg, publish={"force": True, "incremental": False}))
+    _, mf = _manifest(full)
+    assert mf["parent"] is None and mf["layout"] == {"mode": "full"}
+    assert not any(s["reused"] for s in mf["shards"])
+    assert mf["counts"]["num_samples"] == m3["counts"]["num_samples"]
+    assert len(mf["shards"]) == -(-mf["counts"]["num_samples"] // SHARD)
+
+
+def test_decide_actions_and_the_small_shard_rule():
+    stats = [
+        ShardStat(0, 10, 10, 10, 1000),  # untouched -> reuse
+        ShardStat(1, 10, 9, 10, 1000),  # one member changed -> rewrite
+        ShardStat(2, 10, 5, 5, 500),  # lost half -> rewrite
+        ShardStat(3, 4, 0, 0, 0),  # every member gone -> drop
+        ShardStat(4, 3, 3, 3, 300),  # small (3 < 10/2) -> reuse while few are small
+    ]
+    assert decide(stats, 10, 0, 3) == {0: REUSE, 1: REWRITE, 2: REWRITE, 3: DROP, 4: REUSE}
+    # two small survivors (5 is not small: 2*5 >= 10; 4 is) with max 1: merge them
+    assert decide(stats, 10, 0, 1)[4] == MERGE
+    assert decide(stats, 10, 0, 1)[2] == REWRITE
+    # with a byte bound a shard is small only when it is also under half the bytes
+    assert decide(stats, 10, 400, 1)[4] == REUSE
+    assert decide(stats, 10, 700, 1)[4] == MERGE
+
+
+def test_config_checks_the_incremental_keys(tmp_path):
+    with pytest.raises(ConfigError, match="publish.max_small_shards"):
+        load_config(None, {"publish.max_small_shards": 0})
+    with pytest.raises(ConfigError, match="publish.incremental"):
+        load_config(None, {"publish.incremental": "sometimes"})
+    args = publish.build_parser().parse_args(["demo", "--full"])
+    assert publish.apply_args(load_config(None, {}), args).publish.incremental is False
