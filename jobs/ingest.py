@@ -57,7 +57,13 @@ from lakecurate import jobkit
 from lakecurate.config import SOURCE_FORMATS, Config, replace
 from lakecurate.errors import ConfigError
 from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import FileWritten, commit_files, delete_table_files, filesystem
+from lakecurate.lake import (
+    FileWritten,
+    _spark_uri,
+    commit_files,
+    delete_table_files,
+    filesystem,
+)
 
 NAME = "ingest"
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"
@@ -149,8 +155,10 @@ def ledger(spark, ctx: JobContext) -> dict[tuple[str, str], str]:
     """(source_uri, checksum) -> status of everything ingested before."""
     if not ctx.lake.exists("sources"):
         return {}
-    rows = ctx.read(spark, "sources").select("source_uri", "checksum", "status").collect()
-    return {(r.source_uri, r.checksum): r.status for r in rows}
+    dt = ctx.lake.delta("sources")  # one row per source file: read on the driver
+    ctx.result.read_versions["sources"] = dt.version()
+    rows = dt.to_pyarrow_table(columns=["source_uri", "checksum", "status"]).to_pylist()
+    return {(r["source_uri"], r["checksum"]): r["status"] for r in rows}
 
 
 def is_done(u: SourceFile, done: dict, force: bool) -> bool:
@@ -228,8 +236,16 @@ def stage(spark, out, path: str):
     The tasks write pairs files as a side effect, so their output must not be
     recomputed by a later action; a Spark-committed Parquet copy is read by all.
     """
-    out.write.mode("overwrite").parquet(path)
-    return spark.read.parquet(path)
+    out.write.mode("overwrite").parquet(_spark_uri(path))
+    return spark.read.parquet(_spark_uri(path))
+
+
+def staged_rows(path: str, kind: str, columns: list[str]):
+    """The staged rows of one small kind (source, file, reject) as Arrow, on the driver."""
+    import pyarrow.parquet as pq
+
+    fs, root = filesystem(path)
+    return pq.read_table(root, filesystem=fs, columns=columns, filters=[("kind", "==", kind)])
 
 
 def losers(spark, staged, ctx: JobContext):
@@ -255,9 +271,10 @@ def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]
     pair rows were dropped as already present."""
     from pyspark.sql import functions as F
 
+    cols = ["file_path", "size_bytes", "rows_ok", "file_stats"]
     written = {
-        r.file_path: FileWritten(r.file_path, int(r.size_bytes), int(r.rows_ok), r.file_stats)
-        for r in staged.filter(F.col("kind") == "file").collect()
+        r["file_path"]: FileWritten(*(r[c] for c in cols))
+        for r in staged_rows(staging_dir(ctx), "file", cols).to_pylist()
     }
     per_file = (
         losers(spark, staged, ctx)
@@ -294,6 +311,29 @@ def commit_pairs(spark, staged, ctx: JobContext) -> int:
         raise
 
 
+DRIVER_ROWS = 100_000  # fewer rejects than this are appended from the driver, without Spark
+SOURCE_COLUMNS = ["source_uri", "checksum", "format", "size_bytes", "status", "rows_ok"]
+SOURCE_COLUMNS += ["rows_rejected", "error"]
+REJECT_COLUMNS = ["source_uri", "source_key", "reason", "detail"]
+
+
+def rejects_table(rows, ctx: JobContext):
+    """Staged reject rows (Arrow) as `rejects` rows of this run."""
+    import pyarrow as pa
+
+    n = rows.num_rows
+    spec = TABLES["rejects"]
+    extra = {
+        "stage": pa.array(["ingest"] * n, pa.string()),
+        "uid": pa.nulls(n, pa.string()),
+        "run_id": pa.array([ctx.run_id] * n, pa.string()),
+        "rejected_at": pa.array([datetime.now(UTC)] * n, spec.schema.field("rejected_at").type),
+    }
+    for name, col in extra.items():
+        rows = rows.append_column(name, col)
+    return rows.select(spec.columns)
+
+
 def rejects_frame(out, ctx: JobContext):
     from pyspark.sql import functions as F
 
@@ -322,14 +362,19 @@ def sources_table(rows: list[dict], ctx: JobContext):
 
 def write(spark, out, ctx: JobContext) -> dict:
     """pairs, then rejects, then the ledger: the completion marker goes last."""
-    from pyspark.sql import functions as F
 
     path = staging_dir(ctx)
     try:
         staged = stage(spark, out, path)
-        srows = [r.asDict() for r in staged.filter(F.col("kind") == "source").collect()]
+        srows = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
         added = commit_pairs(spark, staged, ctx)
-        v, rejected = ctx.lake.append_new(rejects_frame(staged, ctx), "rejects", ctx.commit)
+        if sum(int(r["rows_rejected"] or 0) for r in srows) <= DRIVER_ROWS:
+            rows = rejects_table(staged_rows(path, "reject", REJECT_COLUMNS), ctx)
+            v, rejected = ctx.lake.append_new_rows(
+                spark, rows, "rejects", ctx.commit, within="source_uri"
+            )
+        else:
+            v, rejected = ctx.lake.append_new(rejects_frame(staged, ctx), "rejects", ctx.commit)
         ctx.wrote("rejects", v)
         v, _ = ctx.lake.append_new_rows(spark, sources_table(srows, ctx), "sources", ctx.commit)
         ctx.wrote("sources", v)

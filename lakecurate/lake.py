@@ -437,13 +437,22 @@ class Lake:
             df.unpersist()
 
     def append_new_rows(
-        self, spark, rows: pa.Table, table: str, commit: Commit, **metadata: Any
+        self,
+        spark,
+        rows: pa.Table,
+        table: str,
+        commit: Commit,
+        within: str | None = None,
+        **metadata: Any,
     ) -> tuple[int, int]:
         """`append_new` for a small Arrow table built on the driver: no Spark job unless
-        the engine is delta-spark. Returns (version, rows added)."""
+        the engine is delta-spark. `within`: a key column; only existing rows sharing
+        one of its values with `rows` are read to find present keys. Returns
+        (version, rows added)."""
         spec = self.spec(table)
         rows = rows.select(spec.columns).cast(spec.schema)
-        seen = self._keys(table) if rows.num_rows else set()
+        values = rows.column(within).unique().to_pylist() if within and rows.num_rows else None
+        seen = self._keys(table, within, values) if rows.num_rows else set()
         keep = []
         for k in zip(*(rows.column(c).to_pylist() for c in spec.key), strict=True):
             keep.append(k not in seen)
@@ -461,12 +470,16 @@ class Lake:
         write_deltalake(self.uri(table), rows, mode="append", commit_properties=props)
         return self.version(table), n
 
-    def _keys(self, table: str) -> set[tuple]:
-        """The key tuples of a (small) table, read on the driver."""
+    def _keys(self, table: str, column: str | None = None, values: list | None = None) -> set:
+        """The key tuples of `table` (only rows whose `column` is in `values`, if given),
+        read on the driver."""
+        import pyarrow.compute as pc
+
         if not self.exists(table):
             return set()
         key = list(self.spec(table).key)
-        cols = self.delta(table).to_pyarrow_table(columns=key).columns
+        where = pc.field(column).isin(values) if column else None
+        cols = self.delta(table).to_pyarrow_dataset().to_table(columns=key, filter=where).columns
         return set(zip(*(c.to_pylist() for c in cols), strict=True))
 
     def replace_where(
