@@ -3,7 +3,9 @@
 Reads `pairs` (uid, caption, image, source_uri, source_key), `embeddings` and `rejects`.
 Writes `embeddings` (uid, model_id, image_emb, text_emb, clip_score, run_id,
 embedded_at) for the uids of `pairs` that have no row for this `model_id` yet, and a
-`rejects` row (stage `embed`) for each image that fails to decode here.
+`rejects` row (stage `embed`) for each image that fails to decode here. Those uids are
+found on the uid column alone; on a refresh their images are then read from only the
+`pairs` files that hold them, so a +1% night reads about 1% of the image bytes.
 
 * `model_id` = `<name>/<weights>/<precision>` (`lakecurate.models.model_id`); a second
   model adds its own rows, a re-run adds none. Uids already rejected at the embed
@@ -35,6 +37,7 @@ from lakecurate import jobkit
 from lakecurate.config import Config, ModelConfig, replace
 from lakecurate.errors import JobError
 from lakecurate.jobkit import JobContext, JobResult
+from lakecurate.keyed import rows_for_uids
 from lakecurate.models import ensure_weights, model_id, resolve_device, resolve_precision
 
 NAME = "embed"
@@ -93,16 +96,25 @@ def plan(spark, mcfg: ModelConfig) -> tuple[str, ClipSpec]:
     return model_id(mcfg, device), spec
 
 
-def pending(ctx: JobContext, spark, mid: str):
-    """Pairs with no embedding for `mid` and no embed-stage reject."""
+def pending_uids(ctx: JobContext, spark, mid: str):
+    """uids of pairs with no embedding for `mid` and no embed-stage reject (narrow: no
+    image bytes are read to find them)."""
     from pyspark.sql import functions as F
 
     if not ctx.lake.exists("pairs"):
         raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
-    pairs = ctx.read(spark, "pairs").select(*REQUIRED_PAIRS_COLUMNS)
+    pairs = ctx.read(spark, "pairs").select("uid")
     done = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid).select("uid")
     rejected = ctx.read(spark, "rejects").filter(F.col("stage") == NAME).select("uid")
     return pairs.join(done, "uid", "left_anti").join(rejected.distinct(), "uid", "left_anti")
+
+
+def pending(ctx: JobContext, spark, uids, n: int):
+    """The pairs columns the model needs for `uids` (`n` of them): on a refresh, read from
+    only the `pairs` files that hold them (`lakecurate.keyed.rows_for_uids`)."""
+    version = ctx.result.read_versions["pairs"]
+    cols = REQUIRED_PAIRS_COLUMNS
+    return rows_for_uids(spark, ctx.lake, "pairs", version, uids, n, cols)
 
 
 def compute(spark, todo, n: int, spec: ClipSpec):
@@ -151,12 +163,13 @@ def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
     mid, spec = plan(spark, cfg.model)  # fails in seconds on unusable weights
     log.info("embed: model_id=%s, %d torch threads per task", mid, spec.torch_threads)
-    todo = pending(ctx, spark, mid)
-    n = todo.count()
+    uids = pending_uids(ctx, spark, mid).persist()
+    n = uids.count()
     if n == 0:
+        uids.unpersist()
         return ctx.done(f"nothing to embed for {mid}", model_id=mid, embedded=0, rejected=0)
     log.info("embed: %d pairs to embed with %s", n, mid)
-    out = compute(spark, todo, n, spec)
+    out = compute(spark, pending(ctx, spark, uids, n), n, spec)
     try:
         bad = out.filter(out.reject_reason.isNotNull()).count()  # runs the model, once
         rows = embedding_rows(out, mid, ctx.run_id)
@@ -169,6 +182,7 @@ def run(spark, cfg: Config) -> JobResult:
             log.warning("embed: %d images failed to decode; see `rejects` (stage embed)", bad)
     finally:
         out.unpersist()
+        uids.unpersist()
     message = f"embedded {embedded} pairs with {mid}"
     return ctx.done(message, model_id=mid, embedded=embedded, rejected=rejected)
 

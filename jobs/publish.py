@@ -43,6 +43,8 @@ import sys
 from datetime import UTC, datetime
 
 from lakecurate.jobs import publish_layout as layouts
+from lakecurate.jobs.publish_files import FORMAT, MANIFEST, _fs, clear_leftovers, find_parent
+from lakecurate.jobs.publish_files import reusable_manifest as reusable_manifest
 from lakecurate.jobs.publish_layout import HEADER_ESTIMATE as HEADER_ESTIMATE
 from lakecurate.udfs import shards as shardlib
 
@@ -62,8 +64,6 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("selection", "pairs")
 PINNED = ("selection", "pairs", "embeddings", "signals", "duplicates")
-MANIFEST = "manifest.json"
-FORMAT = "lakecurate-dataset/1"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -219,62 +219,6 @@ def write_shards(spark, samples, staging: str, shards: int) -> list[dict]:
 # --- the publish protocol ----------------------------------------------------------------------
 
 
-def _fs(uri: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(uri)
-
-
-def _ours(fs, path: str) -> bool:
-    """True if `path` is absent, empty, or only holds what publish writes."""
-    if not fs.exists(path):
-        return True
-    for p in fs.ls(path, detail=False):
-        base = p.rstrip("/").rsplit("/", 1)[-1]
-        if not base.lstrip(".").startswith(("shard-", MANIFEST)):
-            return False
-    return True
-
-
-def reusable_manifest(fs, path: str, plan: dict) -> dict | None:
-    """A leftover manifest for the same inputs whose shards all verify, else None."""
-    mpath = f"{path}/{MANIFEST}"
-    if not fs.exists(mpath):
-        return None
-    try:
-        with fs.open(mpath, "r") as f:
-            man = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if man.get("inputs_hash") != plan["inputs_hash"] or man.get("name") != plan["name"]:
-        return None
-    if man.get("version") != plan["version"]:
-        return None
-    for s in man.get("shards", []):
-        p = f"{path}/{s['name']}"
-        if not fs.exists(p) or shardlib.file_sha256(fs, p) != s["sha256"]:
-            return None
-    return man
-
-
-def clear_leftovers(fs, path: str) -> None:
-    """Remove an unregistered version directory and stale staging dirs next to it."""
-    if not _ours(fs, path):
-        raise ConfigError(
-            "--out",
-            f"{path} holds files publish did not write; choose an empty or new directory",
-        )
-    if fs.exists(path):
-        log.warning("publish: replacing unfinished version directory %s", path)
-        fs.rm(path, recursive=True)
-    parent, base = path.rsplit("/", 1)
-    if fs.exists(parent):
-        for p in fs.ls(parent, detail=False):
-            if p.rstrip("/").rsplit("/", 1)[-1].startswith(f".{base}.staging-"):
-                log.warning("publish: removing stale staging directory %s", p)
-                fs.rm(p, recursive=True)
-
-
 def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
     """Selection counts of the recipe: total, kept, dropped per reason."""
     from pyspark.sql import functions as F
@@ -407,7 +351,7 @@ def run(spark, cfg: Config) -> JobResult:
     )
     version = next_version(spark, ctx.lake, name)
     path = out_dir(cfg, version)
-    parent = layouts.find_parent(spark, ctx.lake, cfg, name, path, FORMAT)
+    parent = find_parent(spark, ctx.lake, cfg, name, path)
     plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, parent, sel_hash)
     fs, fspath = _fs(path)
     manifest = reusable_manifest(fs, fspath, plan)

@@ -1,9 +1,7 @@
 """Incremental layout: a new dataset version laid out from its parent version's shards.
 
-The parent is the newest live (not retired) version of the same name whose manifest
-verifies: it reads, names that version, has the same format, `shard_size`,
-`shard_bytes` and `seed`, and every shard and index it lists exists (each tar with the
-size the manifest records). Without one, or with `publish.incremental: false`
+The parent (`publish_files.find_parent`) is the newest live version of the same name
+whose manifest verifies. Without one, or with `publish.incremental: false`
 (`publish --full`), publish lays every shard out afresh (`publish.assign_shards`).
 
 Given the parent, each sample of the new version is compared with the parent's
@@ -28,98 +26,25 @@ unique and increasing in shard order, a sample keeps its `pos` while its shard s
 and the layout is a function of the pinned table versions and the parent manifest.
 Images of rewritten and merged members are read back from the parent's tars (checked
 against `pairs.image_sha256`); those of added samples from only the `pairs` files
-that hold them.
+that hold them (`lakecurate.keyed.rows_for_uids`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 
+from lakecurate.jobs.publish_files import Parent, _fs, link_or_copy
 from lakecurate.udfs import shards as shardlib
 
 from lakecurate.config import Config
-from lakecurate.dataset import RETIRED, DatasetVersion, dataset_rows
 from lakecurate.errors import JobError
+from lakecurate.keyed import rows_for_uids
 from lakecurate.lake import Lake, _spark_uri
 
 log = logging.getLogger(__name__)
 
 REUSE, REWRITE, DROP, MERGE = "reuse", "rewrite", "drop", "merge"
-SAME_SETTINGS = ("shard_size", "shard_bytes", "seed")
-
-
-# --- the parent version --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Parent:
-    """The version a new one is laid out from: its shard directory and manifest."""
-
-    version: int
-    uri: str
-    manifest: dict
-
-    @property
-    def shards(self) -> list[dict]:
-        return self.manifest["shards"]
-
-    def describe(self) -> dict:
-        """What the manifest records (and `inputs_hash` covers) about the parent."""
-        blob = json.dumps(self.shards, sort_keys=True).encode()
-        return {
-            "version": self.version,
-            "shard_uri": self.uri,
-            "shards_sha256": hashlib.sha256(blob).hexdigest(),
-        }
-
-
-def _fs(uri: str):
-    import fsspec
-
-    return fsspec.core.url_to_fs(uri)
-
-
-def find_parent(spark, lake: Lake, cfg: Config, name: str, path: str, fmt: str) -> Parent | None:
-    """The newest live version of `name` whose manifest verifies, or None (full layout)."""
-    if not cfg.publish.incremental:
-        log.info("publish: full layout (publish.incremental is false)")
-        return None
-    live = [r for r in dataset_rows(spark, lake, name) if r.status != RETIRED]
-    if not live:
-        return None
-    parent, why = verify_parent(live[-1], cfg, path, fmt)
-    if parent is None:
-        log.warning("publish: %s cannot be the parent (%s); full layout", live[-1].ref, why)
-    return parent
-
-
-def verify_parent(
-    dv: DatasetVersion, cfg: Config, path: str, fmt: str
-) -> tuple[Parent | None, str]:
-    """(Parent, "") when `dv`'s manifest and files check out, else (None, the reason)."""
-    if dv.shard_uri.rstrip("/") == path.rstrip("/"):
-        return None, f"the new version would be written into its directory {path}"
-    try:
-        man = dv.manifest()
-    except (OSError, ValueError, JobError) as e:
-        return None, f"manifest unreadable: {e}"
-    if (man.get("format"), man.get("name"), man.get("version")) != (fmt, dv.name, dv.version):
-        return None, "manifest does not describe this version"
-    settings = vars(cfg.publish)
-    for key in SAME_SETTINGS:
-        if man.get(key) != settings[key]:
-            return None, f"its {key} is {man.get(key)!r}, now {settings[key]!r}"
-    fs, root = _fs(dv.shard_uri)
-    for s in man.get("shards") or []:
-        tar, idx = f"{root}/{s['name']}", f"{root}/{s['index']}"
-        if not fs.exists(idx) or not fs.exists(tar) or fs.size(tar) != s["num_bytes"]:
-            return None, f"shard {s['name']} is missing or changed size"
-    return Parent(dv.version, dv.shard_uri, man), ""
 
 
 # --- deciding what happens to each parent shard ---------------------------------------------
@@ -256,53 +181,6 @@ def source_columns(parent: Parent):
     return [tar.alias("src_uri"), F.col("old_member").alias("src_member")]
 
 
-def pairs_narrow(lake: Lake, spark, pairs_version: int):
-    """uid, image_sha256 and the Parquet file of every pair (no image bytes read)."""
-    from pyspark.sql import functions as F
-
-    pairs = lake.read(spark, "pairs", pairs_version)
-    return pairs.select("uid", "image_sha256", F.input_file_name().alias("file"))
-
-
-def added_images(lake: Lake, spark, pairs_version: int, uids):
-    """uid, image of `uids`, reading only the `pairs` files that hold them."""
-    from pyspark.sql import functions as F
-
-    located = pairs_narrow(lake, spark, pairs_version).join(uids, "uid", "left_semi")
-    files = sorted(r["file"] for r in located.select("file").distinct().collect())
-    if not files:
-        return None
-    schema = lake.spec("pairs").spark_schema()
-    pairs = spark.read.schema(schema).parquet(*files).select("uid", "image")
-    return pairs.join(F.broadcast(uids), "uid", "left_semi")
-
-
-def link_or_copy(src: str, dst: str) -> str:
-    """Put the bytes of `src` at `dst` without re-encoding: a hard link when both are on
-    the same local filesystem, else a copy. Returns "link" or "copy"."""
-    sfs, spath = _fs(src)
-    dfs, dpath = _fs(dst)
-    local = "file" in _protocols(sfs) and "file" in _protocols(dfs)
-    if local:
-        try:
-            os.link(spath, dpath)
-            return "link"
-        except OSError:  # another device, or a filesystem without hard links
-            shutil.copyfile(spath, dpath)
-            return "copy"
-    if type(sfs) is type(dfs) and _protocols(sfs) == _protocols(dfs):
-        dfs.copy(spath, dpath)
-    else:
-        with sfs.open(spath, "rb") as fi, dfs.open(dpath, "wb") as fo:
-            shutil.copyfileobj(fi, fo, 1 << 20)
-    return "copy"
-
-
-def _protocols(fs) -> tuple[str, ...]:
-    p = fs.protocol
-    return tuple(p) if isinstance(p, list | tuple) else (p,)
-
-
 # --- packing samples into shards -----------------------------------------------------------
 
 
@@ -352,6 +230,7 @@ def est_bytes(image_bytes):
 
 
 CURRENT = ("uid", "image_format", "caption", "url", "width", "height", "clip_score")
+IMAGE = ("uid", "image")
 
 
 @dataclass(frozen=True)
@@ -400,9 +279,8 @@ def rows_to_write(spark, lake: Lake, pairs_version: int, layout: Layout, members
     added = members.filter(F.col("status") == "added").select(*CURRENT)
     images = None
     if layout.added:
-        images = added_images(lake, spark, pairs_version, added.select("uid"))
-        if images is None:
-            raise JobError("the added samples have no pairs files at the pinned version")
+        uids = added.select("uid")
+        images = rows_for_uids(spark, lake, "pairs", pairs_version, uids, layout.added, IMAGE)
     if layout.shards_with(MERGE) or layout.added:
         tail = _pack_tail(merged, added, images, cfg, layout)
         from_parent.append(merged.select(*CURRENT, *src).join(tail, "uid"))
@@ -410,7 +288,7 @@ def rows_to_write(spark, lake: Lake, pairs_version: int, layout: Layout, members
             fresh.append(added.join(images, "uid").join(tail, "uid"))
     elif not layout.shards_with(REWRITE):
         return None
-    sha = pairs_narrow(lake, spark, pairs_version).select("uid", "image_sha256")
+    sha = lake.read(spark, "pairs", pairs_version).select("uid", "image_sha256")
     no_image = F.lit(None).cast("binary").alias("image")
     out = [df.join(sha, "uid").select("*", no_image) for df in from_parent]
     no_src = [F.lit(None).cast("string").alias(c) for c in shardlib.SOURCE_COLUMNS]

@@ -187,7 +187,7 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
 
     def parent(version: int):  # the parent the run will pick: the latest registered
         path = str(base / f"v{version}")
-        return publish.layouts.find_parent(spark, lake, c, "demo", path, publish.FORMAT)
+        return publish.find_parent(spark, lake, c, "demo", path)
 
     def plan(version: int) -> dict:
         return publish._plan(spark, ctx, "demo", version, pins, rid, mid, parent(version))
