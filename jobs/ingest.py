@@ -294,21 +294,23 @@ def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]
 def commit_pairs(spark, staged, ctx: JobContext) -> int:
     """Commit this run's pairs files in one transaction; return the rows added."""
     files, _ = pairs_files(spark, staged, ctx)
+    fs, root = filesystem(ctx.lake.uri("pairs"))
+    names = [f.path for f in files]
+    added = sum(f.num_rows for f in files)
     try:
-        added = sum(f.num_rows for f in files)
-        if added:
-            commit_files(
-                ctx.lake.uri("pairs"),
-                PAIRS_SCHEMA,
-                files,
-                metadata=ctx.commit.metadata(rows_added=added),
-            )
-        ctx.wrote("pairs", ctx.lake.ensure("pairs", ctx.commit))
-        return added
-    except BaseException:
-        fs, root = filesystem(ctx.lake.uri("pairs"))
-        delete_table_files(fs, root, [f.path for f in files])
-        raise
+        if added and ctx.lake.engine == "delta-spark":
+            # Delta's own writer owns the table: the rows go through it, our files go.
+            paths = [_spark_uri(f"{ctx.lake.uri('pairs')}/{n}") for n in names]
+            df = spark.read.schema(TABLES["pairs"].spark_schema()).parquet(*paths)
+            ctx.lake.write(df, "pairs", ctx.commit, rows_added=added)
+        elif added:
+            meta = ctx.commit.metadata(rows_added=added)
+            commit_files(ctx.lake.uri("pairs"), PAIRS_SCHEMA, files, metadata=meta)
+            names = []  # committed: they are the table's now
+    finally:
+        delete_table_files(fs, root, names)  # uncommitted (failure) or copied (delta-spark)
+    ctx.wrote("pairs", ctx.lake.ensure("pairs", ctx.commit))
+    return added
 
 
 DRIVER_ROWS = 100_000  # fewer rejects than this are appended from the driver, without Spark
@@ -378,6 +380,9 @@ def write(spark, out, ctx: JobContext) -> dict:
         ctx.wrote("rejects", v)
         v, _ = ctx.lake.append_new_rows(spark, sources_table(srows, ctx), "sources", ctx.commit)
         ctx.wrote("sources", v)
+    except BaseException:
+        discard_uncommitted(ctx)
+        raise
     finally:
         remove_staging(path)
     status = [r["status"] for r in srows]
@@ -390,6 +395,23 @@ def write(spark, out, ctx: JobContext) -> dict:
         "partial": status.count("partial"),
         "failed": status.count("failed"),
     }
+
+
+def discard_uncommitted(ctx: JobContext) -> None:
+    """After a failure: remove this run's pairs files that no table version references
+    (tasks that finished before another failed). Committed files are never touched."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(ctx.lake.uri("pairs"))
+    mine = f"part-{ctx.run_id}-"
+    try:
+        names = [i.base_name for i in fs.get_file_info(pafs.FileSelector(root))]
+    except (FileNotFoundError, OSError):
+        return
+    committed = set()
+    if ctx.lake.exists("pairs"):
+        committed = {u.rsplit("/", 1)[-1] for u in ctx.lake.delta("pairs").file_uris()}
+    delete_table_files(fs, root, [n for n in names if mine in n and n not in committed])
 
 
 def remove_staging(path: str) -> None:

@@ -194,3 +194,25 @@ def test_fsspec_uris_are_ingested(spark, lake, cfg, wds_dir):
     assert all(s["status"] == "ok" and s["checksum"].startswith("sha256:") for s in sources)
     assert res.counts["pairs_added"] == lake.count("pairs") > 0
     assert ingest.run(spark, configured(cfg, uri)).counts["skipped"] == 3
+
+
+@pytest.mark.parametrize("step", ["pairs_files", "commit_files"])
+def test_a_failure_before_the_commit_leaves_no_file_and_the_lake_unchanged(
+    spark, lake, cfg, wds_dir, monkeypatch, step
+):
+    """Pairs files written by the tasks are removed when the run fails before its commit
+    (while choosing the files, or in the commit itself); the tables keep their versions,
+    and the next run ingests everything."""
+    import os
+
+    def broken(*args, **kwargs):
+        raise OSError("object store unavailable")
+
+    monkeypatch.setattr(ingest, step, broken)
+    with pytest.raises(OSError, match="unavailable"):
+        ingest.run(spark, configured(cfg, str(wds_dir)))
+    assert not lake.exists("pairs") and not lake.exists("sources")
+    assert [n for n in os.listdir(lake.uri("pairs")) if not n.startswith("_")] == []
+    monkeypatch.undo()
+    res = ingest.run(spark, configured(cfg, str(wds_dir)))
+    assert res.counts["pairs_added"] == lake.count("pairs") > 0
