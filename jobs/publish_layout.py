@@ -360,8 +360,20 @@ def lay_out(
         log.info("publish: layout over version %d: %s", parent.version, layout.summary())
         frame = rows_to_write(spark, lake, pairs_version, layout, members, cfg)
         expected = len(layout.shards_with(REWRITE)) + -(-layout.added // cfg.publish.shard_size)
-        written = [] if frame is None else write(frame, expected + 1)
+        written = [] if frame is None else _write(write, frame, expected + 1)
     finally:
         members.unpersist()
     shards = [{**s, "reused": False} for s in written] + reuse_shards(layout, staging)
     return sorted(shards, key=lambda s: s["shard"]), layout.summary()
+
+
+def _write(write, frame, n: int) -> list[dict]:
+    try:
+        return write(frame, n)
+    except Exception as e:  # a Spark task's error arrives wrapped; say what to do
+        if shardlib.PARENT_DAMAGED not in str(e):
+            raise
+        detail = str(e).split(shardlib.PARENT_DAMAGED, 1)[1].splitlines()[0]
+        raise JobError(
+            f"{shardlib.PARENT_DAMAGED}{detail}; publish with --full to write every shard afresh"
+        ) from None

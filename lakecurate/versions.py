@@ -92,12 +92,23 @@ def do_show(spark, lake: Lake, args) -> tuple[dict, str]:
         "  pinned:   " + ", ".join(f"{t}@v{v}" for t, v in sorted(dv.pinned.items())),
         f"  created:  {dv.created_at}   run: {dv.run_id}",
         f"  selection_hash: {dv.selection_hash}",
+        f"  layout:   {_layout(manifest.get('layout') or {}, dv.name)}",
     ]
     if fun:
         lines.append(f"  funnel:   {fun.get('total')} rows -> {fun.get('kept')} kept")
         for reason, n in sorted(fun.get("dropped", {}).items(), key=lambda kv: -kv[1]):
             lines.append(f"            - {n:>7}  {reason}")
     return doc, "\n".join(lines)
+
+
+def _layout(lay: dict, name: str) -> str:
+    if lay.get("mode") != "incremental":
+        return lay.get("mode", "full")
+    return (
+        f"incremental over {name}@{lay['parent_version']}: {lay['reuse_shards']} shards "
+        f"reused, {lay['rewrite_shards']} rewritten, {lay['merge_shards']} merged, "
+        f"{lay['drop_shards']} dropped; {lay['added']} samples added"
+    )
 
 
 # --- diff ----------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from test_publish_support import (
     write_rows,
 )
 
+from lakecurate import versions
 from lakecurate.config import load_config, replace
+from lakecurate.dataset import resolve
 from lakecurate.errors import ConfigError
 from lakecurate.lake import Lake
 from lakecurate.models import model_id
@@ -146,8 +148,19 @@ def test_a_dropped_uid_rewrites_only_its_shard(chain):
         else:
             assert s["reused"] and s["sha256"] == before[s["name"]]["sha256"]
             assert os.stat(out3 / s["name"]).st_ino == os.stat(out2 / s["name"]).st_ino
-    # the rewritten shard holds the bytes a fresh write of its samples gives
     assert {s["name"] for s in m3["shards"]} == set(before)
+
+
+def test_versions_diff_and_show_of_incremental_versions(spark, chain, capsys):
+    lake = chain["lake"]
+    a, b = (resolve(spark, lake, "inc", v) for v in (2, 3))
+    doc = versions.diff_versions(spark, lake, a, b, None)
+    assert doc["added"]["count"] == 0
+    assert [r["uid"] for r in doc["removed"]["sample"]] == [chain["victim"]]
+    doc = versions.diff_versions(spark, lake, resolve(spark, lake, "inc", 1), a, None)
+    assert {r["uid"] for r in doc["added"]["sample"]} == chain["added"]
+    assert versions.main(["show", "inc@3", "--lake", lake.root]) == 0
+    assert "incremental over inc@2: " in capsys.readouterr().out
 
 
 def test_webdataset_reads_the_whole_new_version(chain):
@@ -228,3 +241,15 @@ def test_config_checks_the_incremental_keys(tmp_path):
         load_config(None, {"publish.incremental": "sometimes"})
     args = publish.build_parser().parse_args(["demo", "--full"])
     assert publish.apply_args(load_config(None, {}), args).publish.incremental is False
+
+
+def test_images_are_read_back_from_the_parent_tar_and_checked(tmp_path):
+    shardlib = publish.shardlib
+    row = {"uid": "u1", "image": b"jpeg-bytes", "image_format": "jpeg", "caption": "c", "pos": 0}
+    with open(tmp_path / "p.tar", "wb") as f:
+        shardlib.write_tar([row], f)
+    want = {"uid": "u1", "image": None, "src_uri": str(tmp_path / "p.tar"), "src_member": "u1.jpg"}
+    good = hashlib.sha256(b"jpeg-bytes").hexdigest()
+    assert shardlib.fill_images([{**want, "image_sha256": good}])[0]["image"] == b"jpeg-bytes"
+    with pytest.raises(ValueError, match=shardlib.PARENT_DAMAGED):
+        shardlib.fill_images([{**want, "image_sha256": "0" * 64}])

@@ -62,6 +62,7 @@ SAMPLE_COLUMNS = (
 # publish): `image` is then null and is read from member `src_member` of the tar at
 # `src_uri`, checked against the pair's `image_sha256`.
 SOURCE_COLUMNS = ("src_uri", "src_member", "image_sha256")
+PARENT_DAMAGED = "damaged parent shard"
 
 SHARD_RESULT_SCHEMA = "shard int, name string, sha256 string, num_samples long, num_bytes long"
 
@@ -256,8 +257,8 @@ def fill_images(rows: list[dict]) -> list[dict]:
             data = members.get(r["src_member"])
             if data is None or hashlib.sha256(data).hexdigest() != r["image_sha256"]:
                 raise ValueError(
-                    f"parent shard {uri}: member {r['src_member']} is missing or not the "
-                    f"image of {r['uid']} (sha256 mismatch)"
+                    f"{PARENT_DAMAGED}: {uri}: member {r['src_member']} is missing or not "
+                    f"the image of {r['uid']} (sha256 mismatch)"
                 )
             r["image"] = data
     return rows
