@@ -1,103 +1,34 @@
 """The methods of `dedup`: each turns the lake's rows into `duplicates` rows.
 
-`METHODS` maps a `duplicates` method name to a function `(DedupRun) -> counts`. The
-exact methods group by a hash column over the whole lake (linear). pHash and MinHash
-are incremental through `dedup_index` (see `jobs/dedup.py`); semantic re-clusters.
+`METHODS` maps a `duplicates` method name to a function `(DedupRun) -> counts`. Every
+method is incremental through `dedup_index` (see `jobs/dedup.py`): a run matches the
+uids missing from the index, rebuilds only the groups they touch
+(`jobs/dedup_groups.py`) and then records them in the index. Semantic dedup lives in
+`jobs/dedup_semantic.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
 from lakecurate.jobs import dedup_near as near
-from lakecurate.schemas import TABLES
+from lakecurate.jobs import dedup_semantic
+from lakecurate.jobs.dedup_groups import (
+    DedupRun,
+    index_frame,
+    index_rows,
+    merge_groups,
+    record_index,
+    write_groups,
+    write_mode,
+)
 from lakecurate.udfs import minhash as mh
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecurate.components import connected_components
+from lakecurate.components import cut_lineage
 from lakecurate.config import Config
-from lakecurate.errors import JobError
-from lakecurate.jobkit import JobContext
-from lakecurate.lake import fingerprint
-from lakecurate.models import model_id
-
-
-@dataclass
-class DedupRun:
-    """What every method reads: the session, the job context and the lake's rows."""
-
-    spark: object
-    ctx: JobContext
-    cfg: Config
-    pairs: DataFrame  # uid, image_sha256, caption
-    signals: DataFrame  # every uid's signals row
-    ranks: DataFrame  # uid, resolution, clip_score
-
-    def existing(self, method: str) -> DataFrame:
-        """The method's current `duplicates` rows."""
-        return self.ctx.lake.read(self.spark, "duplicates").filter(F.col("method") == method)
-
-
-_ORDER: dict[str, Callable[[], Column]] = {
-    "clip_score": lambda: F.col("clip_score").desc_nulls_last(),
-    "resolution": lambda: F.col("resolution").desc_nulls_last(),
-    "uid": lambda: F.col("uid").asc(),
-}
-
-
-def keeper_order(cfg: Config, first: tuple[Column, ...] = ()) -> list[Column]:
-    """The configured keeper ranking; uid last so that every group has one keeper."""
-    return [*first, *(_ORDER[k]() for k in cfg.dedup.keeper), F.col("uid").asc()]
-
-
-def finalize(
-    run: DedupRun,
-    method: str,
-    slug: str,
-    members: DataFrame,
-    similarity: Callable[[DataFrame], DataFrame],
-    ranks: DataFrame | None = None,
-    first: tuple[Column, ...] = (),
-) -> DataFrame:
-    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it."""
-    w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, first))
-    ranked = members.join(ranks if ranks is not None else run.ranks, "uid", "left")
-    keyed = ranked.select("uid", "group_id", F.first("uid").over(w).alias("keeper_uid"))
-    sims = similarity(keyed.select("uid", "keeper_uid"))
-    return keyed.join(sims, "uid", "left").select(
-        "uid",
-        F.lit(method).alias("method"),
-        "group_id",
-        "keeper_uid",
-        F.when(F.col("uid") == F.col("keeper_uid"), F.lit(1.0))
-        .otherwise(F.col("similarity"))
-        .cast("float")
-        .alias("similarity"),
-        F.lit(slug).alias("config_slug"),
-        F.lit(run.ctx.run_id).alias("run_id"),
-    )
-
-
-def write_method(run: DedupRun, method: str, rows: DataFrame) -> dict[str, int]:
-    """Replace the method's `duplicates` rows; return its group and duplicate counts."""
-    rows = rows.persist()
-    try:
-        version, changed = run.ctx.lake.replace_where(
-            rows, "duplicates", "method", method, run.ctx.commit
-        )
-        if changed:
-            run.ctx.wrote("duplicates", version)
-        c = rows.agg(
-            F.countDistinct("group_id").alias("groups"),
-            F.sum((F.col("uid") != F.col("keeper_uid")).cast("int")).alias("dups"),
-        ).first()
-        return {f"{method}_groups": int(c["groups"]), f"{method}_duplicates": int(c["dups"] or 0)}
-    finally:
-        rows.unpersist()
-
 
 # --- exact ------------------------------------------------------------------------------
 
@@ -115,69 +46,36 @@ def _identical(members: DataFrame) -> DataFrame:
     return members.select("uid", F.lit(1.0).cast("float").alias("similarity"))
 
 
+def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
+    """Groups of rows sharing `column`; incrementally only the values of new rows."""
+    idx, full = index_rows(run, method, slug)
+    new = rows.join(idx.select("uid"), "uid", "left_anti").persist()
+    try:
+        if full:
+            members = _hash_groups(rows, column, method)
+        else:  # only groups holding a new row can change
+            values = new.select(column).filter(F.col(column).isNotNull()).distinct()
+            members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
+        members = cut_lineage(members)
+        touched = members.select("group_id").distinct()
+        counts = write_mode(run, method, slug, members, touched, full, _identical)
+        record_index(run, method, index_frame(run, new, method, slug), full)
+        return counts
+    finally:
+        new.unpersist()
+
+
 def exact_images(run: DedupRun) -> dict[str, int]:
-    members = _hash_groups(run.pairs.select("uid", "image_sha256"), "image_sha256", "exact")
-    rows = finalize(run, "exact", "sha256", members, _identical)
-    return write_method(run, "exact", rows)
+    rows = run.pairs.select("uid", "image_sha256")
+    return _exact(run, "exact", "sha256", rows, "image_sha256")
 
 
 def exact_captions(run: DedupRun) -> dict[str, int]:
-    sig = run.signals.select("uid", "caption_sha256")
-    members = _hash_groups(sig, "caption_sha256", "exact_caption")
-    rows = finalize(run, "exact_caption", "normalized_sha256", members, _identical)
-    return write_method(run, "exact_caption", rows)
+    rows = run.signals.select("uid", "caption_sha256")
+    return _exact(run, "exact_caption", "normalized_sha256", rows, "caption_sha256")
 
 
-# --- incremental near-duplicate methods ---------------------------------------------------
-
-
-def index_rows(run: DedupRun, method: str, slug: str) -> tuple[DataFrame, bool]:
-    """(rows of uids already matched under `slug`, whether everything must be re-matched)."""
-    idx = run.ctx.lake.read(run.spark, "dedup_index").filter(F.col("method") == method)
-    other = F.col("config_slug") != slug
-    stale = (
-        idx.select("config_slug")
-        .filter(other)
-        .unionByName(run.existing(method).select("config_slug").filter(other))
-    )
-    if not stale.isEmpty():
-        return idx.limit(0), True
-    return idx, False
-
-
-def grouped(run: DedupRun, method: str, edges: DataFrame, full: bool) -> DataFrame:
-    """Connected components of the new edges plus the existing groups' edges."""
-    pairs = edges.select("a", "b")
-    if not full:
-        old = run.existing(method).filter(F.col("uid") != F.col("keeper_uid"))
-        pairs = pairs.unionByName(
-            old.select(F.col("keeper_uid").alias("a"), F.col("uid").alias("b"))
-        )
-    comps = connected_components(pairs, "a", "b")
-    return comps.select(
-        F.col("node").alias("uid"), F.concat(F.lit(f"{method}:"), F.col("root")).alias("group_id")
-    )
-
-
-def record_index(run: DedupRun, method: str, rows: DataFrame, full: bool) -> None:
-    """Mark uids as matched (after their duplicates are written)."""
-    lake, commit = run.ctx.lake, run.ctx.commit
-    if full:
-        version, changed = lake.replace_where(rows, "dedup_index", "method", method, commit)
-    else:
-        version, changed = lake.append_new(rows, "dedup_index", commit)
-    if changed:
-        run.ctx.wrote("dedup_index", version)
-
-
-def _index_frame(run: DedupRun, df: DataFrame, method: str, slug: str, sig=None) -> DataFrame:
-    return df.select(
-        "uid",
-        F.lit(method).alias("method"),
-        F.lit(slug).alias("config_slug"),
-        (sig if sig is not None else F.lit(None).cast("binary")).alias("signature"),
-        F.lit(run.ctx.run_id).alias("run_id"),
-    )
+# --- near-duplicate methods -----------------------------------------------------------------
 
 
 def minhash_params(cfg: Config) -> mh.MinHashParams:
@@ -199,6 +97,13 @@ def minhash_slug(p: mh.MinHashParams) -> str:
     return f"{p.slug}_b{b}r{r}_t{p.threshold:g}"
 
 
+def _edges(items: DataFrame, full: bool, edges_fn) -> DataFrame:
+    """edges_fn(items), or no edges at all when an incremental run has no new item."""
+    if not full and items.filter("is_new").isEmpty():
+        return items.sparkSession.createDataFrame([], "a string, b string, similarity float")
+    return edges_fn(items)
+
+
 def caption_minhash(run: DedupRun) -> dict[str, int]:
     params = minhash_params(run.cfg)
     slug = minhash_slug(params)
@@ -216,24 +121,48 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
             .unionByName(fresh.withColumn("is_new", F.lit(True)))
             .filter(F.col("signature") != empty)
         )
-        counts = _near_method(
-            run,
-            "minhash",
-            slug,
-            items,
-            full,
-            lambda it: near.minhash_edges(it, params, run.cfg.dedup.bucket_limit),
-            lambda m: near.minhash_similarity(m, items.select("uid", "signature"), params),
+        similarity = lambda m: near.minhash_similarity(  # noqa: E731
+            m, items.select("uid", "signature"), params
         )
+        if full:
+            edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
+            counts = write_groups(run, "minhash", slug, edges, True, similarity)
+        else:
+            members, touched = minhash_regroup(run, items, params)
+            counts = write_mode(run, "minhash", slug, members, touched, False, similarity)
         record_index(
-            run,
-            "minhash",
-            _index_frame(run, fresh, "minhash", slug, F.col("signature")),
-            full,
+            run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full
         )
         return counts
     finally:
         fresh.unpersist()
+
+
+def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame, DataFrame]:
+    """(members, replaced group ids) of the groups new captions change, as a full run has them.
+
+    Buckets larger than `bucket_limit` link members by leader and neighbour, which a new
+    member can change; so the groups of every uid that shares a bucket with a new
+    caption (paired or large) are matched again as a whole, against all captions.
+    """
+    limit = run.cfg.dedup.bucket_limit
+    existing = run.existing("minhash")
+    if items.filter("is_new").isEmpty():
+        none = existing.select("group_id").limit(0)
+        return existing.select("uid", "group_id").limit(0), none
+    edges = cut_lineage(near.minhash_edges(items, params, limit))
+    near_new = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
+    near_new = near_new.union(near.minhash_reach(items, params, limit))
+    redo = existing.join(near_new, "uid", "left_semi").select("group_id").distinct()
+    redo = cut_lineage(redo)
+    again = existing.join(redo, "group_id", "left_semi").select("uid")
+    flags = items.join(again.withColumn("again", F.lit(True)), "uid", "left")
+    items = flags.select(
+        "uid", "signature", (F.col("is_new") | F.col("again").isNotNull()).alias("is_new")
+    )
+    rest = existing.join(redo, "group_id", "left_anti")
+    members, touched = merge_groups("minhash", near.minhash_edges(items, params, limit), rest)
+    return members, touched.unionByName(redo)
 
 
 def perceptual(run: DedupRun) -> dict[str, int]:
@@ -242,91 +171,21 @@ def perceptual(run: DedupRun) -> dict[str, int]:
     idx, full = index_rows(run, "phash", slug)
     hashes = run.signals.filter(F.col("phash").isNotNull()).select("uid", "phash")
     known = idx.select("uid", F.lit(False).alias("is_new"))
-    items = hashes.join(known, "uid", "left").fillna(True, ["is_new"])
-    counts = _near_method(
-        run,
-        "phash",
-        slug,
-        items,
-        full,
-        lambda it: near.phash_edges(it, d),
-        lambda m: near.phash_similarity(m, hashes),
-    )
-    record_index(run, "phash", _index_frame(run, items.filter("is_new"), "phash", slug), full)
-    return counts
-
-
-def _near_method(run, method, slug, items, full, edges_fn, similarity) -> dict[str, int]:
-    """Match new items against all, merge with existing groups, write duplicates."""
-    if items.filter("is_new").isEmpty() and not full:
-        # nothing new: keep the groups, but re-rank keepers (clip scores may have arrived)
-        members = run.existing(method).select("uid", "group_id")
-    else:
-        members = grouped(run, method, edges_fn(items), full)
-    rows = finalize(run, method, slug, members, similarity)
-    return write_method(run, method, rows)
-
-
-def write_semantic_signals(run: DedupRun, assigned: DataFrame) -> None:
-    """Rewrite every signals row with this run's cluster columns (one commit if changed)."""
-    spec = TABLES["signals"]
-    lake = run.ctx.lake
-    current = lake.read(run.spark, "signals")
-    cols = ("semantic_cluster", "centroid_sim")
-    fresh = (
-        current.drop(*cols)
-        .join(assigned.select("uid", *cols), "uid", "left")
-        .select(*spec.columns)
-        .persist()
-    )
+    items = hashes.join(known, "uid", "left").fillna(True, ["is_new"]).persist()
     try:
-        if fingerprint(fresh, spec) == fingerprint(current, spec):
-            return
-        run.ctx.wrote("signals", lake.write(fresh, "signals", run.ctx.commit, mode="overwrite"))
-    finally:
-        fresh.unpersist()
-
-
-# --- semantic ---------------------------------------------------------------------------
-
-_POLICY: dict[str, Callable[[int], Column]] = {
-    "hard": lambda seed: F.col("centroid_sim").asc_nulls_last(),
-    "easy": lambda seed: F.col("centroid_sim").desc_nulls_last(),
-    "random": lambda seed: F.xxhash64("uid", F.lit(seed)).asc(),
-}
-
-
-def semantic(run: DedupRun) -> dict[str, int]:
-    d = run.cfg.dedup
-    mid = model_id(run.cfg.model)
-    emb = (
-        run.ctx.read(run.spark, "embeddings")
-        .filter((F.col("model_id") == mid) & F.col("image_emb").isNotNull())
-        .select("uid", "image_emb")
-    )
-    n = emb.count()
-    if n == 0:
-        raise JobError(f"no image embeddings of model {mid}: run `lakecurate embed` first")
-    assigned, k = near.semantic_clusters(emb, n, d)
-    assigned = assigned.persist()
-    try:
-        slug = f"k{k}_eps{d.semantic_eps:g}_{d.semantic_keep}_s{d.seed}_{mid}"
-        members = grouped(run, "semantic", near.semantic_edges(assigned, d), full=True)
-        ranks = run.ranks.join(assigned.select("uid", "centroid_sim"), "uid", "left")
-        rows = finalize(
+        counts = write_groups(
             run,
-            "semantic",
+            "phash",
             slug,
-            members,
-            lambda m: near.cosine_similarity(m, assigned),
-            ranks,
-            (_POLICY[d.semantic_keep](d.seed),),
+            _edges(items, full, lambda it: near.phash_edges(it, d)),
+            full,
+            lambda m: near.phash_similarity(m, hashes),
         )
-        counts = write_method(run, "semantic", rows)
-        write_semantic_signals(run, assigned)
-        return {**counts, "semantic_clusters": k}
+        new = items.filter("is_new")
+        record_index(run, "phash", index_frame(run, new, "phash", slug), full)
+        return counts
     finally:
-        assigned.unpersist()
+        items.unpersist()
 
 
 METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {
@@ -334,5 +193,5 @@ METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {
     "exact_caption": exact_captions,
     "phash": perceptual,
     "minhash": caption_minhash,
-    "semantic": semantic,
+    "semantic": dedup_semantic.semantic,
 }

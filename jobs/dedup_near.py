@@ -80,14 +80,26 @@ def bucket_pairs(rows: DataFrame, keys: list[str], order: str, limit: int) -> Da
 # --- MinHash ----------------------------------------------------------------------------
 
 
-def minhash_edges(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
-    """items (uid, signature, is_new) -> verified edges with estimated Jaccard."""
+def _bands(items: DataFrame, params: mh.MinHashParams) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(representatives, identical-copy edges, one row per (representative, band, bucket))."""
     reps, same = collapse_identical(items, "signature")
     band_schema = "uid string, band int, bucket long, order long, is_new boolean"
     bands = reps.select("uid", "signature", "is_new").mapInArrow(
         partial(mh.band_batches, params=params), band_schema
     )
-    cand = bucket_pairs(bands, ["band", "bucket"], "order", limit)
+    return reps, same, bands
+
+
+def minhash_edges(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
+    """items (uid, signature, is_new) -> verified edges with estimated Jaccard.
+
+    Only the buckets that hold a new item are paired (whole, so that a large bucket is
+    linked the same way a full run links it).
+    """
+    reps, same, bands = _bands(items, params)
+    hit = bands.filter("is_new").select("band", "bucket").distinct()
+    keys = ["band", "bucket"]
+    cand = bucket_pairs(bands.join(hit, keys, "left_semi"), keys, "order", limit)
     sigs = reps.select("uid", "signature")
     joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")
     scored = joined.select("a", "b", "sig_a", "sig_b").mapInArrow(
@@ -95,6 +107,23 @@ def minhash_edges(items: DataFrame, params: mh.MinHashParams, limit: int) -> Dat
     )
     verified = scored.filter(F.col("similarity") >= params.threshold)
     return same.unionByName(verified)
+
+
+def minhash_reach(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
+    """uids in a bucket of more than `limit` members that holds a new item.
+
+    Such a bucket links its members to its leader and to their neighbours in signature
+    order, so a new member can replace links that the old members were grouped by.
+    """
+    _, _, bands = _bands(items, params)
+    w = Window.partitionBy("band", "bucket")
+    return (
+        bands.withColumn("size", F.count("*").over(w))
+        .withColumn("any_new", F.max(F.col("is_new").cast("int")).over(w))
+        .filter((F.col("size") > limit) & (F.col("any_new") == 1))
+        .select("uid")
+        .distinct()
+    )
 
 
 def minhash_similarity(members: DataFrame, sigs: DataFrame, params: mh.MinHashParams):
@@ -139,24 +168,27 @@ def _band_values(df: DataFrame) -> DataFrame:
 
 
 def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
-    """items (uid, phash, is_new) -> verified edges with similarity 1 - distance / 64."""
+    """items (uid, phash, is_new) -> verified edges with similarity 1 - distance / 64.
+
+    Only new items probe: the flips are symmetric, so a probe of a new item meets the
+    band value of every item within the distance, and old pairs are not looked at.
+    """
     reps, same = collapse_identical(items, "phash")
     keys = _band_values(reps)
     masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
-    probes = keys.select(
-        "uid", "phash", "is_new", "band", F.explode(masks).alias("mask"), "value"
-    ).select(
-        "uid", "phash", "is_new", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value")
+    probes = (
+        keys.filter("is_new")
+        .select("uid", "phash", "band", F.explode(masks).alias("mask"), "value")
+        .select("uid", "phash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
     )
     x, y = keys.alias("x"), probes.alias("y")
     dist = F.bit_count(F.col("x.phash").bitwiseXOR(F.col("y.phash")))
     verified = (
         x.join(y, ["band", "value"])
-        .filter((F.col("x.uid") < F.col("y.uid")) & (F.col("x.is_new") | F.col("y.is_new")))
-        .filter(dist <= max_distance)
+        .filter((F.col("x.uid") != F.col("y.uid")) & (dist <= max_distance))
         .select(
-            F.col("x.uid").alias("a"),
-            F.col("y.uid").alias("b"),
+            F.least("x.uid", "y.uid").alias("a"),
+            F.greatest("x.uid", "y.uid").alias("b"),
             (1 - dist / 64.0).cast("float").alias("similarity"),
         )
         .dropDuplicates(["a", "b"])
@@ -175,8 +207,8 @@ def phash_similarity(members: DataFrame, hashes: DataFrame) -> DataFrame:
 # --- semantic (SemDeDup) ------------------------------------------------------------------
 
 
-def semantic_clusters(emb: DataFrame, n: int, dcfg) -> tuple[DataFrame, int]:
-    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim), k.
+def semantic_clusters(emb: DataFrame, n: int, dcfg) -> tuple[DataFrame, np.ndarray]:
+    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim), centroids.
 
     k-means is fitted on the driver over a seeded sample of at most `semantic_sample`
     embeddings and applied to every row in Spark.
@@ -190,9 +222,13 @@ def semantic_clusters(emb: DataFrame, n: int, dcfg) -> tuple[DataFrame, int]:
     ).collect()
     x = np.asarray([r["image_emb"] for r in rows], dtype=np.float32)
     centroids = sem.fit_kmeans(x, k, dcfg.semantic_iterations, dcfg.seed)
+    return assign_clusters(emb, centroids), centroids
+
+
+def assign_clusters(emb: DataFrame, centroids: np.ndarray) -> DataFrame:
+    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim)."""
     schema = "uid string, image_emb array<float>, semantic_cluster int, centroid_sim float"
-    assigned = emb.mapInArrow(partial(sem.assign_batches, centroids=centroids), schema)
-    return assigned, len(centroids)
+    return emb.mapInArrow(partial(sem.assign_batches, centroids=centroids), schema)
 
 
 def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
@@ -218,6 +254,38 @@ def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
     min_cos = 1.0 - dcfg.semantic_eps
     return spread.groupBy("semantic_cluster", "lo", "hi").applyInPandas(
         sem.block_pairs_fn(min_cos), "a string, b string, similarity float"
+    )
+
+
+def semantic_new_edges(members: DataFrame, dcfg) -> DataFrame:
+    """Pairs with cosine >= 1 - eps between new members and any member of their cluster.
+
+    members (uid, image_emb, semantic_cluster, is_new) hold only the clusters of new
+    uids. The new members of a cluster are cut into probe chunks and all its members
+    into base chunks of `semantic_block`; each (probe chunk, base chunk) is one task,
+    so the work is new x cluster size and no task holds more than 2 * block embeddings.
+    """
+    block = dcfg.semantic_block
+    w = Window.partitionBy("semantic_cluster")
+    chunk = lambda: ((F.row_number().over(w.orderBy("uid")) - 1) / block).cast("int")  # noqa: E731
+    count = lambda: F.ceil(F.count("*").over(w) / block).cast("int")  # noqa: E731
+    probe = members.filter("is_new").withColumn("pc", chunk()).withColumn("np", count())
+    base = members.withColumn("bc", chunk()).withColumn("nb", count())
+    sizes = probe.select("semantic_cluster", "np").distinct()
+    nbs = base.select("semantic_cluster", "nb").distinct()
+    cols = ("semantic_cluster", "pc", "bc", "uid", "image_emb", "is_new", "probe")
+    every = lambda c: F.explode(F.sequence(F.lit(0), F.col(c) - 1))  # noqa: E731
+    probes = probe.join(nbs, "semantic_cluster").select(
+        *cols[:2], every("nb").alias("bc"), *cols[3:6], F.lit(True).alias("probe")
+    )
+    bases = base.join(sizes, "semantic_cluster").select(
+        "semantic_cluster", every("np").alias("pc"), *cols[2:6], F.lit(False).alias("probe")
+    )
+    min_cos = 1.0 - dcfg.semantic_eps
+    return (
+        probes.unionByName(bases)
+        .groupBy("semantic_cluster", "pc", "bc")
+        .applyInPandas(sem.probe_pairs_fn(min_cos), "a string, b string, similarity float")
     )
 
 

@@ -29,7 +29,8 @@ from pyspark.sql import functions as F
 log = logging.getLogger(__name__)
 
 
-def _cut_lineage(df: DataFrame) -> DataFrame:
+def cut_lineage(df: DataFrame) -> DataFrame:
+    """Materialize `df` and drop its plan (reliable checkpoint dir if set, else local)."""
     if df.sparkSession.sparkContext.getCheckpointDir():
         return df.checkpoint(eager=True)
     return df.localCheckpoint(eager=True)
@@ -120,12 +121,12 @@ def connected_components(
         head = cur.limit(local_limit + 1).collect()
         if len(head) <= local_limit:
             return _rows_to_frame(cur.sparkSession, _union_find(head), node_type)
-    cur = _cut_lineage(_small_star(cur))
+    cur = cut_lineage(_small_star(cur))
     fp = _fingerprint(cur)
     for rnd in range(1, max_rounds + 1):
         if fp[0] <= local_limit:
             return _finish_locally(cur, node_type)
-        nxt = _cut_lineage(_small_star(_large_star(cur)))
+        nxt = cut_lineage(_small_star(_large_star(cur)))
         nfp = _fingerprint(nxt)
         log.debug("components: round %d, %d edges", rnd, nfp[0])
         if nfp == fp:

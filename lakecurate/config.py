@@ -174,6 +174,7 @@ class DedupConfig:
     semantic_sample: int = 100_000  # embeddings k-means is fitted on (driver side)
     semantic_iterations: int = 25
     semantic_block: int = 2048  # members compared per task; larger clusters are split
+    semantic_refit_growth: float = 0.25  # refit k-means once the lake grew by this fraction
     seed: int = 0  # k-means init and the `random` keep policy
     keeper: tuple[str, ...] = ("clip_score", "resolution", "uid")
 
@@ -200,6 +201,11 @@ class DedupConfig:
         _check(self.semantic_sample >= 1, "dedup.semantic_sample", "must be >= 1")
         _check(self.semantic_iterations >= 1, "dedup.semantic_iterations", "must be >= 1")
         _check(self.semantic_block >= 2, "dedup.semantic_block", "must be >= 2")
+        _check(
+            0 <= self.semantic_refit_growth <= 100,
+            "dedup.semantic_refit_growth",
+            "0..100 (a fraction of the embeddings at the last fit; 0: refit on any growth)",
+        )
         for k in self.keeper:
             _one_of(k, ("clip_score", "resolution", "uid"), "dedup.keeper")
 

@@ -8,6 +8,7 @@ from lakecurate.schemas import (
     pairs,
     rejects,
     selection,
+    semantic_centroids,
     signals,
     sources,
 )
@@ -23,6 +24,7 @@ TABLES: dict[str, TableSpec] = {
         signals,
         duplicates,
         dedup_index,
+        semantic_centroids,
         selection,
         datasets,
     )

@@ -107,3 +107,43 @@ def block_pairs_fn(min_cos: float):
         return block_pairs(frame, min_cos)
 
     return pairs
+
+
+def probe_pairs(frame: pd.DataFrame, min_cos: float) -> pd.DataFrame:
+    """applyInPandas body for one (cluster, probe chunk, base chunk) task of an increment.
+
+    `frame` holds new members (`probe` true) and members of one base chunk (`probe`
+    false; old and new, flagged by `is_new`). Gives every pair of a new member with a
+    base member at cosine >= min_cos; a pair of two new members only from the smaller
+    uid's side, so each pair comes once.
+    """
+    left = frame[frame["probe"]]
+    right = frame[~frame["probe"]]
+    ea = normalize_rows(np.stack(left["image_emb"].to_numpy()).astype(np.float32))
+    eb = normalize_rows(np.stack(right["image_emb"].to_numpy()).astype(np.float32))
+    sims = ea @ eb.T
+    ua = left["uid"].to_numpy()
+    ub = right["uid"].to_numpy()
+    once = ~right["is_new"].to_numpy(dtype=bool)[None, :] | (ua[:, None] < ub[None, :])
+    i, j = np.nonzero((sims >= min_cos) & (ua[:, None] != ub[None, :]) & once)
+    return _oriented(ua[i], ub[j], sims[i, j])
+
+
+def _oriented(a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> pd.DataFrame:
+    """Pairs as (smaller uid, larger uid, similarity)."""
+    return pd.DataFrame(
+        {
+            "a": np.where(a < b, a, b),
+            "b": np.where(a < b, b, a),
+            "similarity": sims.astype(np.float32),
+        }
+    )
+
+
+def probe_pairs_fn(min_cos: float):
+    """A one-argument `applyInPandas` function for `probe_pairs`."""
+
+    def pairs(frame):
+        return probe_pairs(frame, min_cos)
+
+    return pairs

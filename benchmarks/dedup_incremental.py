@@ -1,0 +1,174 @@
+"""Incremental dedup cost: dedup of +1% new pairs against a lake vs a full dedup of it all.
+
+    .venv/bin/python benchmarks/dedup_incremental.py [--n 3000] [--new-fraction 0.01]
+        [--methods exact,phash,minhash,semantic] [--keep DIR] [--from DIR]
+
+Writes N generated pairs to `pairs`, embeds them (tiny model), dedups them (full
+run), then writes and embeds 1% new pairs and snapshots the lake (`<DIR>/before_incremental`).
+Then, in one local[2] Spark session, it times:
+
+* incremental: `dedup.run` on a copy of the snapshot (the new pairs against the lake);
+* full: `dedup.run` on a lake holding only the snapshot's `pairs` and `embeddings`.
+
+It checks that both runs give the same `duplicates` rows for exact, exact_caption,
+phash and minhash (run ids aside), and prints, as its LAST line, one JSON object:
+ratio = full seconds / incremental seconds (higher is better). `--from DIR` reuses
+the snapshot of an earlier `--keep DIR` run, so code versions can be compared on the
+same lake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+log = logging.getLogger("benchmarks.dedup_incremental")
+SAME = ("exact", "exact_caption", "phash", "minhash")  # deterministic: must match exactly
+
+
+def make_config(lake: Path, sources: list[Path], methods: list[str]):
+    from lakecurate.config import load_config
+
+    return load_config(
+        None,
+        {
+            "lake.path": str(lake),
+            "spark.master": "local[2]",
+            "spark.shuffle_partitions": 4,
+            "model.name": "lakecurate-tiny",
+            "model.pretrained": "none",
+            "model.batch_size": 64,
+            "dedup.methods": methods,
+            "sources": [{"uri": str(s), "format": "webdataset"} for s in sources],
+        },
+    )
+
+
+def write_pairs(spark, lake: Path, rows: list[dict]) -> None:
+    """Pairs straight into the lake (ingest is not what this measures)."""
+    import pyarrow as pa
+    from lakecurate.schemas import TABLES
+
+    from lakecurate.lake import Commit, Lake
+
+    spec = TABLES["pairs"]
+    df = spark.createDataFrame(
+        pa.Table.from_pylist(rows, schema=spec.schema).to_pandas(), spec.spark_schema()
+    )
+    Lake(str(lake)).append_new(df, "pairs", Commit("benchmark", "benchmark-run"))
+
+
+def prepare(spark, root: Path, n: int, n_new: int, methods: list[str]) -> Path:
+    """Write, embed and dedup N pairs; write and embed the new ones; snapshot the lake."""
+    from lakecurate.jobs import dedup, embed
+
+    from lakecurate.sample import generate
+
+    lake = root / "lake"
+    cfg = make_config(lake, [], methods)
+    for rows, last in ((generate(n=n, seed=1, prefix="a").pair_rows(), False),
+                       (generate(n=n_new, seed=2, prefix="b").pair_rows(), True)):  # fmt: skip
+        write_pairs(spark, lake, rows)
+        embed.run(spark, cfg)
+        if not last:
+            dedup.run(spark, cfg)
+    snap = root / "before_incremental"
+    shutil.copytree(lake, snap)
+    return snap
+
+
+def timed_dedup(spark, lake: Path, methods: list[str]) -> tuple[float, dict]:
+    from lakecurate.jobs import dedup
+
+    t0 = time.perf_counter()
+    result = dedup.run(spark, make_config(lake, [], methods))
+    seconds = time.perf_counter() - t0
+    log.info("dedup of %s in %.1f s: %s", lake.name, seconds, result.message)
+    return seconds, dict(result.counts)
+
+
+def duplicates(spark, lake: Path) -> set[tuple]:
+    from lakecurate.lake import Lake
+
+    cols = ["uid", "method", "group_id", "keeper_uid", "similarity", "config_slug"]
+    rows = Lake(str(lake)).read(spark, "duplicates").select(*cols).collect()
+    return {tuple(r) for r in rows if r["method"] in SAME}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=3000, help="pairs in the lake before the refresh")
+    p.add_argument("--new-fraction", type=float, default=0.01)
+    p.add_argument("--methods", default="exact,phash,minhash,semantic")
+    p.add_argument("--keep", help="keep the generated data and lakes in this directory")
+    p.add_argument("--from", dest="source", help="reuse DIR/before_incremental of a --keep run")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("lakecurate").setLevel(logging.WARNING)
+    methods = [m for m in args.methods.split(",") if m]
+
+    from pyspark.sql import SparkSession
+
+    from lakecurate.session import configure_builder, configure_environment, register_sources
+
+    root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-dedup-"))
+    root.mkdir(parents=True, exist_ok=True)
+    n_new = max(1, int(args.n * args.new_fraction))
+    configure_environment()
+    cfg = make_config(root / "lake", [], methods)
+    spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    try:
+        snap = Path(args.source) / "before_incremental" if args.source else None
+        if snap is None:
+            snap = prepare(spark, root, args.n, n_new, methods)
+        incr, full = root / "incremental", root / "full"
+        for d in (incr, full):
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(snap, incr)
+        for table in ("pairs", "embeddings"):
+            shutil.copytree(snap / table, full / table)
+        incr_s, incr_counts = timed_dedup(spark, incr, methods)
+        full_s, full_counts = timed_dedup(spark, full, methods)
+        same = duplicates(spark, incr) == duplicates(spark, full)
+    finally:
+        spark.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"incremental dedup: {incr_s:7.1f} s  {incr_counts}")
+    print(f"full dedup:        {full_s:7.1f} s  {full_counts}")
+    print(
+        json.dumps(
+            {
+                # as rates, so that ratio = ours/baseline = full s / incremental s
+                "metric": "dedup of +1% new pairs vs full dedup, runs per hour",
+                "ours": round(3600 / incr_s, 2),
+                "baseline": round(3600 / full_s, 2),
+                "ratio": round(full_s / incr_s, 2),
+                "n": incr_counts.get("rows"),
+                "n_new": incr_counts.get("new_rows"),
+                "unit": "runs/hour",
+                "incremental_seconds": round(incr_s, 1),
+                "full_seconds": round(full_s, 1),
+                "methods": methods,
+                "same_duplicates": same,
+                "cores": os.cpu_count(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

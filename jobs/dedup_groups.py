@@ -1,0 +1,284 @@
+"""Groups, keepers and `duplicates` writes shared by every dedup method.
+
+A full run replaces all of a method's rows (`write_method`). An incremental run
+(`write_changes`) touches only what the new rows change:
+
+* `merge_groups`: connected components of the new edges plus the (star) edges of
+  the existing groups those edges touch; untouched groups are not read again;
+* `changed_keepers`: existing groups whose keeper under the current ranking
+  (`dedup.keeper`, clip scores embedded since) differs from the stored one;
+* `replace_rows`: one commit that adds the rows of the rebuilt groups and removes the
+  rows they replace; only the Parquet files holding a replaced row are rewritten.
+
+Groups only grow (new edges never split one), and a group's id, keeper and
+similarities depend only on its members and their ranks, so the result equals a full
+run over the same edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lakecurate.schemas import TABLES
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakecurate.components import connected_components, cut_lineage
+from lakecurate.config import Config
+from lakecurate.errors import JobError
+from lakecurate.jobkit import JobContext
+from lakecurate.lake import Lake, fingerprint
+
+
+@dataclass
+class DedupRun:
+    """What every method reads: the session, the job context and the lake's rows."""
+
+    spark: object
+    ctx: JobContext
+    cfg: Config
+    pairs: DataFrame  # uid, image_sha256, caption
+    signals: DataFrame  # every uid's signals row
+    ranks: DataFrame  # uid, resolution, clip_score
+
+    def existing(self, method: str) -> DataFrame:
+        """The method's current `duplicates` rows."""
+        return self.ctx.lake.read(self.spark, "duplicates").filter(F.col("method") == method)
+
+
+@dataclass(frozen=True)
+class Keeping:
+    """How a method ranks a group's members: extra ranks and ordering columns first."""
+
+    ranks: DataFrame | None = None  # default: the run's ranks
+    first: tuple[Column, ...] = ()
+
+
+_ORDER: dict[str, Callable[[], Column]] = {
+    "clip_score": lambda: F.col("clip_score").desc_nulls_last(),
+    "resolution": lambda: F.col("resolution").desc_nulls_last(),
+    "uid": lambda: F.col("uid").asc(),
+}
+
+
+def keeper_order(cfg: Config, first: tuple[Column, ...] = ()) -> list[Column]:
+    """The configured keeper ranking; uid last so that every group has one keeper."""
+    return [*first, *(_ORDER[k]() for k in cfg.dedup.keeper), F.col("uid").asc()]
+
+
+def _keepers(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
+    """members (uid, group_id, ...) -> the same with `best`, the group's keeper by rank."""
+    w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, keeping.first))
+    ranks = keeping.ranks if keeping.ranks is not None else run.ranks
+    return members.join(ranks, "uid", "left").withColumn("best", F.first("uid").over(w))
+
+
+def finalize(
+    run: DedupRun,
+    method: str,
+    slug: str,
+    members: DataFrame,
+    similarity: Callable[[DataFrame], DataFrame],
+    keeping: Keeping = Keeping(),
+) -> DataFrame:
+    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it."""
+    keyed = _keepers(run, members.select("uid", "group_id"), keeping).select(
+        "uid", "group_id", F.col("best").alias("keeper_uid")
+    )
+    sims = similarity(keyed.select("uid", "keeper_uid"))
+    return keyed.join(sims, "uid", "left").select(
+        "uid",
+        F.lit(method).alias("method"),
+        "group_id",
+        "keeper_uid",
+        F.when(F.col("uid") == F.col("keeper_uid"), F.lit(1.0))
+        .otherwise(F.col("similarity"))
+        .cast("float")
+        .alias("similarity"),
+        F.lit(slug).alias("config_slug"),
+        F.lit(run.ctx.run_id).alias("run_id"),
+    )
+
+
+def _counts(rows: DataFrame) -> tuple[int, int]:
+    c = rows.agg(
+        F.countDistinct("group_id").alias("groups"),
+        F.sum((F.col("uid") != F.col("keeper_uid")).cast("int")).alias("dups"),
+    ).first()
+    return int(c["groups"]), int(c["dups"] or 0)
+
+
+def _count_dict(method: str, groups: int, dups: int) -> dict[str, int]:
+    return {f"{method}_groups": groups, f"{method}_duplicates": dups}
+
+
+def write_method(run: DedupRun, method: str, rows: DataFrame) -> dict[str, int]:
+    """Replace all of the method's `duplicates` rows; return its group and duplicate counts."""
+    rows = rows.persist()
+    try:
+        version, changed = run.ctx.lake.replace_where(
+            rows, "duplicates", "method", method, run.ctx.commit
+        )
+        if changed:
+            run.ctx.wrote("duplicates", version)
+        return _count_dict(method, *_counts(rows))
+    finally:
+        rows.unpersist()
+
+
+# --- the index of matched uids ------------------------------------------------------------
+
+
+def index_rows(run: DedupRun, method: str, slug: str) -> tuple[DataFrame, bool]:
+    """(rows of uids already matched under `slug`, whether everything must be re-matched).
+
+    Everything is re-matched on the first run of a method and when any index or
+    `duplicates` row of the method carries another configuration slug.
+    """
+    idx = run.ctx.lake.read(run.spark, "dedup_index").filter(F.col("method") == method)
+    other = F.col("config_slug") != slug
+    stale = (
+        idx.select("config_slug")
+        .filter(other)
+        .unionByName(run.existing(method).select("config_slug").filter(other))
+    )
+    if idx.isEmpty() or not stale.isEmpty():
+        return idx.limit(0), True
+    return idx, False
+
+
+def record_index(run: DedupRun, method: str, rows: DataFrame, full: bool) -> None:
+    """Mark uids as matched (after their duplicates are written: the completion marker)."""
+    lake, commit = run.ctx.lake, run.ctx.commit
+    if full:
+        version, changed = lake.replace_where(rows, "dedup_index", "method", method, commit)
+    else:  # rows are the uids missing from the index: a plain append
+        version, changed = lake.append_new(rows, "dedup_index", commit)
+    if changed:
+        run.ctx.wrote("dedup_index", version)
+
+
+def index_frame(run: DedupRun, df: DataFrame, method: str, slug: str, sig=None) -> DataFrame:
+    return df.select(
+        "uid",
+        F.lit(method).alias("method"),
+        F.lit(slug).alias("config_slug"),
+        (sig if sig is not None else F.lit(None).cast("binary")).alias("signature"),
+        F.lit(run.ctx.run_id).alias("run_id"),
+    )
+
+
+def write_groups(
+    run: DedupRun, method: str, slug: str, edges, full: bool, similarity, keeping=None
+):
+    """Edges -> groups merged with the existing ones -> `duplicates` (all rows when full)."""
+    existing = run.existing(method).limit(0) if full else run.existing(method)
+    members, touched = merge_groups(method, edges, existing)
+    return write_mode(run, method, slug, members, touched, full, similarity, keeping)
+
+
+def write_mode(run, method, slug, members, touched, full, similarity, keeping=None):
+    """All of the method's rows when `full`, else only the groups that change."""
+    extra = () if keeping is None else (keeping,)
+    if full:
+        return write_method(run, method, finalize(run, method, slug, members, similarity, *extra))
+    return write_changes(run, method, slug, members, touched, similarity, *extra)
+
+
+# --- incremental ----------------------------------------------------------------------------
+
+
+def merge_groups(method: str, edges: DataFrame, existing: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(members (uid, group_id) of the groups the edges build or grow, ids of groups absorbed).
+
+    `existing` holds the method's current rows (empty for a full run); only the groups
+    that share a node with an edge take part in the components.
+    """
+    edges = cut_lineage(edges.select("a", "b"))  # used twice; keeps later plans small
+    nodes = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
+    touched = existing.join(nodes.distinct(), "uid", "left_semi").select("group_id").distinct()
+    touched = cut_lineage(touched)
+    old = existing.join(touched, "group_id", "left_semi").filter(
+        F.col("uid") != F.col("keeper_uid")
+    )
+    star = old.select(F.col("keeper_uid").alias("a"), F.col("uid").alias("b"))
+    comps = connected_components(edges.unionByName(star), "a", "b")
+    members = comps.select(
+        F.col("node").alias("uid"), F.concat(F.lit(f"{method}:"), F.col("root")).alias("group_id")
+    )
+    return members, touched
+
+
+def changed_keepers(run: DedupRun, existing: DataFrame, keeping: Keeping) -> DataFrame:
+    """group_ids of existing groups whose keeper by the current ranking is not the stored one."""
+    ranked = _keepers(run, existing.select("uid", "group_id", "keeper_uid"), keeping)
+    return ranked.filter(F.col("best") != F.col("keeper_uid")).select("group_id").distinct()
+
+
+def write_changes(
+    run: DedupRun,
+    method: str,
+    slug: str,
+    members: DataFrame,
+    touched: DataFrame,
+    similarity: Callable[[DataFrame], DataFrame],
+    keeping: Keeping = Keeping(),
+) -> dict[str, int]:
+    """Rebuild the groups in `members` and those whose keeper changed; write only them."""
+    existing = run.existing(method).persist()
+    try:
+        rerank = changed_keepers(run, existing, keeping).join(touched, "group_id", "left_anti")
+        rerank = cut_lineage(rerank)
+        redo = touched.unionByName(rerank)
+        stale = existing.join(redo, "group_id", "left_semi").persist()
+        regroup = members.unionByName(
+            existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
+        )
+        rows = finalize(run, method, slug, regroup, similarity, keeping).persist()
+        try:
+            spec = TABLES["duplicates"]
+            if fingerprint(rows, spec) != fingerprint(stale, spec):
+                version = replace_rows(run, "duplicates", rows, stale)
+                run.ctx.wrote("duplicates", version)
+            total, gone, new = _counts(existing), _counts(stale), _counts(rows)
+            return _count_dict(
+                method, *(t - g + n for t, g, n in zip(total, gone, new, strict=True))
+            )
+        finally:
+            rows.unpersist()
+            stale.unpersist()
+    finally:
+        existing.unpersist()
+
+
+def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) -> int:
+    """One commit: remove the rows whose key is in `drop`, add `rows`; return the version.
+
+    Only the files holding a dropped row are rewritten (their other rows are carried
+    over); the delta-spark engine, whose writes take no remove list, rewrites the table.
+    """
+    lake: Lake = run.ctx.lake
+    spec = lake.spec(table)
+    key = list(spec.key)
+    drop = drop.select(*key).distinct()
+    current = lake.read(run.spark, table)
+    if lake.engine == "delta-spark" or not lake.exists(table):
+        whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
+        return lake.write(whole, table, run.ctx.commit, mode="overwrite")
+    located = current.select(*key, F.col("_metadata.file_path").alias("f"))
+    hit = located.join(drop, key, "left_semi").select("f")
+    files = {r["f"] for r in hit.distinct().collect()}
+    names = {f.rsplit("/", 1)[-1]: f for f in files}
+    remove = [
+        {"path": a["path"], "size": a["size_bytes"]}
+        for a in lake.add_actions(table)
+        if a["path"].rsplit("/", 1)[-1] in names
+    ]
+    if len(remove) != len(names):
+        raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
+    out = rows.select(*spec.columns)
+    if files:
+        carried = run.spark.read.schema(spec.spark_schema()).parquet(*sorted(files))
+        out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
+    return lake.write(out, table, run.ctx.commit, remove=remove)

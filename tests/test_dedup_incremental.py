@@ -1,0 +1,101 @@
+"""Incremental dedup: old then new gives what one run over both gives; semantic assignment."""
+
+from __future__ import annotations
+
+from lakecurate.jobs import dedup
+from test_dedup import _embeddings, _groups, _rows, _together, _write
+
+from lakecurate.config import replace
+from lakecurate.lake import Lake
+from lakecurate.models import model_id
+
+VERDICT = ("uid", "method", "group_id", "keeper_uid", "similarity", "config_slug")
+
+
+def _verdicts(spark, lake, methods) -> set[tuple]:
+    rows = _rows(spark, lake, "duplicates")
+    return {tuple(r[c] for c in VERDICT) for r in rows if r["method"] in methods}
+
+
+def test_old_then_new_equals_one_full_run(spark, lake, cfg, sample_set, tmp_path):
+    methods = ("exact", "exact_caption", "phash", "minhash")
+    cfg = replace(cfg, dedup={"methods": ["exact", "phash", "minhash"]})
+    rows = sample_set.pair_rows()
+    labels = sample_set.labels
+    late = {b for _, b in labels["near_caption"]} | {b for _, b, _ in labels["near_image"]}
+    late |= {b for _, b in labels["exact"]}
+    old = [r for r in rows if r["source_key"] not in late]
+    new = [r for r in rows if r["source_key"] in late]
+    _write(spark, lake, "pairs", old)
+    dedup.run(spark, cfg)
+    before = _verdicts(spark, lake, methods)
+    _write(spark, lake, "pairs", new)
+    second = dedup.run(spark, cfg)
+    assert second.counts["new_rows"] == len(new)
+    incremental = _verdicts(spark, lake, methods)
+
+    whole = Lake(str(tmp_path / "whole"))
+    whole_cfg = replace(cfg, lake={"path": whole.root})
+    _write(spark, whole, "pairs", rows)
+    full = dedup.run(spark, whole_cfg)
+    assert full.counts["new_rows"] == len(rows)
+    assert incremental == _verdicts(spark, whole, methods)
+    for m in methods:  # the counts of the incremental run cover the whole lake
+        assert second.counts[f"{m}_groups"] == full.counts[f"{m}_groups"]
+        assert second.counts[f"{m}_duplicates"] == full.counts[f"{m}_duplicates"]
+    # the increment did change groups: new rows joined groups of old rows
+    new_uids = {r["uid"] for r in new}
+    old_groups = {(v[1], v[2]) for v in before}
+    assert any((v[1], v[2]) in old_groups and v[0] in new_uids for v in incremental)
+    # rows of groups no new row joined were not rewritten (minhash also re-matches the
+    # groups that share a large bucket with a new caption)
+    by_key = {(r["uid"], r["method"]): r["run_id"] for r in _rows(spark, lake, "duplicates")}
+    touched = {(v[1], v[2]) for v in incremental if v[0] in new_uids}
+    kept = [v for v in incremental if (v[1], v[2]) not in touched and v[1] != "minhash"]
+    assert kept and all(by_key[(v[0], v[1])] != second.run_id for v in kept)
+
+
+def test_semantic_assigns_new_copies_to_their_originals_then_refits(
+    spark, pairs_lake, cfg, tmp_path
+):
+    cfg = replace(
+        cfg,
+        dedup={"methods": ["semantic"], "semantic_clusters": 3, "semantic_refit_growth": 0.25},
+    )
+    uids = sorted(r["uid"] for r in _rows(spark, pairs_lake, "pairs"))
+    old, fresh, later = uids[:160], uids[160:200], uids[200:]
+    dup_of = {uids[i]: uids[i + 1] for i in range(0, 40, 4)}  # old pairs
+    dup_of |= {u: old[3 * i + 2] for i, u in enumerate(fresh[:20])}  # new copies of old
+    emb = {r["uid"]: r for r in _embeddings(uids, dup_of, {"__model__": model_id(cfg.model)})}
+    _write(spark, pairs_lake, "embeddings", [emb[u] for u in old])
+    first = dedup.run(spark, cfg)
+    assert first.counts["semantic_refit"] == 1 and first.counts["semantic_assigned"] == 160
+    fit_version = pairs_lake.version("semantic_centroids")
+    before = _groups(_rows(spark, pairs_lake, "duplicates"), "semantic")
+
+    _write(spark, pairs_lake, "embeddings", [emb[u] for u in fresh])  # +25%: assign
+    second = dedup.run(spark, cfg)
+    assert second.counts["semantic_refit"] == 0
+    assert second.counts["semantic_assigned"] == len(fresh)
+    assert pairs_lake.version("semantic_centroids") == fit_version
+    groups = _groups(_rows(spark, pairs_lake, "duplicates"), "semantic")
+    assert all(_together(groups, u, v) for u, v in dup_of.items())
+    assert all(any(g <= h for h in groups) for g in before)  # old groups only grow
+    signals = {r["uid"]: r for r in _rows(spark, pairs_lake, "signals")}
+    for u in fresh[:20]:
+        assert signals[u]["semantic_cluster"] == signals[dup_of[u]]["semantic_cluster"]
+    assert all(signals[u]["semantic_cluster"] is not None for u in old + fresh)
+    assert all(signals[u]["semantic_cluster"] is None for u in later)
+
+    again = dedup.run(spark, cfg)  # nothing new: nothing written
+    assert again.counts["semantic_assigned"] == 0 and not again.written_versions
+
+    _write(spark, pairs_lake, "embeddings", [emb[u] for u in later])  # beyond +25%: refit
+    third = dedup.run(spark, cfg)
+    assert third.counts["semantic_refit"] == 1
+    assert third.counts["semantic_assigned"] == len(uids)
+    assert pairs_lake.version("semantic_centroids") > fit_version
+    fits = _rows(spark, pairs_lake, "semantic_centroids")
+    assert len(fits) == 3 and {f["fitted_rows"] for f in fits} == {len(uids)}
+    groups = _groups(_rows(spark, pairs_lake, "duplicates"), "semantic")
+    assert all(_together(groups, u, v) for u, v in dup_of.items())
