@@ -1,20 +1,19 @@
 """Incremental dedup cost: dedup of +1% new pairs against a lake vs a full dedup of it all.
 
     .venv/bin/python benchmarks/dedup_incremental.py [--n 3000] [--new-fraction 0.01]
-        [--methods exact,phash,minhash,semantic] [--keep DIR] [--from DIR]
+        [--methods exact,phash,minhash,semantic] [--keep DIR] [--from LAKE]
 
-Writes N generated pairs to `pairs`, embeds them (tiny model), dedups them (full
-run), then writes and embeds 1% new pairs and snapshots the lake (`<DIR>/before_incremental`).
-Then, in one local[2] Spark session, it times:
+Makes an input lake whose `pairs` and `embeddings` hold N generated pairs at version
+0 and N + 1% at their latest version (tiny model; `--from LAKE` reuses the input lake
+`DIR/inputs` of an earlier `--keep DIR` run). Then, in one local[2] Spark session:
 
-* incremental: `dedup.run` on a copy of the snapshot (the new pairs against the lake);
-* full: `dedup.run` on a lake holding only the snapshot's `pairs` and `embeddings`.
+* incremental: a lake with version 0 of both tables is deduped (not timed), the rest
+  is appended and `dedup.run` is timed: the new pairs against the lake;
+* full: `dedup.run` on a lake holding the latest versions, timed.
 
-It checks that both runs give the same `duplicates` rows for exact, exact_caption,
-phash and minhash (run ids aside), and prints, as its LAST line, one JSON object:
-ratio = full seconds / incremental seconds (higher is better). `--from DIR` reuses
-the snapshot of an earlier `--keep DIR` run, so code versions can be compared on the
-same lake.
+It checks that both give the same `duplicates` rows for exact, exact_caption, phash
+and minhash (run ids aside), and prints, as its LAST line, one JSON object with
+ratio = full seconds / incremental seconds (higher is better).
 """
 
 from __future__ import annotations
@@ -62,29 +61,38 @@ def write_pairs(spark, lake: Path, rows: list[dict]) -> None:
     from lakecurate.lake import Commit, Lake
 
     spec = TABLES["pairs"]
-    df = spark.createDataFrame(
-        pa.Table.from_pylist(rows, schema=spec.schema).to_pandas(), spec.spark_schema()
-    )
+    table = pa.Table.from_pylist(rows, schema=spec.schema)
+    df = spark.createDataFrame(table.to_pandas(), spec.spark_schema())
     Lake(str(lake)).append_new(df, "pairs", Commit("benchmark", "benchmark-run"))
 
 
 def prepare(spark, root: Path, n: int, n_new: int, methods: list[str]) -> Path:
-    """Write, embed and dedup N pairs; write and embed the new ones; snapshot the lake."""
-    from lakecurate.jobs import dedup, embed
+    """An input lake: N pairs embedded (version 0), then N + n_new (latest)."""
+    from lakecurate.jobs import embed
 
     from lakecurate.sample import generate
 
-    lake = root / "lake"
+    lake = root / "inputs"
     cfg = make_config(lake, [], methods)
-    for rows, last in ((generate(n=n, seed=1, prefix="a").pair_rows(), False),
-                       (generate(n=n_new, seed=2, prefix="b").pair_rows(), True)):  # fmt: skip
+    for rows in (
+        generate(n=n, seed=1, prefix="a").pair_rows(),
+        generate(n=n_new, seed=2, prefix="b").pair_rows(),
+    ):
         write_pairs(spark, lake, rows)
         embed.run(spark, cfg)
-        if not last:
-            dedup.run(spark, cfg)
-    snap = root / "before_incremental"
-    shutil.copytree(lake, snap)
-    return snap
+    return lake
+
+
+def copy_inputs(spark, src: Path, dst: Path, version: int | None, since: int | None) -> None:
+    """pairs and embeddings of `src` at `version`, or the rows added after `since`."""
+    from lakecurate.lake import Commit, Lake
+
+    a, b = Lake(str(src)), Lake(str(dst))
+    for table in ("pairs", "embeddings"):
+        rows = a.read(spark, table, version)
+        if since is not None:
+            rows = rows.join(a.read(spark, table, since), list(a.spec(table).key), "left_anti")
+        b.write(rows, table, Commit("benchmark", "benchmark-run"))
 
 
 def timed_dedup(spark, lake: Path, methods: list[str]) -> tuple[float, dict]:
@@ -111,10 +119,13 @@ def main() -> int:
     p.add_argument("--new-fraction", type=float, default=0.01)
     p.add_argument("--methods", default="exact,phash,minhash,semantic")
     p.add_argument("--keep", help="keep the generated data and lakes in this directory")
-    p.add_argument("--from", dest="source", help="reuse DIR/before_incremental of a --keep run")
+    p.add_argument(
+        "--from", dest="source", help="reuse the input lake (DIR/inputs) of a --keep run"
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lakecurate").setLevel(logging.WARNING)
+    logging.getLogger("lakecurate.jobs.dedup").setLevel(logging.INFO)  # seconds per method
     methods = [m for m in args.methods.split(",") if m]
 
     from pyspark.sql import SparkSession
@@ -130,16 +141,15 @@ def main() -> int:
     spark.sparkContext.setLogLevel("ERROR")
     register_sources(spark)
     try:
-        snap = Path(args.source) / "before_incremental" if args.source else None
-        if snap is None:
-            snap = prepare(spark, root, args.n, n_new, methods)
+        inputs = Path(args.source) if args.source else prepare(spark, root, args.n, n_new, methods)
         incr, full = root / "incremental", root / "full"
         for d in (incr, full):
             shutil.rmtree(d, ignore_errors=True)
-        shutil.copytree(snap, incr)
-        for table in ("pairs", "embeddings"):
-            shutil.copytree(snap / table, full / table)
+        copy_inputs(spark, inputs, incr, 0, None)
+        timed_dedup(spark, incr, methods)
+        copy_inputs(spark, inputs, incr, None, 0)
         incr_s, incr_counts = timed_dedup(spark, incr, methods)
+        copy_inputs(spark, inputs, full, None, None)
         full_s, full_counts = timed_dedup(spark, full, methods)
         same = duplicates(spark, incr) == duplicates(spark, full)
     finally:

@@ -4,21 +4,39 @@ Reads `pairs` (uid, image, caption, width, height, image_sha256) and, for semant
 dedup and the clip_score keeper, `embeddings` of the configured model. Writes:
 
 * `signals`: one row per uid (pHash, caption identity and counts, size, aspect,
-  resolution), computed for uids not in the table yet. Semantic dedup re-clusters the
-  whole lake on each run and rewrites the `semantic_cluster`/`centroid_sim` columns of
-  every row in one overwrite commit (skipped when unchanged), keeping the other columns.
+  resolution), computed for uids not in the table yet, plus the `semantic_cluster` /
+  `centroid_sim` columns set by semantic dedup.
 * `duplicates`: one row per (uid, method) for every member of a group of two or more,
   with the group's keeper (`keeper_uid == uid` for the keeper) and the similarity to
   it. Methods: `exact` (image bytes), `exact_caption` (normalized caption; run by
-  `exact`), `phash`, `minhash`, `semantic`. Each method's rows are replaced in one
-  commit (`Lake.replace_where`), so a re-run is idempotent and commits nothing when
-  the groups did not change. Nothing is ever deleted from `pairs`.
-* `dedup_index`: per (uid, method) for phash and minhash, the configuration the uid
-  was matched under (and its MinHash signature), written after the method's
-  duplicates. On the next run only uids missing from it are hashed and matched
-  against the whole lake; the edges of existing groups join the new ones in the
-  connected components, so groups merge across old and new. A changed matching
-  configuration makes the method re-match everything.
+  `exact`), `phash`, `minhash`, `semantic`. Nothing is ever deleted from `pairs`.
+* `dedup_index`: per (uid, method), the configuration the uid was matched under (and
+  its MinHash signature), written after the method's duplicates: the completion
+  marker of a uid.
+* `semantic_centroids`: the k-means fit semantic dedup assigns new uids to.
+
+Incremental runs. Each method matches only the uids missing from `dedup_index`
+(exact: the hash values of new rows; phash: band probes of new hashes; minhash: the
+buckets of new signatures; semantic: new embeddings against their cluster) and
+rebuilds only the groups those matches touch: components of the new edges plus the
+touched groups' edges, keepers and similarities of those groups, and groups whose
+keeper changed (a clip score embedded since, another `dedup.keeper`). The rows of
+the rebuilt groups replace the old ones in one commit that rewrites only the Parquet
+files holding them; a run with nothing new commits nothing. The result equals a full
+run over the same rows for exact, exact_caption, phash and minhash (tested):
+MinHash buckets larger than `bucket_limit` link their members by leader and
+neighbour, which a new member can change, so minhash also re-matches, as a whole, the
+groups of every uid sharing such a bucket with a new caption. The first run of a
+method, or a changed matching configuration (its slug), re-matches everything.
+
+Semantic: a refit (k-means on a sample, every embedding assigned, all pairs within
+each cluster compared, every semantic verdict replaced) happens on the first run, when
+the clustering configuration, model, eps or keep policy changed, when the lake holds
+more than (1 + `dedup.semantic_refit_growth`) times the embeddings of the last fit,
+or after an interrupted refit. Otherwise new uids are assigned to the stored
+centroids and compared with the old and new members of their cluster; the clusters
+of the last fit stay fixed, so results are those of that fit applied to the new rows
+(deterministic), not of a refit on the grown lake.
 
 Keepers are deterministic: `dedup.keeper` order (clip_score desc, resolution desc,
 uid asc; missing values last), preceded for semantic groups by the SemDeDup keep
@@ -36,10 +54,11 @@ if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
 import argparse
 import logging
 import sys
+import time
 from functools import partial
 
 from lakecurate.jobs import dedup_methods
-from lakecurate.jobs.dedup_methods import DedupRun
+from lakecurate.jobs.dedup_groups import DedupRun
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 from pyspark.sql import DataFrame
@@ -139,8 +158,9 @@ def run(spark, cfg: Config) -> JobResult:
     counts: dict[str, int] = {"rows": signals.count(), "new_rows": added}
     try:
         for method in expand_methods(cfg.dedup.methods):
-            log.info("dedup: %s", method)
+            t0 = time.perf_counter()
             counts.update(dedup_methods.METHODS[method](state))
+            log.info("dedup: %s in %.1f s", method, time.perf_counter() - t0)
     finally:
         signals.unpersist()
         ranks.unpersist()

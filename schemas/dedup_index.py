@@ -1,8 +1,9 @@
-"""`dedup_index`: which uids each near-duplicate method has matched, with their sketches.
+"""`dedup_index`: which uids each dedup method has matched, with their sketches.
 
-One row per (uid, method) for `phash`, `minhash` and `semantic`, written by dedup after
-that method's `duplicates` rows (so a crash in between only means the uid is matched
-again). `config_slug` names the matching configuration; rows of another slug mean the
+One row per (uid, method) for `exact`, `exact_caption`, `phash`, `minhash` and
+`semantic`, written by dedup after that method's `duplicates` rows (so a crash in
+between only means the uid is matched again). `config_slug` names the matching
+configuration (for semantic, also the k-means fit); rows of another slug mean the
 method must re-match the whole lake. `signature` holds the MinHash signature (uint32
 little-endian, num_perm * 4 bytes) so that a refresh computes signatures of new
 captions only; it is null for the other methods (pHash lives in `signals`).

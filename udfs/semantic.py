@@ -1,7 +1,8 @@
 """SemDeDup's numerical pieces: spherical k-means, assignment, within-cluster pairs.
 
 Plain numpy on L2-normalized embeddings (cosine = dot product). `fit_kmeans` runs on
-the driver over a sample; `assign_batches` and `block_pairs` run in executors.
+the driver over a sample; `assign_batches`, `block_pairs` (all pairs of a cluster) and
+`probe_pairs` (new members against their cluster) run in executors.
 Executor-safe: imports numpy, pandas and pyarrow only.
 """
 
@@ -89,15 +90,7 @@ def block_pairs(frame: pd.DataFrame, min_cos: float) -> pd.DataFrame:
     if lo == hi:
         mask &= np.triu(np.ones_like(mask, dtype=bool), k=1)
     i, j = np.nonzero(mask)
-    a = left["uid"].to_numpy()[i]
-    b = right["uid"].to_numpy()[j]
-    return pd.DataFrame(
-        {
-            "a": np.where(a < b, a, b),
-            "b": np.where(a < b, b, a),
-            "similarity": sims[i, j].astype(np.float32),
-        }
-    )
+    return _oriented(left["uid"].to_numpy()[i], right["uid"].to_numpy()[j], sims[i, j])
 
 
 def block_pairs_fn(min_cos: float):
