@@ -177,7 +177,8 @@ def source_columns(parent: Parent):
     """src_uri/src_member of a parent member: where its image bytes are."""
     from pyspark.sql import functions as F
 
-    tar = F.format_string(f"{parent.uri.rstrip('/')}/shard-%06d.tar", F.col("shard"))
+    root = parent.uri.rstrip("/").replace("%", "%%")
+    tar = F.format_string(f"{root}/shard-%06d.tar", F.col("shard"))
     return [tar.alias("src_uri"), F.col("old_member").alias("src_member")]
 
 

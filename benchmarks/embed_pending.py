@@ -1,0 +1,110 @@
+"""Finding and reading a refresh's not-yet-embedded pairs: the whole-table join (the old
+`embed.pending`) vs uid-only anti-joins plus `lakecurate.keyed.rows_for_uids`.
+
+    .venv/bin/python benchmarks/embed_pending.py LAKE [--repeat 3]
+
+LAKE is a lake after a refresh (`benchmarks/refresh.py --keep DIR` leaves one at
+DIR/lake): `embeddings` at its first version lacks the uids the refresh added, so both
+ways find exactly those and read their images. Each way does what `embed.run` does
+before the model runs: count the pending pairs, then read their columns (here: sum the
+image bytes). Same session, alternating, best of `--repeat`. Last line: one JSON object,
+ratio = old seconds / new seconds (higher is better). `--all` measures a first run
+(nothing embedded yet) instead, where the new way must not be slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+COLS = ("uid", "caption", "image", "source_uri", "source_key")
+
+
+def old_way(spark, lake, pv: int, done, rejected) -> tuple[int, int]:
+    from pyspark.sql import functions as F
+
+    todo = lake.read(spark, "pairs", pv).select(*COLS)
+    todo = todo.join(done, "uid", "left_anti").join(rejected.distinct(), "uid", "left_anti")
+    n = todo.count()
+    return n, int(todo.agg(F.sum(F.length("image"))).first()[0] or 0)
+
+
+def new_way(spark, lake, pv: int, done, rejected) -> tuple[int, int]:
+    from pyspark.sql import functions as F
+
+    from lakecurate.keyed import rows_for_uids
+
+    uids = lake.read(spark, "pairs", pv).select("uid")
+    uids = uids.join(done, "uid", "left_anti").join(rejected.distinct(), "uid", "left_anti")
+    uids = uids.persist()
+    try:
+        n = uids.count()
+        todo = rows_for_uids(spark, lake, "pairs", pv, uids, n, COLS)
+        return n, int(todo.agg(F.sum(F.length("image"))).first()[0] or 0)
+    finally:
+        uids.unpersist()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("lake")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--all", action="store_true", help="as on a first run: nothing embedded yet")
+    args = p.parse_args()
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    from lakecurate.config import SparkConfig
+    from lakecurate.lake import Lake
+    from lakecurate.session import configure_builder, configure_environment, register_sources
+
+    configure_environment()
+    cfg = SparkConfig(master="local[2]", shuffle_partitions=4)
+    spark = configure_builder(SparkSession.builder, cfg).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    lake = Lake(args.lake)
+    pv = lake.version("pairs")
+    done = lake.read(spark, "embeddings", 0).select("uid")
+    if args.all:
+        done = done.limit(0)
+    rejected = lake.read(spark, "rejects").filter(F.col("stage") == "embed").select("uid")
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    results = {}
+    try:
+        for _ in range(args.repeat):
+            for name, way in (("old", old_way), ("new", new_way)):
+                t0 = time.time()
+                results[name] = way(spark, lake, pv, done, rejected)
+                times[name].append(time.time() - t0)
+    finally:
+        spark.stop()
+    assert results["old"] == results["new"], results
+    old, new = min(times["old"]), min(times["new"])
+    print(f"whole-table join:    {old:6.2f} s  (all: {[round(t, 2) for t in times['old']]})")
+    print(f"uids, then pruned:   {new:6.2f} s  (all: {[round(t, 2) for t in times['new']]})")
+    print(
+        json.dumps(
+            {
+                "metric": "embed: find and read the pairs not yet embedded, per hour",
+                "ours": round(3600 / new, 1),
+                "baseline": round(3600 / old, 1),
+                "ratio": round(old / new, 2),
+                "n": lake.count("pairs"),
+                "pending": results["new"][0],
+                "pending_image_bytes": results["new"][1],
+                "unit": "runs/hour",
+                "cores": os.cpu_count(),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
