@@ -28,7 +28,7 @@ from lakecurate.components import connected_components, cut_lineage
 from lakecurate.config import Config
 from lakecurate.errors import JobError
 from lakecurate.jobkit import JobContext
-from lakecurate.lake import Lake, fingerprint
+from lakecurate.lake import VOLATILE_COLUMNS, Lake
 
 
 @dataclass
@@ -137,13 +137,14 @@ def index_rows(run: DedupRun, method: str, slug: str) -> tuple[DataFrame, bool]:
     `duplicates` row of the method carries another configuration slug.
     """
     idx = run.ctx.lake.read(run.spark, "dedup_index").filter(F.col("method") == method)
-    other = F.col("config_slug") != slug
-    stale = (
-        idx.select("config_slug")
-        .filter(other)
-        .unionByName(run.existing(method).select("config_slug").filter(other))
+    slugs = idx.select("config_slug", F.lit(1).alias("indexed")).unionByName(
+        run.existing(method).select("config_slug", F.lit(0).alias("indexed"))
     )
-    if idx.isEmpty() or not stale.isEmpty():
+    c = slugs.agg(
+        F.sum("indexed").alias("indexed"),
+        F.sum((F.col("config_slug") != slug).cast("int")).alias("other"),
+    ).first()
+    if not c["indexed"] or c["other"]:
         return idx.limit(0), True
     return idx, False
 
@@ -173,9 +174,11 @@ def write_groups(
     run: DedupRun, method: str, slug: str, edges, full: bool, similarity, keeping=None
 ):
     """Edges -> groups merged with the existing ones -> `duplicates` (all rows when full)."""
-    existing = run.existing(method).limit(0) if full else run.existing(method)
-    members, touched = merge_groups(method, edges, existing)
-    return write_mode(run, method, slug, members, touched, full, similarity, keeping)
+    if full:
+        members = _components(method, edges)
+        return write_mode(run, method, slug, members, None, True, similarity, keeping)
+    members, touched = merge_groups(method, edges, run.existing(method))
+    return write_mode(run, method, slug, members, touched, False, similarity, keeping)
 
 
 def write_mode(run, method, slug, members, touched, full, similarity, keeping=None):
@@ -203,11 +206,15 @@ def merge_groups(method: str, edges: DataFrame, existing: DataFrame) -> tuple[Da
         F.col("uid") != F.col("keeper_uid")
     )
     star = old.select(F.col("keeper_uid").alias("a"), F.col("uid").alias("b"))
-    comps = connected_components(edges.unionByName(star), "a", "b")
-    members = comps.select(
+    return _components(method, edges.unionByName(star)), touched
+
+
+def _components(method: str, edges: DataFrame) -> DataFrame:
+    """(uid, group_id): group ids are the method and the smallest uid of the component."""
+    comps = connected_components(edges.select("a", "b"), "a", "b")
+    return comps.select(
         F.col("node").alias("uid"), F.concat(F.lit(f"{method}:"), F.col("root")).alias("group_id")
     )
-    return members, touched
 
 
 def changed_keepers(run: DedupRun, existing: DataFrame, keeping: Keeping) -> DataFrame:
@@ -237,19 +244,24 @@ def write_changes(
         )
         rows = finalize(run, method, slug, regroup, similarity, keeping).persist()
         try:
-            spec = TABLES["duplicates"]
-            if fingerprint(rows, spec) != fingerprint(stale, spec):
+            if _differ(rows, stale):
                 version = replace_rows(run, "duplicates", rows, stale)
                 run.ctx.wrote("duplicates", version)
-            total, gone, new = _counts(existing), _counts(stale), _counts(rows)
-            return _count_dict(
-                method, *(t - g + n for t, g, n in zip(total, gone, new, strict=True))
-            )
         finally:
             rows.unpersist()
             stale.unpersist()
     finally:
         existing.unpersist()
+    return _count_dict(method, *_counts(run.existing(method)))
+
+
+def _differ(rows: DataFrame, stale: DataFrame) -> bool:
+    """Whether the rebuilt rows differ from those they replace (ignoring run ids): one job."""
+    cols = [c for c in TABLES["duplicates"].columns if c not in VOLATILE_COLUMNS]
+    h = F.xxhash64(*cols).cast("decimal(38,0)").alias("h")
+    both = rows.select(h, F.lit(1).alias("s")).unionByName(stale.select(h, F.lit(-1).alias("s")))
+    c = both.agg(F.sum("s").alias("n"), F.sum(F.col("h") * F.col("s")).alias("d")).first()
+    return bool(c["n"]) or bool(c["d"])
 
 
 def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) -> int:

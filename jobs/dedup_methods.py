@@ -56,7 +56,7 @@ def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
         else:  # only groups holding a new row can change
             values = new.select(column).filter(F.col(column).isNotNull()).distinct()
             members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
-        members = cut_lineage(members)
+            members = cut_lineage(members)  # used twice below
         touched = members.select("group_id").distinct()
         counts = write_mode(run, method, slug, members, touched, full, _identical)
         record_index(run, method, index_frame(run, new, method, slug), full)
@@ -142,26 +142,23 @@ def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame,
     """(members, replaced group ids) of the groups new captions change, as a full run has them.
 
     Buckets larger than `bucket_limit` link members by leader and neighbour, which a new
-    member can change; so the groups of every uid that shares a bucket with a new
-    caption (paired or large) are matched again as a whole, against all captions.
+    member can change; so the groups of every uid in such a bucket with a new caption
+    are matched again as a whole (their uids count as new), against all captions.
     """
     limit = run.cfg.dedup.bucket_limit
     existing = run.existing("minhash")
-    if items.filter("is_new").isEmpty():
-        none = existing.select("group_id").limit(0)
-        return existing.select("uid", "group_id").limit(0), none
-    edges = cut_lineage(near.minhash_edges(items, params, limit))
-    near_new = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
-    near_new = near_new.union(near.minhash_reach(items, params, limit))
-    redo = existing.join(near_new, "uid", "left_semi").select("group_id").distinct()
-    redo = cut_lineage(redo)
-    again = existing.join(redo, "group_id", "left_semi").select("uid")
-    flags = items.join(again.withColumn("again", F.lit(True)), "uid", "left")
+    if items.filter("is_new").isEmpty():  # nothing new: no bucket changed
+        return existing.select("uid", "group_id").limit(0), existing.select("group_id").limit(0)
+    reach = near.minhash_reach(items, params, limit)
+    redo = cut_lineage(existing.join(reach, "uid", "left_semi").select("group_id").distinct())
+    again = existing.join(redo, "group_id", "left_semi").select("uid", F.lit(True).alias("again"))
+    flags = items.join(again, "uid", "left")
     items = flags.select(
         "uid", "signature", (F.col("is_new") | F.col("again").isNotNull()).alias("is_new")
     )
     rest = existing.join(redo, "group_id", "left_anti")
-    members, touched = merge_groups("minhash", near.minhash_edges(items, params, limit), rest)
+    edges = near.minhash_edges(items, params, limit, full=False)
+    members, touched = merge_groups("minhash", edges, rest)
     return members, touched.unionByName(redo)
 
 

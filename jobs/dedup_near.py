@@ -90,16 +90,19 @@ def _bands(items: DataFrame, params: mh.MinHashParams) -> tuple[DataFrame, DataF
     return reps, same, bands
 
 
-def minhash_edges(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
+def minhash_edges(
+    items: DataFrame, params: mh.MinHashParams, limit: int, full: bool = True
+) -> DataFrame:
     """items (uid, signature, is_new) -> verified edges with estimated Jaccard.
 
-    Only the buckets that hold a new item are paired (whole, so that a large bucket is
-    linked the same way a full run links it).
+    Unless `full` (every item new), only the buckets that hold a new item are paired
+    (whole, so that a large bucket is linked the same way a full run links it).
     """
     reps, same, bands = _bands(items, params)
-    hit = bands.filter("is_new").select("band", "bucket").distinct()
     keys = ["band", "bucket"]
-    cand = bucket_pairs(bands.join(hit, keys, "left_semi"), keys, "order", limit)
+    if not full:
+        bands = bands.join(bands.filter("is_new").select(*keys).distinct(), keys, "left_semi")
+    cand = bucket_pairs(bands, keys, "order", limit)
     sigs = reps.select("uid", "signature")
     joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")
     scored = joined.select("a", "b", "sig_a", "sig_b").mapInArrow(
@@ -116,11 +119,13 @@ def minhash_reach(items: DataFrame, params: mh.MinHashParams, limit: int) -> Dat
     order, so a new member can replace links that the old members were grouped by.
     """
     _, _, bands = _bands(items, params)
-    w = Window.partitionBy("band", "bucket")
+    keys = ["band", "bucket"]
+    hit = F.broadcast(bands.filter("is_new").select(*keys).distinct())  # few: the new items'
+    w = Window.partitionBy(*keys)
     return (
-        bands.withColumn("size", F.count("*").over(w))
-        .withColumn("any_new", F.max(F.col("is_new").cast("int")).over(w))
-        .filter((F.col("size") > limit) & (F.col("any_new") == 1))
+        bands.join(hit, keys, "left_semi")
+        .withColumn("size", F.count("*").over(w))
+        .filter(F.col("size") > limit)
         .select("uid")
         .distinct()
     )

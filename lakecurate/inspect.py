@@ -37,11 +37,12 @@ class Tables:
             print(json.dumps({"lake": cfg.lake.path, "tables": rows}))
             return 0
         print(f"lake: {cfg.lake.path}")
-        print(f"{'table':<12} {'version':>8} {'rows':>10}")
+        w = max(len(t) for t in TABLES)
+        print(f"{'table':<{w}} {'version':>8} {'rows':>10}")
         for r in rows:
             v = "-" if r["version"] is None else r["version"]
             n = "-" if r["rows"] is None else r["rows"]
-            print(f"{r['table']:<12} {v:>8} {n:>10}")
+            print(f"{r['table']:<{w}} {v:>8} {n:>10}")
         return 0
 
 

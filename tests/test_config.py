@@ -36,6 +36,7 @@ def test_yaml_file_and_overrides(tmp_path):
         ("model: {batch_size: many}", "model.batch_size", "integer"),
         ("model: {batch_size: 0}", "model.batch_size", ">= 1"),
         ("dedup: {methods: [exact, fuzzy]}", "dedup.methods", "semantic"),
+        ("dedup: {semantic_refit_growth: -0.1}", "dedup.semantic_refit_growth", "fraction"),
         ("lake: [1, 2]", "lake", "mapping"),
         ("- just a list", "--config", "mapping"),
         ("model: {name: [unclosed", "--config", "YAML"),
