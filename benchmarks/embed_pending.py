@@ -1,9 +1,10 @@
 """Finding and reading a refresh's not-yet-embedded pairs: the whole-table join (the old
 `embed.pending`) vs uid-only anti-joins plus `lakecurate.keyed.rows_for_uids`.
 
-    .venv/bin/python benchmarks/embed_pending.py LAKE [--repeat 3]
+    .venv/bin/python benchmarks/embed_pending.py LAKE [--repeat 3] [--all] [--generate N]
 
-LAKE is a lake after a refresh (`benchmarks/refresh.py --keep DIR` leaves one at
+LAKE is a lake after a refresh (or, with `--generate N`, one built here without the
+model: N pairs with stand-in embeddings, then 1% more) (`benchmarks/refresh.py --keep DIR` leaves one at
 DIR/lake): `embeddings` at its first version lacks the uids the refresh added, so both
 ways find exactly those and read their images. Each way does what `embed.run` does
 before the model runs: count the pending pairs, then read their columns (here: sum the
@@ -50,9 +51,41 @@ def new_way(spark, lake, pv: int, done, rejected) -> tuple[int, int]:
         uids.unpersist()
 
 
+def build(spark, lake, n: int) -> None:
+    """pairs of N generated records with stand-in embeddings (version 0), then 1% new
+    pairs in new files: the state a refresh's embed starts from (no model needed)."""
+    from publish_incremental import write_rows
+
+    from lakecurate.sample import generate
+
+    old = generate(n=n, seed=1, prefix="a").pair_rows()
+    write_rows(spark, lake, "pairs", old)
+    emb = [
+        {
+            "uid": r["uid"],
+            "model_id": "m",
+            "image_emb": [0.0],
+            "text_emb": [0.0],
+            "clip_score": 0.0,
+            "run_id": "b",
+            "embedded_at": None,
+        }
+        for r in old
+    ]
+    write_rows(spark, lake, "embeddings", emb)
+    write_rows(spark, lake, "rejects", [])
+    write_rows(spark, lake, "pairs", generate(n=n // 100, seed=2, prefix="b").pair_rows())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("lake")
+    p.add_argument("lake", help="a kept refresh lake, or an empty directory with --generate")
+    p.add_argument(
+        "--no-auto-broadcast",
+        action="store_true",
+        help="as on a lake whose uid lists exceed spark.sql.autoBroadcastJoinThreshold",
+    )
+    p.add_argument("--generate", type=int, help="build LAKE: N pairs embedded, then 1%% more")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--all", action="store_true", help="as on a first run: nothing embedded yet")
     args = p.parse_args()
@@ -68,7 +101,11 @@ def main() -> int:
     spark = configure_builder(SparkSession.builder, cfg).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     register_sources(spark)
+    if args.no_auto_broadcast:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
     lake = Lake(args.lake)
+    if args.generate:
+        build(spark, lake, args.generate)
     pv = lake.version("pairs")
     done = lake.read(spark, "embeddings", 0).select("uid")
     if args.all:
