@@ -1,6 +1,6 @@
 """Ingest throughput: `lakecurate ingest` on local[2] vs one Python process with tarfile + Pillow.
 
-    .venv/bin/python benchmarks/ingest.py [--n 20000] [--shard-size 500] [--data DIR]
+    .venv/bin/python benchmarks/ingest.py [--n 20000] [--shard-size 10000] [--data DIR]
 
 Data: `lakecurate.sample.generate(n)` written as WebDataset tars (kept in
 `--data` and reused when it already holds the same n); the tars are read once
@@ -117,7 +117,7 @@ def start_spark():
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=20000)
-    p.add_argument("--shard-size", type=int, default=500)
+    p.add_argument("--shard-size", type=int, default=10000, help="img2dataset's default")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lakecurate-bench-ingest"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")

@@ -34,7 +34,6 @@ if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
     unshadow_stdlib(__file__)
 
 import logging
-import math
 from datetime import UTC, datetime
 from functools import partial
 
@@ -213,12 +212,11 @@ def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[d
     from pyspark.sql.pandas.types import from_arrow_schema
 
     sschema = from_arrow_schema(OUTPUT_SCHEMA)
-    n = max(1, math.ceil(len(units) / cfg.ingest.files_per_task))
-    tasks = [(u.uri, u.format, u.checksum, u.size_bytes) for u in units]
-    rdd = spark.sparkContext.parallelize(tasks, n)
-    df = spark.createDataFrame(rdd, "uri string, format string, checksum string, size_bytes long")
+    per_task = cfg.ingest.files_per_task
+    groups = [units[i : i + per_task] for i in range(0, len(units), per_task)]
     target = PairsTarget(ctx.lake.uri("pairs"), ctx.run_id, datetime.now(UTC))
-    out = df.mapInArrow(partial(ingest_partition, opts=ingest_options(cfg), target=target), sschema)
+    body = partial(ingest_partition, groups=groups, opts=ingest_options(cfg), target=target)
+    out = spark.range(0, len(groups), 1, max(1, len(groups))).mapInArrow(body, sschema)
     if extra_rows:
         cols = OUTPUT_SCHEMA.names
         extra = spark.createDataFrame([tuple(r.get(c) for c in cols) for r in extra_rows], sschema)

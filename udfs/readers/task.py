@@ -1,7 +1,7 @@
 """The executor side of ingest: read one source, validate every record, write the pairs.
 
-`ingest_partition` is the `mapInArrow` function. Its input rows are sources
-(`uri`, `format`, `checksum`, `size_bytes`), one per Spark task. Valid records go
+`ingest_partition` is the `mapInArrow` function. Its input is a task id per
+Spark task (`spark.range`), naming its group of sources, usually one file. Valid records go
 straight into new Parquet files of the `pairs` table (`lake.TableFileWriter`:
 uncommitted, so invisible until the driver commits them), so image bytes never
 pass through the JVM or a shuffle. What the task returns is small
@@ -212,9 +212,10 @@ class ArrowBatcher:
         return batch
 
 
-def task_sources(batch: pa.RecordBatch) -> Iterator[SourceFile]:
-    for r in batch.to_pylist():
-        yield SourceFile(r["uri"], r["format"], r["checksum"] or "", int(r["size_bytes"] or 0))
+def task_sources(batch: pa.RecordBatch, groups: list[list[SourceFile]]) -> Iterator[SourceFile]:
+    """The sources of the task ids in `batch` (a `spark.range` column `id`)."""
+    for i in batch.column("id").to_pylist():
+        yield from groups[i]
 
 
 @dataclass(frozen=True)
@@ -283,14 +284,19 @@ def _file_row(f: FileWritten) -> dict:
 
 
 def ingest_partition(
-    batches: Iterator[pa.RecordBatch], opts: IngestOptions, target: PairsTarget
+    batches: Iterator[pa.RecordBatch],
+    groups: list[list[SourceFile]],
+    opts: IngestOptions,
+    target: PairsTarget,
 ) -> Iterator[pa.RecordBatch]:
-    """`mapInArrow` body: every source of this partition; pairs to files, the rest returned."""
+    """`mapInArrow` body over `spark.range(len(groups))`: the sources of each task id;
+    pairs to files, the rest returned. (The task list travels in the closure, so no
+    Python-side input rows are needed: each task starts without a round trip.)"""
     out = ArrowBatcher(opts.reader.batch_rows)
     sink = PairsSink(target, opts.reader.batch_rows)
     try:
         for batch in batches:
-            for src in task_sources(batch):
+            for src in task_sources(batch, groups):
                 for row in ingest_source(src, opts):
                     if row["kind"] == "pair":
                         path = sink.add(row)
