@@ -313,3 +313,36 @@ def test_optional_resize_policy_reencodes_large_images(tmp_path):
     assert json.loads(big["meta_json"]) == {"original_width": 200, "original_height": 100}
     assert big["image_sha256"] == sha256_hex(big["image"])
     assert small["image"] == img(40, 30)  # under the limit: bytes as given
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+def test_tar_stream_reads_long_names_in_every_tar_format(tmp_path, fmt):
+    """Our tar parser follows pax `path` records, GNU long-name members and the ustar
+    prefix field, as `tarfile` writes them."""
+    deep = "d" * 60 + "/" + "e" * 60  # > 100 chars: needs pax, GNU 'L' or the ustar prefix
+    path = tmp_path / "long.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for i in range(3):
+            add(tar, f"{deep}/k{i}.jpg", img(color=(i, 10, 20)))
+            add(tar, f"{deep}/k{i}.txt", f"caption {i} é".encode())
+    pairs, rejects, source = by_kind(rows_of(path, "webdataset"))
+    assert sorted(pairs) == [f"{deep}/k{i}" for i in range(3)]
+    assert pairs[f"{deep}/k1"]["caption"] == "caption 1 é"
+    assert not rejects and source["status"] == "ok"
+
+
+def test_tar_with_a_corrupt_header_keeps_what_came_before(tmp_path):
+    path = tmp_path / "bad_header.tar"
+    with tarfile.open(path, "w") as tar:
+        for i in range(4):
+            add(tar, f"k{i}.jpg", img(color=(i, 1, 2)))
+            add(tar, f"k{i}.txt", f"caption {i}".encode())
+    data = bytearray(path.read_bytes())
+    with tarfile.open(path) as tar:
+        offset = tar.getmember("k2.jpg").offset
+    data[offset : offset + 10] = b"XXXXXXXXXX"  # the name changes, the checksum does not
+    path.write_bytes(bytes(data))
+    pairs, rejects, source = by_kind(rows_of(path, "webdataset"))
+    # k1 was still open (more of its members could follow): it goes with the damage
+    assert sorted(pairs) == ["k0"] and rejects == {"k1": {"truncated_tar"}}
+    assert source["status"] == "partial" and "checksum" in source["error"]
