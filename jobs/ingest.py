@@ -58,10 +58,10 @@ from lakecurate.errors import ConfigError
 from lakecurate.jobkit import JobContext, JobResult
 from lakecurate.lake import (
     FileWritten,
-    _spark_uri,
     commit_files,
     delete_table_files,
     filesystem,
+    spark_uri,
 )
 
 NAME = "ingest"
@@ -234,8 +234,8 @@ def stage(spark, out, path: str):
     The tasks write pairs files as a side effect, so their output must not be
     recomputed by a later action; a Spark-committed Parquet copy is read by all.
     """
-    out.write.mode("overwrite").parquet(_spark_uri(path))
-    return spark.read.parquet(_spark_uri(path))
+    out.write.mode("overwrite").parquet(spark_uri(path))
+    return spark.read.parquet(spark_uri(path))
 
 
 def staged_rows(path: str, kind: str, columns: list[str]):
@@ -298,7 +298,7 @@ def commit_pairs(spark, staged, ctx: JobContext) -> int:
     try:
         if added and ctx.lake.engine == "delta-spark":
             # Delta's own writer owns the table: the rows go through it, our files go.
-            paths = [_spark_uri(f"{ctx.lake.uri('pairs')}/{n}") for n in names]
+            paths = [spark_uri(f"{ctx.lake.uri('pairs')}/{n}") for n in names]
             df = spark.read.schema(TABLES["pairs"].spark_schema()).parquet(*paths)
             ctx.lake.write(df, "pairs", ctx.commit, rows_added=added)
         elif added:

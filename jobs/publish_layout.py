@@ -40,7 +40,7 @@ from lakecurate.udfs import shards as shardlib
 from lakecurate.config import Config
 from lakecurate.errors import JobError
 from lakecurate.keyed import rows_for_uids
-from lakecurate.lake import Lake, _spark_uri
+from lakecurate.lake import Lake, spark_uri
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def compare(spark, parent: Parent, current):
     (null if added), the current columns (null if removed), and `status`."""
     from pyspark.sql import functions as F
 
-    files = [_spark_uri(f"{parent.uri}/{s['index']}") for s in parent.shards]
+    files = [spark_uri(f"{parent.uri}/{s['index']}") for s in parent.shards]
     old = spark.read.schema(_index_schema()).parquet(*files)
     shard_no = F.regexp_extract(F.input_file_name(), r"shard-(\d+)\.parquet$", 1)
     old = old.select(

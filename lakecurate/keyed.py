@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 from urllib.parse import unquote
 
-from lakecurate.lake import Lake, _spark_uri
+from lakecurate.lake import Lake, spark_uri
 
 BROADCAST_UIDS = 200_000  # more uids than this: a plain semi-join (a full run, say)
 
@@ -36,7 +36,7 @@ def files_holding(spark, lake: Lake, table: str, version: int, uids) -> list[str
     hits = located.join(uids, "uid", "left_semi").select("f").distinct().collect()
     names = {_basename(r["f"]) for r in hits}
     files = lake.delta(table, version).file_uris()
-    return [_spark_uri(u) for u in files if _basename(u) in names]
+    return [spark_uri(u) for u in files if _basename(u) in names]
 
 
 def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, columns):

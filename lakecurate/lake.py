@@ -363,7 +363,7 @@ class Lake:
             dt.load_as_version(datetime.fromisoformat(version))
         elif version is not None:
             dt.load_as_version(int(version))
-        files = [_spark_uri(u) for u in dt.file_uris()]
+        files = [spark_uri(u) for u in dt.file_uris()]
         if not files:
             return spark.createDataFrame([], sschema)
         return spark.read.schema(sschema).parquet(*files)
@@ -512,7 +512,7 @@ class Lake:
             new = df
             if mixed:
                 keep = spark.read.schema(spec.spark_schema()).parquet(
-                    *[_spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
+                    *[spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
                 )
                 new = df.unionByName(keep.filter(F.col(column) != value))
             return self.write(new, table, commit, remove=whole + mixed, **metadata), True
@@ -554,7 +554,7 @@ def _delta_spark_write(df, uri: str, mode: str, meta: dict, replace_where: str =
     )
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
-    writer.save(_spark_uri(uri))
+    writer.save(spark_uri(uri))
 
 
 def _delta_spark_read(spark, uri: str, version: int | str | None):
@@ -563,7 +563,7 @@ def _delta_spark_read(spark, uri: str, version: int | str | None):
         reader = reader.option("timestampAsOf", version)
     elif version is not None:
         reader = reader.option("versionAsOf", int(version))
-    return reader.load(_spark_uri(uri))
+    return reader.load(spark_uri(uri))
 
 
 def _user_metadata(commit_info: dict) -> dict:
@@ -587,7 +587,7 @@ def delta_spark_available(spark) -> bool:
         return False
 
 
-def _spark_uri(uri: str) -> str:
+def spark_uri(uri: str) -> str:
     """delta-rs object-store schemes -> Hadoop's (s3:// -> s3a://)."""
     if uri.startswith("s3://"):
         return "s3a://" + uri[len("s3://") :]
