@@ -264,7 +264,38 @@ def losers(spark, staged, ctx: JobContext):
     return out.select("file_path", "source_uri", "source_key")
 
 
-def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]:
+def losers_on_driver(ctx: JobContext) -> dict[str, list]:
+    """`losers` for a small run into a small lake, in Arrow on the driver (no Spark
+    job): file_path -> [(source_uri, source_key), ...]. The same rule: per uid the
+    first by (source_uri, source_key) wins unless the uid is already in `pairs`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = staged_rows(staging_dir(ctx), "pair", ["uid", "source_uri", "source_key", "file_path"])
+    if keys.num_rows == 0:
+        return {}
+    order = [("uid", "ascending"), ("source_uri", "ascending"), ("source_key", "ascending")]
+    keys = keys.take(pc.sort_indices(keys, sort_keys=order))
+    uid = keys.column("uid").combine_chunks()
+    repeat = pc.equal(uid.slice(1), uid.slice(0, len(uid) - 1))
+    lose = pa.concat_arrays([pa.array([False]), repeat.fill_null(False)])
+    if ctx.lake.exists("pairs"):
+        ctx.result.read_versions["pairs"] = ctx.lake.version("pairs")
+        present = ctx.lake.delta("pairs").to_pyarrow_dataset()
+        have = present.to_table(columns=["uid"], filter=pc.field("uid").isin(uid.unique()))
+        lose = pc.or_(lose, pc.is_in(uid, have.column("uid")))
+    out: dict[str, list] = {}
+    for r in keys.filter(lose).to_pylist():
+        out.setdefault(r["file_path"], []).append((r["source_uri"], r["source_key"]))
+    return out
+
+
+def small_run(ctx: JobContext, pairs_in_run: int) -> bool:
+    """Few enough keys (this run's and the lake's) to find losers on the driver."""
+    return pairs_in_run <= DRIVER_KEYS and ctx.lake.count("pairs") <= DRIVER_KEYS
+
+
+def pairs_files(spark, staged, ctx: JobContext, pairs_in_run: int) -> tuple[list, int]:
     """The pairs files to commit (rewritten without losers where needed), and how many
     pair rows were dropped as already present."""
     from pyspark.sql import functions as F
@@ -274,14 +305,18 @@ def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]
         r["file_path"]: FileWritten(*(r[c] for c in cols))
         for r in staged_rows(staging_dir(ctx), "file", cols).to_pylist()
     }
-    per_file = (
-        losers(spark, staged, ctx)
-        .groupBy("file_path")
-        .agg(F.collect_list(F.array("source_uri", "source_key")).alias("keys"))
-    )
     rewrite = partial(drop_rows, table_uri=ctx.lake.uri("pairs"), tag=ctx.run_id)
+    if small_run(ctx, pairs_in_run):
+        results = [rewrite(item) for item in losers_on_driver(ctx).items()]
+    else:
+        per_file = (
+            losers(spark, staged, ctx)
+            .groupBy("file_path")
+            .agg(F.collect_list(F.array("source_uri", "source_key")).alias("keys"))
+        )
+        results = per_file.rdd.map(lambda row: rewrite((row.file_path, row["keys"]))).collect()
     dropped = 0
-    for r in per_file.rdd.map(lambda row: rewrite((row.file_path, row["keys"]))).collect():
+    for r in results:
         dropped += r["dropped"]
         written.pop(r["old"], None)
         if r["new"] is not None:
@@ -289,9 +324,9 @@ def pairs_files(spark, staged, ctx: JobContext) -> tuple[list[FileWritten], int]
     return list(written.values()), dropped
 
 
-def commit_pairs(spark, staged, ctx: JobContext) -> int:
+def commit_pairs(spark, staged, ctx: JobContext, pairs_in_run: int) -> int:
     """Commit this run's pairs files in one transaction; return the rows added."""
-    files, _ = pairs_files(spark, staged, ctx)
+    files, _ = pairs_files(spark, staged, ctx, pairs_in_run)
     fs, root = filesystem(ctx.lake.uri("pairs"))
     names = [f.path for f in files]
     added = sum(f.num_rows for f in files)
@@ -312,6 +347,7 @@ def commit_pairs(spark, staged, ctx: JobContext) -> int:
 
 
 DRIVER_ROWS = 100_000  # fewer rejects than this are appended from the driver, without Spark
+DRIVER_KEYS = 1_000_000  # runs and lakes up to this many pairs find losers on the driver
 SOURCE_COLUMNS = ["source_uri", "checksum", "format", "size_bytes", "status", "rows_ok"]
 SOURCE_COLUMNS += ["rows_rejected", "error"]
 REJECT_COLUMNS = ["source_uri", "source_key", "reason", "detail"]
@@ -367,7 +403,7 @@ def write(spark, out, ctx: JobContext) -> dict:
     try:
         staged = stage(spark, out, path)
         srows = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
-        added = commit_pairs(spark, staged, ctx)
+        added = commit_pairs(spark, staged, ctx, sum(int(r["rows_ok"] or 0) for r in srows))
         if sum(int(r["rows_rejected"] or 0) for r in srows) <= DRIVER_ROWS:
             rows = rejects_table(staged_rows(path, "reject", REJECT_COLUMNS), ctx)
             v, rejected = ctx.lake.append_new_rows(

@@ -159,18 +159,30 @@ def test_cli_ingest_prints_json_and_exits_zero(spark, lake_path, wds_dir, capsys
     assert main(["--lake", lake_path, "ingest", str(wds_dir / "missing")]) == 2
 
 
-def test_pairs_files_are_exactly_the_committed_ones(spark, lake, cfg, wds_dir, lake_path):
-    """Tasks write pairs files directly; files holding uids already present are rewritten
-    or dropped, so after a run (and a forced re-run) every file on disk is committed and
-    no staging output is left."""
+@pytest.mark.parametrize("driver_keys", [ingest.DRIVER_KEYS, 0], ids=["driver", "spark"])
+def test_pairs_files_are_exactly_the_committed_ones(
+    spark, lake, cfg, wds_dir, lake_path, tmp_path, monkeypatch, driver_keys
+):
+    """Tasks write pairs files directly; files holding uids already present (or a second
+    copy in the same run) are rewritten or dropped, on the driver for small runs and in
+    Spark for large ones, so after a run (and a forced re-run) every file on disk is
+    committed and no staging output is left."""
     import os
+    import shutil
 
     from deltalake import DeltaTable
 
-    ingest.run(spark, configured(cfg, str(wds_dir)))
+    monkeypatch.setattr(ingest, "DRIVER_KEYS", driver_keys)
+    copy = tmp_path / "zz-copy.tar"  # sorts after wds_dir: its records are the second copies
+    shutil.copy(wds_dir / "00001.tar", copy)
+    res = ingest.run(spark, configured(cfg, str(wds_dir), str(copy)))
     before = lake.count("pairs")
-    ingest.run(spark, configured(cfg, str(wds_dir), force=True))  # every uid present
-    assert lake.count("pairs") == before
+    assert before == res.counts["pairs_added"]
+    assert {r["source_uri"] for r in table(spark, lake, "pairs")} == {
+        str(wds_dir / f"0000{i}.tar") for i in range(3)
+    }
+    forced = ingest.run(spark, configured(cfg, str(wds_dir), force=True))  # all present
+    assert lake.count("pairs") == before and forced.counts["pairs_added"] == 0
     committed = {os.path.basename(u) for u in DeltaTable(lake.uri("pairs")).file_uris()}
     on_disk = {n for n in os.listdir(lake.uri("pairs")) if n.endswith(".parquet")}
     assert on_disk == committed
