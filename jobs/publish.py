@@ -363,9 +363,11 @@ def run(spark, cfg: Config) -> JobResult:
     ctx.wrote("datasets", register(spark, ctx, manifest, path))
     c = manifest["counts"]
     reused = sum(1 for s in manifest["shards"] if s.get("reused"))
+    parent_v = (manifest.get("parent") or {}).get("version")
+    origin = f" ({reused} reused from {name}@{parent_v})" if parent_v is not None else ""
     return ctx.done(
-        f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards "
-        f"({reused} reused from {name}@{(manifest.get('parent') or {}).get('version', '-')})",
+        f"published {name}@{version}: {c['num_samples']} samples in {c['num_shards']} shards"
+        + origin,
         published=True,
         layout=(manifest.get("layout") or {}).get("mode", "full"),
         reused_shards=reused,
