@@ -16,10 +16,11 @@ ratio = old seconds / new seconds (higher is better). `--all` measures a first r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+
+from summary import per_hour  # noqa: E402 (benchmarks/ is on sys.path)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -126,18 +127,14 @@ def main() -> int:
     print(f"whole-table join:    {old:6.2f} s  (all: {[round(t, 2) for t in times['old']]})")
     print(f"uids, then pruned:   {new:6.2f} s  (all: {[round(t, 2) for t in times['new']]})")
     print(
-        json.dumps(
-            {
-                "metric": "embed: find and read the pairs not yet embedded, per hour",
-                "ours": round(3600 / new, 1),
-                "baseline": round(3600 / old, 1),
-                "ratio": round(old / new, 2),
-                "n": lake.count("pairs"),
-                "pending": results["new"][0],
-                "pending_image_bytes": results["new"][1],
-                "unit": "runs/hour",
-                "cores": os.cpu_count(),
-            }
+        per_hour(
+            "embed: find and read the pairs not yet embedded, per hour",
+            new,
+            old,
+            "runs/hour",
+            n=lake.count("pairs"),
+            pending=results["new"][0],
+            pending_image_bytes=results["new"][1],
         )
     )
     return 0

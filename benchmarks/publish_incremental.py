@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from summary import per_hour  # noqa: E402 (benchmarks/ is on sys.path)
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 log = logging.getLogger("benchmarks.publish_incremental")
 
@@ -147,24 +149,20 @@ def main() -> int:
     print(f"full publish:        {full_s:7.1f} s  {full['shards']} shards")
     print(f"incremental publish: {incr_s:7.1f} s  {incr['layout']}")
     print(
-        json.dumps(
-            {
-                "metric": "publish of a nightly version (+1% pairs), incremental vs full, per hour",
-                "ours": round(3600 / incr_s, 2),
-                "baseline": round(3600 / full_s, 2),
-                "ratio": round(full_s / incr_s, 2),
-                "n": full["num_samples"],
-                "unit": "publishes/hour",
-                "full_seconds": round(full_s, 1),
-                "incremental_seconds": round(incr_s, 1),
-                "first_version_seconds": round(res["first"][0], 1),
-                "added": res["added"],
-                "dropped": res["dropped"],
-                "shards": incr["shards"],
-                "reused_shards": incr["reused"],
-                "layout": incr["layout"],
-                "cores": os.cpu_count(),
-            }
+        per_hour(
+            "publish of a nightly version (+1% pairs), incremental vs full, per hour",
+            incr_s,
+            full_s,
+            "publishes/hour",
+            n=full["num_samples"],
+            full_seconds=round(full_s, 1),
+            incremental_seconds=round(incr_s, 1),
+            first_version_seconds=round(res["first"][0], 1),
+            added=res["added"],
+            dropped=res["dropped"],
+            shards=incr["shards"],
+            reused_shards=incr["reused"],
+            layout=incr["layout"],
         )
     )
     return 0

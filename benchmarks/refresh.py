@@ -19,7 +19,6 @@ Recorded (session 2, `--n 50000`, local[2], while the test suite ran): full 448.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from summary import per_hour  # noqa: E402 (benchmarks/ is on sys.path)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,22 +114,17 @@ def main() -> int:
     print(f"full run:        {full_s:8.1f} s  {full}")
     print(f"incremental run: {incr_s:8.1f} s  {incr}")
     print(
-        json.dumps(
-            {
-                # as rates, so that ratio = ours/baseline = full s / incremental s
-                "metric": "nightly refresh (+1% pairs) vs full run, runs per hour",
-                "ours": round(3600 / incr_s, 2),
-                "baseline": round(3600 / full_s, 2),
-                "ratio": round(full_s / incr_s, 2),
-                "n": args.n,
-                "n_new": n_new,
-                "unit": "runs/hour",
-                "full_seconds": round(full_s, 1),
-                "incremental_seconds": round(incr_s, 1),
-                "full_stages": full["stages"],
-                "incremental_stages": incr["stages"],
-                "cores": os.cpu_count(),
-            }
+        per_hour(
+            "nightly refresh (+1% pairs) vs full run, runs per hour",
+            incr_s,
+            full_s,
+            "runs/hour",
+            n=args.n,
+            n_new=n_new,
+            full_seconds=round(full_s, 1),
+            incremental_seconds=round(incr_s, 1),
+            full_stages=full["stages"],
+            incremental_stages=incr["stages"],
         )
     )
     return 0
