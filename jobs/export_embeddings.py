@@ -22,7 +22,6 @@ version, counts) is written last and marks a complete export.
 
 from __future__ import annotations
 
-import os
 import sys
 
 if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
@@ -47,7 +46,7 @@ import pyarrow.parquet as pq
 from lakecurate import jobkit
 from lakecurate.config import Config, replace
 from lakecurate.errors import ConfigError, JobError
-from lakecurate.lake import Lake
+from lakecurate.lake import Lake, filesystem
 from lakecurate.models import model_id
 
 NAME = "export-embeddings"
@@ -130,7 +129,7 @@ def export(spark, cfg: Config, opts: ExportOptions) -> dict:
     lake = Lake(cfg.lake.path)
     if not lake.exists("embeddings"):
         raise JobError(f"lake {lake.root} has no `embeddings` table: run `lakecurate embed` first")
-    fs, root = _filesystem(opts.out)
+    fs, root = filesystem(opts.out)
     _prepare_out(fs, root, opts.overwrite)
     version = lake.version("embeddings")
     emb = lake.read(spark, "embeddings", version).filter(F.col("model_id") == opts.model_id)
@@ -211,12 +210,6 @@ def _publish(fs: pafs.FileSystem, root: str, written: list[str], opts) -> list[s
 # --- executor ----------------------------------------------------------------------------
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    return pafs.FileSystem.from_uri(uri)
-
-
 def _matrix(col: pa.Array, dtype: str) -> np.ndarray:
     flat = col.flatten().to_numpy(zero_copy_only=False)
     return flat.reshape(len(col), -1).astype(dtype, copy=False)
@@ -248,7 +241,7 @@ def _task_writer(out: str, fmt: str, dtype: str):
         table = pa.Table.from_batches(list(batches))
         tmp = uuid.uuid4().hex
         if table.num_rows:
-            fs, root = _filesystem(out)
+            fs, root = filesystem(out)
             for kind in KINDS:
                 WRITERS[fmt](fs, f"{root}/_tmp/{tmp}.{kind}.{ext}", table, COLUMNS[kind], dtype)
             meta = table.select(list(METADATA_COLUMNS))
