@@ -346,3 +346,16 @@ def test_tar_with_a_corrupt_header_keeps_what_came_before(tmp_path):
     # k1 was still open (more of its members could follow): it goes with the damage
     assert sorted(pairs) == ["k0"] and rejects == {"k1": {"truncated_tar"}}
     assert source["status"] == "partial" and "checksum" in source["error"]
+
+
+def test_tar_member_names_that_are_not_utf8_stay_distinct_keys(tmp_path):
+    """Names are bytes in a tar: invalid UTF-8 is kept visible (backslash escapes), so
+    the key is valid text for the tables and two such names do not collide."""
+    path = tmp_path / "latin1-names.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="latin-1") as tar:
+        for i, name in enumerate(["caf\u00e9", "caf\u00e8"]):
+            add(tar, f"{name}.jpg", img(color=(i, 5, 5)))
+            add(tar, f"{name}.txt", f"caption {i}".encode())
+    pairs, rejects, source = by_kind(rows_of(path, "webdataset"))
+    assert sorted(pairs) == ["caf\\xe8", "caf\\xe9"] and not rejects
+    assert all(k.encode("utf-8") for k in pairs)

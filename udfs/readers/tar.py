@@ -120,7 +120,7 @@ def _pax_int(value: str) -> int:
 
 
 def _text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return field.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
 
 def _pax(data: bytes) -> dict[str, str]:
@@ -137,7 +137,7 @@ def _pax(data: bytes) -> dict[str, str]:
         if length <= 0:
             raise TarStreamError("bad pax extended header")
         key, _, value = data[space + 1 : pos + length - 1].partition(b"=")
-        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "surrogateescape")
+        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "backslashreplace")
         pos += length
     return out
 
