@@ -13,6 +13,13 @@ A full run replaces all of a method's rows (`write_method`). An incremental run
 Groups only grow (new edges never split one), and a group's id, keeper and
 similarities depend only on its members and their ranks, so the result equals a full
 run over the same edges.
+
+Keeper-verified verdicts. Connected components chain: A~B and B~C put A and C in one
+group even when A and C are not alike. So a member counts as a duplicate only when it
+is at least `Keeping.min_similarity` similar to the group's best-ranked member (the
+keeper); a member below that is its own keeper (`keeper_uid == uid`, `similarity` to
+the best member, < 1) and stays in the group, whose edges it still carries. The best
+member is the one row with `keeper_uid == uid` and `similarity` 1.0 (`is_best`).
 """
 
 from __future__ import annotations
@@ -53,6 +60,21 @@ class Keeping:
 
     ranks: DataFrame | None = None  # default: the run's ranks
     first: tuple[Column, ...] = ()
+    min_similarity: float = 0.0  # to the keeper; a member below it is not a duplicate
+
+
+def is_best() -> Column:
+    """Whether a `duplicates` row is its group's best-ranked member (the group keeper)."""
+    return (F.col("uid") == F.col("keeper_uid")) & (F.col("similarity") >= 1.0)
+
+
+def verified_keeper(min_similarity: float) -> Column:
+    """keeper_uid from (uid, best, similarity to best): the best member when close enough.
+
+    One expression so that dedup and the quality benchmark apply the same rule.
+    """
+    close = F.coalesce(F.col("similarity") >= min_similarity, F.lit(False))
+    return F.when((F.col("uid") == F.col("best")) | close, F.col("best")).otherwise(F.col("uid"))
 
 
 _ORDER: dict[str, Callable[[], Column]] = {
@@ -82,17 +104,22 @@ def finalize(
     similarity: Callable[[DataFrame], DataFrame],
     keeping: Keeping = Keeping(),
 ) -> DataFrame:
-    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it."""
+    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it.
+
+    `similarity` computes (uid, similarity) from (uid, keeper_uid); it is asked for the
+    similarity to the group's best member, which is the keeper unless the member is
+    below `keeping.min_similarity` (then the member keeps itself, see the module doc).
+    """
     keyed = _keepers(run, members.select("uid", "group_id"), keeping).select(
-        "uid", "group_id", F.col("best").alias("keeper_uid")
+        "uid", "group_id", "best"
     )
-    sims = similarity(keyed.select("uid", "keeper_uid"))
+    sims = similarity(keyed.select("uid", F.col("best").alias("keeper_uid")))
     return keyed.join(sims, "uid", "left").select(
         "uid",
         F.lit(method).alias("method"),
         "group_id",
-        "keeper_uid",
-        F.when(F.col("uid") == F.col("keeper_uid"), F.lit(1.0))
+        verified_keeper(keeping.min_similarity).alias("keeper_uid"),
+        F.when(F.col("uid") == F.col("best"), F.lit(1.0))
         .otherwise(F.col("similarity"))
         .cast("float")
         .alias("similarity"),
@@ -202,10 +229,10 @@ def merge_groups(method: str, edges: DataFrame, existing: DataFrame) -> tuple[Da
     nodes = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
     touched = existing.join(nodes.distinct(), "uid", "left_semi").select("group_id").distinct()
     touched = cut_lineage(touched)
-    old = existing.join(touched, "group_id", "left_semi").filter(
-        F.col("uid") != F.col("keeper_uid")
-    )
-    star = old.select(F.col("keeper_uid").alias("a"), F.col("uid").alias("b"))
+    old = existing.join(touched, "group_id", "left_semi")
+    best = old.filter(is_best()).select("group_id", F.col("uid").alias("a"))
+    star = old.join(best, "group_id").filter(F.col("uid") != F.col("a"))
+    star = star.select("a", F.col("uid").alias("b"))
     return _components(method, edges.unionByName(star)), touched
 
 
@@ -218,9 +245,10 @@ def _components(method: str, edges: DataFrame) -> DataFrame:
 
 
 def changed_keepers(run: DedupRun, existing: DataFrame, keeping: Keeping) -> DataFrame:
-    """group_ids of existing groups whose keeper by the current ranking is not the stored one."""
-    ranked = _keepers(run, existing.select("uid", "group_id", "keeper_uid"), keeping)
-    return ranked.filter(F.col("best") != F.col("keeper_uid")).select("group_id").distinct()
+    """group_ids of existing groups whose best member by the current ranking is not the stored one."""
+    ranked = _keepers(run, existing.select("uid", "group_id", "keeper_uid", "similarity"), keeping)
+    moved = is_best() & (F.col("best") != F.col("uid"))
+    return ranked.filter(moved).select("group_id").distinct()
 
 
 def write_changes(

@@ -16,6 +16,7 @@ from lakecurate.jobs import dedup_near as near
 from lakecurate.jobs import dedup_semantic
 from lakecurate.jobs.dedup_groups import (
     DedupRun,
+    Keeping,
     index_frame,
     index_rows,
     merge_groups,
@@ -124,12 +125,13 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
         similarity = lambda m: near.minhash_similarity(  # noqa: E731
             m, items.select("uid", "signature"), params
         )
+        keeping = Keeping(min_similarity=params.threshold)
         if full:
             edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
-            counts = write_groups(run, "minhash", slug, edges, True, similarity)
+            counts = write_groups(run, "minhash", slug, edges, True, similarity, keeping)
         else:
             members, touched = minhash_regroup(run, items, params)
-            counts = write_mode(run, "minhash", slug, members, touched, False, similarity)
+            counts = write_mode(run, "minhash", slug, members, touched, False, similarity, keeping)
         record_index(
             run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full
         )
@@ -177,6 +179,7 @@ def perceptual(run: DedupRun) -> dict[str, int]:
             _edges(items, full, lambda it: near.phash_edges(it, d)),
             full,
             lambda m: near.phash_similarity(m, hashes),
+            Keeping(min_similarity=1 - d / 64),
         )
         new = items.filter("is_new")
         record_index(run, "phash", index_frame(run, new, "phash", slug), full)

@@ -123,7 +123,7 @@ def semantic(run: DedupRun) -> dict[str, int]:
 def _keeping(run: DedupRun, sims: DataFrame) -> Keeping:
     d = run.cfg.dedup
     ranks = run.ranks.join(sims.select("uid", "centroid_sim"), "uid", "left")
-    return Keeping(ranks, (_POLICY[d.semantic_keep](d.seed),))
+    return Keeping(ranks, (_POLICY[d.semantic_keep](d.seed),), 1.0 - d.semantic_eps)
 
 
 def refit(run: DedupRun, emb: DataFrame, n: int) -> dict[str, int]:

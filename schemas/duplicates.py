@@ -13,7 +13,9 @@ SPEC = TableSpec(
             field("method", pa.string(), False),
             field("group_id", pa.string(), False),
             field("keeper_uid", pa.string(), False),
-            field("similarity", pa.float32()),  # to the keeper; 1.0 for the keeper itself
+            # to the group's keeper; 1.0 for the keeper itself. A member below the method's
+            # threshold (linked only through others) is its own keeper, with similarity < 1.
+            field("similarity", pa.float32()),
             field("config_slug", pa.string()),
             field("run_id", pa.string()),
         ]

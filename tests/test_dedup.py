@@ -20,10 +20,11 @@ def _rows(spark, lake, table, **eq):
 
 
 def _groups(rows, method, name=lambda u: u):
+    """The verdicts: each keeper with the members found duplicates of it."""
     out: dict[str, set] = {}
     for r in rows:
         if r["method"] == method:
-            out.setdefault(r["group_id"], set()).add(name(r["uid"]))
+            out.setdefault(r["keeper_uid"], set()).add(name(r["uid"]))
     return {frozenset(g) for g in out.values()}
 
 
@@ -40,15 +41,22 @@ def _write(spark, lake, table, rows):
 
 
 def _check_groups(rows):
-    """Every group: >= 2 members, one keeper that is a member with similarity 1."""
+    """Every group: >= 2 members, one keeper with similarity 1 and a duplicate of it; the
+    other members are duplicates of that keeper or (below the threshold) keep themselves."""
     by_group: dict[tuple, list] = {}
     for r in rows:
         by_group.setdefault((r["method"], r["group_id"]), []).append(r)
     for members in by_group.values():
         assert len(members) >= 2
-        (keeper,) = {r["keeper_uid"] for r in members}
-        assert any(r["uid"] == keeper and r["similarity"] == 1.0 for r in members)
-        assert all(0.0 <= r["similarity"] <= 1.0 for r in members)
+        (keeper,) = [
+            r["uid"] for r in members if r["keeper_uid"] == r["uid"] and r["similarity"] == 1.0
+        ]
+        assert any(r["keeper_uid"] == keeper != r["uid"] for r in members)
+        for r in members:
+            assert r["keeper_uid"] in (keeper, r["uid"])
+            assert 0.0 <= r["similarity"] <= 1.0
+            if r["uid"] != keeper and r["keeper_uid"] == r["uid"]:
+                assert r["similarity"] < 1.0
     return by_group
 
 

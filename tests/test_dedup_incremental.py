@@ -99,3 +99,41 @@ def test_semantic_assigns_new_copies_to_their_originals_then_refits(
     assert len(fits) == 3 and {f["fitted_rows"] for f in fits} == {len(uids)}
     groups = _groups(_rows(spark, pairs_lake, "duplicates"), "semantic")
     assert all(_together(groups, u, v) for u, v in dup_of.items())
+
+
+# A ~ B ~ C ~ D by estimated Jaccard (0.60, 0.51, 0.50 with the default char-5 shingles and
+# threshold 0.45), while A-C is 0.27 and A-D 0.14: one component, but only B is alike A.
+CHAIN = (
+    "a small red boat tied to the wooden pier at sunrise on a calm lake",
+    "a small red boat tied to the wooden pier at sunset on a quiet river",
+    "a small blue boat tied to the wooden dock at sunset on a quiet river",
+    "a small blue boat moored by the stone dock at sunset on a quiet river",
+)
+
+
+def test_chained_captions_are_duplicates_only_of_a_keeper_they_resemble(
+    spark, lake, cfg, sample_set, tmp_path
+):
+    cfg = replace(cfg, dedup={"methods": ["minhash"]})
+    template = sample_set.pair_rows()[0]
+    rows = [{**template, "uid": f"u{i}", "caption": c} for i, c in enumerate(CHAIN)]
+
+    def verdicts(lk):
+        return {r["uid"]: (r["group_id"], r["keeper_uid"]) for r in _rows(spark, lk, "duplicates")}
+
+    # one group (components chain), but C is not alike the keeper A: not a duplicate
+    _write(spark, lake, "pairs", rows[:3])
+    dedup.run(spark, cfg)
+    assert verdicts(lake) == {f"u{i}": ("minhash:u0", k) for i, k in enumerate(["u0", "u0", "u2"])}
+    # D resembles only C, a member that keeps itself: the group still reaches it
+    _write(spark, lake, "pairs", rows[3:])
+    dedup.run(spark, cfg)
+    expected = {f"u{i}": ("minhash:u0", k) for i, k in enumerate(["u0", "u0", "u2", "u3"])}
+    assert verdicts(lake) == expected
+    sim = {r["uid"]: r["similarity"] for r in _rows(spark, lake, "duplicates")}
+    assert sim["u1"] >= 0.45 > max(sim["u2"], sim["u3"])
+
+    whole = Lake(str(tmp_path / "whole"))
+    _write(spark, whole, "pairs", rows)
+    dedup.run(spark, replace(cfg, lake={"path": whole.root}))
+    assert _verdicts(spark, lake, ("minhash",)) == _verdicts(spark, whole, ("minhash",))
