@@ -6,7 +6,8 @@ Data: `lakecurate.sample.generate(n)` written as WebDataset tars (kept in
 `--data` and reused when it already holds the same n); the tars are read once
 before timing so both sides start from the page cache. Baseline: one process
 streams the same tars with `tarfile` and parses each image header with Pillow
-(`Image.open(...).size`), pairing images with captions. Ours: `ingest.run` into a
+(`Image.open(...).size`), pairing images with captions; the two sides run
+alternately `--repeat` times and their median times are compared. Ours: `ingest.run` into a
 fresh lake with the default config (header parse, EXIF orientation, bomb guard,
 end-marker check, caption checks, sha256, uid, pairs files and the Delta commits
 of pairs/rejects/sources), after one untimed warm-up ingest of a few small shards so
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import sys
 import tarfile
 import tempfile
@@ -133,18 +135,24 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20000)
     p.add_argument("--shard-size", type=int, default=10000, help="img2dataset's default")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "lakecurate-bench-ingest"))
+    p.add_argument("--repeat", type=int, default=3, help="runs of each side; medians compared")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     data_dir = Path(args.data)
     paths = make_data(data_dir, args.n, args.shard_size)
     ensure_warm_data(data_dir)
     warm_cache(paths)
-    n_base, t_base = baseline(paths)
-    logging.info("baseline: %d pairs in %.2f s", n_base, t_base)
     spark = start_spark()
+    base_times, our_times = [], []
     try:
-        n_ours, t_ours = ours(spark, data_dir, data_dir / "lakes", "header")
-        logging.info("ours (default, decode=header): %d pairs in %.2f s", n_ours, t_ours)
+        for i in range(args.repeat):  # interleaved, so both sides see the same machine
+            n_base, t = baseline(paths)
+            base_times.append(t)
+            logging.info("baseline %d: %d pairs in %.2f s", i + 1, n_base, t)
+            n_ours, t = ours(spark, data_dir, data_dir / "lakes", "header")
+            our_times.append(t)
+            logging.info("ours %d (default, decode=header): %d pairs in %.2f s", i + 1, n_ours, t)
+        t_base, t_ours = statistics.median(base_times), statistics.median(our_times)
         n_full, t_full = ours(spark, data_dir, data_dir / "lakes", "full")
         logging.info("ours (decode=full): %d pairs in %.2f s", n_full, t_full)
     finally:
@@ -163,6 +171,10 @@ def main() -> None:
                 "ratio_decode_full": round(full_rate / base_rate, 3),
                 "shards": len(paths),
                 "seconds": {"baseline": round(t_base, 2), "ours": round(t_ours, 2)},
+                "runs": {
+                    "baseline": [round(t, 2) for t in base_times],
+                    "ours": [round(t, 2) for t in our_times],
+                },
                 "master": "local[2]",
                 "cpus": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 1),

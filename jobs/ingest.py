@@ -6,10 +6,11 @@ row per uid), `rejects` (every bad record with a reason code, stage "ingest"),
 and last `sources` (one row per source file with checksum, status, counts).
 
 Sources are WebDataset tars, Parquet/JSONL, image folders, or URL lists that
-img2dataset downloads first. Each source file is one Spark task: checksums are
-computed in one pass, the ledger drops what is already in (same uri and
-checksum; `--force` keeps it), then every remaining file is streamed and
-validated in its own task (`udfs.readers.task`).
+img2dataset downloads first. Each source file is one Spark task, which first
+checksums its file (xxh3-128; sha256 for sources the ledger knows by sha256)
+and skips it when the ledger already holds it (same uri and checksum; `--force`
+reads it again); every other file is streamed and validated in that task
+(`udfs.readers.task`). No separate checksum pass over the inputs.
 
 The task writes its valid records straight into new, uncommitted Parquet files
 of `pairs` and hands Spark only small rows (keys, rejects, ledger rows, file
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
     from lakecurate.entry import unshadow_stdlib
@@ -44,7 +46,9 @@ from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
 from lakecurate.udfs.readers.task import (
     OUTPUT_SCHEMA,
     PAIRS_SCHEMA,
+    SKIPPED,
     IngestOptions,
+    Ledger,
     PairsTarget,
     checksum_source,
     drop_rows,
@@ -150,26 +154,16 @@ def discover(cfg: Config) -> list[SourceFile]:
     return list(units.values())
 
 
-def ledger(spark, ctx: JobContext) -> dict[tuple[str, str], str]:
-    """(source_uri, checksum) -> status of everything ingested before."""
+def ledger(ctx: JobContext, force: bool) -> Ledger:
+    """The sources ingested before (status ok or partial; none with `force`)."""
     if not ctx.lake.exists("sources"):
-        return {}
+        return Ledger()
     dt = ctx.lake.delta("sources")  # one row per source file: read on the driver
     ctx.result.read_versions["sources"] = dt.version()
     rows = dt.to_pyarrow_table(columns=["source_uri", "checksum", "status"]).to_pylist()
-    return {(r["source_uri"], r["checksum"]): r["status"] for r in rows}
-
-
-def is_done(u: SourceFile, done: dict, force: bool) -> bool:
-    return not force and done.get((u.uri, u.checksum)) in DONE_STATUSES
-
-
-def checksums(spark, units: list[SourceFile]) -> list[SourceFile]:
-    """Checksum every unit in parallel (a few Spark tasks per core, not one per file)."""
-    if not units:
-        return []
-    slices = min(len(units), 2 * spark.sparkContext.defaultParallelism)
-    return spark.sparkContext.parallelize(units, slices).map(checksum_source).collect()
+    done = {(r["source_uri"], r["checksum"]) for r in rows if r["status"] in DONE_STATUSES}
+    sha = {r["source_uri"] for r in rows if (r["checksum"] or "").startswith("sha256:")}
+    return Ledger(frozenset() if force else frozenset(done), frozenset(sha))
 
 
 def download_dir(cfg: Config) -> str:
@@ -177,15 +171,15 @@ def download_dir(cfg: Config) -> str:
 
 
 def download(
-    cfg: Config, lists: list[SourceFile], done: dict
+    cfg: Config, lists: list[SourceFile], known: Ledger
 ) -> tuple[list[SourceFile], list[dict]]:
     """Run img2dataset on each new URL list: its shards, plus rejects and ledger rows."""
     shards, rows = [], []
     for u in lists:
         if "://" in u.uri and not u.uri.startswith("file://"):
             raise ConfigError("sources", f"{u.uri}: URL lists are read from local paths")
-        u = checksum_source(u)
-        if is_done(u, done, cfg.ingest.force):
+        u = checksum_source(u, known.algorithm(u.uri))
+        if known.holds(u):
             log.info("skip %s: already ingested (%s)", u.uri, u.checksum)
             continue
         out = os.path.join(download_dir(cfg), u.checksum.split(":")[-1][:16])
@@ -207,7 +201,9 @@ def download(
     return shards, rows
 
 
-def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[dict], ctx):
+def ingest_frame(
+    spark, cfg: Config, units: list[SourceFile], extra_rows: list[dict], ctx, known: Ledger
+):
     """The output rows (OUTPUT_SCHEMA) of all units, one Spark task per unit."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -215,7 +211,8 @@ def ingest_frame(spark, cfg: Config, units: list[SourceFile], extra_rows: list[d
     per_task = cfg.ingest.files_per_task
     groups = [units[i : i + per_task] for i in range(0, len(units), per_task)]
     target = PairsTarget(ctx.lake.uri("pairs"), ctx.run_id, datetime.now(UTC))
-    body = partial(ingest_partition, groups=groups, opts=ingest_options(cfg), target=target)
+    opts = ingest_options(cfg)
+    body = partial(ingest_partition, groups=groups, opts=opts, target=target, ledger=known)
     out = spark.range(0, len(groups), 1, max(1, len(groups))).mapInArrow(body, sschema)
     if extra_rows:
         cols = OUTPUT_SCHEMA.names
@@ -235,7 +232,7 @@ def stage(spark, out, path: str):
     recomputed by a later action; a Spark-committed Parquet copy is read by all.
     """
     out.write.mode("overwrite").parquet(spark_uri(path))
-    return spark.read.parquet(spark_uri(path))
+    return spark.read.schema(out.schema).parquet(spark_uri(path))  # no schema-inference job
 
 
 def staged_rows(path: str, kind: str, columns: list[str]):
@@ -307,7 +304,9 @@ def pairs_files(spark, staged, ctx: JobContext, pairs_in_run: int) -> tuple[list
     }
     rewrite = partial(drop_rows, table_uri=ctx.lake.uri("pairs"), tag=ctx.run_id)
     if small_run(ctx, pairs_in_run):
-        results = [rewrite(item) for item in losers_on_driver(ctx).items()]
+        items = list(losers_on_driver(ctx).items())
+        with ThreadPoolExecutor(min(4, max(1, len(items)))) as pool:  # Arrow I/O frees the GIL
+            results = list(pool.map(rewrite, items))
     else:
         per_file = (
             losers(spark, staged, ctx)
@@ -402,7 +401,10 @@ def write(spark, out, ctx: JobContext) -> dict:
     path = staging_dir(ctx)
     try:
         staged = stage(spark, out, path)
-        srows = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
+        every = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
+        srows = [r for r in every if r["status"] != SKIPPED]
+        if not srows:  # every source was in the ledger: nothing was written
+            return {"sources": 0, "skipped": len(every), "pairs_added": 0}
         added = commit_pairs(spark, staged, ctx, sum(int(r["rows_ok"] or 0) for r in srows))
         if sum(int(r["rows_rejected"] or 0) for r in srows) <= DRIVER_ROWS:
             rows = rejects_table(staged_rows(path, "reject", REJECT_COLUMNS), ctx)
@@ -422,6 +424,7 @@ def write(spark, out, ctx: JobContext) -> dict:
     status = [r["status"] for r in srows]
     return {
         "sources": len(srows),
+        "skipped": len(every) - len(srows),
         "pairs_added": added,
         "rows_ok": sum(int(r["rows_ok"] or 0) for r in srows),
         "rows_rejected": sum(int(r["rows_rejected"] or 0) for r in srows),
@@ -460,22 +463,19 @@ def run(spark, cfg: Config) -> JobResult:
     """Ingest `cfg.sources` into `pairs`/`rejects`, recording each source in `sources`."""
     ctx = JobContext(NAME, cfg)
     units = discover(cfg)
-    done = ledger(spark, ctx)
-    shards, extra = download(cfg, [u for u in units if u.format == "urls"], done)
-    files = checksums(spark, [u for u in units if u.format != "urls"] + shards)
-    todo = [u for u in files if not is_done(u, done, cfg.ingest.force)]
-    skipped = len(files) - len(todo)
-    log.info(
-        "ingest: %d source files, %d already in the ledger, %d to read",
-        len(files),
-        skipped,
-        len(todo),
-    )
-    if not todo and not extra:
-        return ctx.done("nothing new to ingest", sources=0, skipped=skipped, pairs_added=0)
-    counts = write(spark, ingest_frame(spark, cfg, todo, extra, ctx), ctx)
+    known = ledger(ctx, cfg.ingest.force)
+    shards, extra = download(cfg, [u for u in units if u.format == "urls"], known)
+    files = [u for u in units if u.format != "urls"] + shards
+    log.info("ingest: %d source files, %d in the ledger", len(files), len(known.done))
+    counts = {"sources": 0, "skipped": 0, "pairs_added": 0}
+    if files or extra:
+        counts = write(spark, ingest_frame(spark, cfg, files, extra, ctx, known), ctx)
+    if not counts["sources"]:
+        return ctx.done("nothing new to ingest", **counts)
     msg = f"{counts['pairs_added']} new pairs from {counts['sources']} sources"
-    return ctx.done(msg, skipped=skipped, **counts)
+    if counts["skipped"]:
+        msg += f" ({counts['skipped']} already ingested)"
+    return ctx.done(msg, **counts)
 
 
 build_parser, main = jobkit.entry_points(__name__)

@@ -55,7 +55,7 @@ def test_webdataset_ingest_matches_the_sample_and_reruns(spark, lake, cfg, wds_d
         "00001.tar",
         "00002.tar",
     ]
-    assert all(s["status"] == "ok" and s["checksum"].startswith("sha256:") for s in sources)
+    assert all(s["status"] == "ok" and s["checksum"].startswith("xxh3_128:") for s in sources)
     assert sum(s["rows_ok"] for s in sources) + sum(s["rows_rejected"] for s in sources) == len(
         sample_set.records
     )
@@ -91,6 +91,32 @@ def test_webdataset_ingest_matches_the_sample_and_reruns(spark, lake, cfg, wds_d
     assert changed.counts["skipped"] == 2 and changed.counts["pairs_added"] == 1
     rows = [s for s in table(spark, lake, "sources") if s["source_uri"] == str(shard)]
     assert len(rows) == 2 and len({s["checksum"] for s in rows}) == 2
+
+
+def test_sources_checksummed_with_sha256_by_an_older_run_are_still_skipped(
+    spark, lake, cfg, wds_dir
+):
+    import hashlib
+
+    from lakecurate.lake import Commit
+
+    c = configured(cfg, str(wds_dir))
+    ingest.run(spark, c)
+    # the ledger as runs before xxh3 checksums wrote it: sha256 of each file
+    old = lake.delta("sources").to_pyarrow_table()
+    sha = [
+        "sha256:" + hashlib.sha256(open(u, "rb").read()).hexdigest()
+        for u in old.column("source_uri").to_pylist()
+    ]
+    old = old.set_column(old.schema.get_field_index("checksum"), "checksum", pa.array(sha))
+    spec = lake.spec("sources")
+    df = spark.createDataFrame(old.to_pandas(), spec.spark_schema())
+    lake.write(df, "sources", Commit("fixture", "fixture-run"), mode="overwrite")
+    versions = lake.versions()
+    again = ingest.run(spark, c)
+    assert again.counts["skipped"] == 3 and again.counts["pairs_added"] == 0
+    assert again.message == "nothing new to ingest"
+    assert lake.versions() == versions
 
 
 def test_damaged_shards_are_partial_or_failed(spark, lake, cfg, wds_dir, tmp_path):
@@ -203,7 +229,7 @@ def test_fsspec_uris_are_ingested(spark, lake, cfg, wds_dir):
     res = ingest.run(spark, configured(cfg, uri))
     sources = table(spark, lake, "sources")
     assert len(sources) == 3 and all(s["source_uri"].startswith("local://") for s in sources)
-    assert all(s["status"] == "ok" and s["checksum"].startswith("sha256:") for s in sources)
+    assert all(s["status"] == "ok" and s["checksum"].startswith("xxh3_128:") for s in sources)
     assert res.counts["pairs_added"] == lake.count("pairs") > 0
     assert ingest.run(spark, configured(cfg, uri)).counts["skipped"] == 3
 

@@ -13,6 +13,7 @@ import zlib
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 from lakecurate.udfs.images import ImageLimits, ImageRejected, probe_image
 from lakecurate.udfs.readers.base import SourceFile
 from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
@@ -166,7 +167,9 @@ def test_tar_records_become_pairs_or_reasoned_rejects(bad_tar):
         "ok1": {"duplicate_key"},
     }
     assert (source["status"], source["rows_ok"], source["rows_rejected"]) == ("ok", 2, 13)
-    assert source["checksum"] == "sha256:" + sha256_hex(bad_tar.read_bytes())
+    assert source["checksum"] == "xxh3_128:" + xxhash.xxh3_128(bad_tar.read_bytes()).hexdigest()
+    sha = checksum_source(SourceFile(str(bad_tar), "webdataset"), "sha256").checksum
+    assert sha == "sha256:" + sha256_hex(bad_tar.read_bytes())
 
 
 def _shard(path, n: int, gz: bool = False) -> None:

@@ -65,6 +65,25 @@ class IngestOptions:
     resize_quality: int = 95
 
 
+FILE_HASH = "xxh3_128"  # checksum of a source file: change detection, not security
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """What the `sources` ledger tells an ingest task: the (uri, checksum) pairs already
+    ingested, and the uris it knows by a sha256 checksum (runs before xxh3 checksums),
+    which keep being checksummed that way so that they still match."""
+
+    done: frozenset[tuple[str, str]] = frozenset()
+    sha256_uris: frozenset[str] = frozenset()
+
+    def algorithm(self, uri: str) -> str:
+        return "sha256" if uri in self.sha256_uris else FILE_HASH
+
+    def holds(self, src: SourceFile) -> bool:
+        return (src.uri, src.checksum) in self.done
+
+
 class RecordRejected(Rejected):
     """A record that fails validation outside its image (caption, key, pairing)."""
 
@@ -288,16 +307,24 @@ def ingest_partition(
     groups: list[list[SourceFile]],
     opts: IngestOptions,
     target: PairsTarget,
+    ledger: Ledger = Ledger(),
 ) -> Iterator[pa.RecordBatch]:
     """`mapInArrow` body over `spark.range(len(groups))`: the sources of each task id;
     pairs to files, the rest returned. (The task list travels in the closure, so no
-    Python-side input rows are needed: each task starts without a round trip.)"""
+    Python-side input rows are needed: each task starts without a round trip.)
+
+    A source without a checksum is checksummed here first; one the `ledger` holds with
+    that checksum is not read, and only a `skipped` source row says so (the driver
+    leaves it out of the ledger)."""
     out = ArrowBatcher(opts.reader.batch_rows)
     sink = PairsSink(target, opts.reader.batch_rows)
     try:
         for batch in batches:
             for src in task_sources(batch, groups):
-                for row in ingest_source(src, opts):
+                if not src.checksum:
+                    src = checksum_source(src, ledger.algorithm(src.uri))
+                rows = [skipped_row(src)] if ledger.holds(src) else ingest_source(src, opts)
+                for row in rows:
                     if row["kind"] == "pair":
                         path = sink.add(row)
                         row = {k: row[k] for k in _PAIR_KEYS} | {"file_path": path}
@@ -314,6 +341,11 @@ def ingest_partition(
 
 
 _PAIR_KEYS = ("kind", "uid", "source_uri", "source_key")
+SKIPPED = "skipped"  # status of a source row for a source the ledger already holds
+
+
+def skipped_row(src: SourceFile) -> dict:
+    return SourceStats(src).row() | {"status": SKIPPED}
 
 
 def drop_rows(item: tuple[str, list[tuple[str, str]]], table_uri: str, tag: str) -> dict:
@@ -347,23 +379,26 @@ def drop_rows(item: tuple[str, list[tuple[str, str]]], table_uri: str, tag: str)
     return {"old": path, "new": new, "dropped": table.num_rows - kept.num_rows}
 
 
-def checksum_source(src: SourceFile) -> SourceFile:
-    """The source with its checksum and size: sha256 of the bytes (a folder: of its listing)."""
+def checksum_source(src: SourceFile, algorithm: str = FILE_HASH) -> SourceFile:
+    """The source with its checksum and size: a hash of its bytes (`algorithm`, xxh3_128
+    by default, at several GB/s; or sha256); a folder: sha256 of its listing."""
+    import xxhash
     from lakecurate.udfs.readers.base import open_binary
     from lakecurate.udfs.readers.folder import list_dir
 
-    h = hashlib.sha256()
     try:
         if src.format == "folder":
+            h = hashlib.sha256()
             listing = list_dir(src.uri)
             for name, size, mtime in listing:
                 h.update(f"{name}\0{size}\0{mtime}\n".encode())
             return SourceFile(
                 src.uri, src.format, "list-sha256:" + h.hexdigest(), sum(s for _, s, _ in listing)
             )
+        digest = xxhash.xxh3_128 if algorithm == "xxh3_128" else algorithm
         with open_binary(src.uri) as f:
-            h = hashlib.file_digest(f, "sha256")
+            h = hashlib.file_digest(f, digest)
             size = f.tell()
-        return SourceFile(src.uri, src.format, "sha256:" + h.hexdigest(), size)
+        return SourceFile(src.uri, src.format, f"{algorithm}:{h.hexdigest()}", size)
     except OSError as e:
         return SourceFile(src.uri, src.format, f"unreadable:{type(e).__name__}", 0)
