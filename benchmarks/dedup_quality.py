@@ -8,8 +8,8 @@
   quality 50-70, resized to 50-80%, and cropped by 2-5% per side.
 
 Each method runs its Spark pipeline from `jobs/dedup_near.py` plus connected
-components, and then the keeper verification dedup applies (a member counts as a
-duplicate only when it is within the method's threshold of its group's keeper).
+components, and then the greedy keepers dedup applies (a member counts as a
+duplicate only when it is within the method's threshold of its keeper).
 Precision counts every pair among a keeper and its duplicates (what a selection that
 keeps only keepers treats as one item) as predicted; recall is per edit kind over
 (original, copy) pairs found as duplicates of one keeper. The figures of the bare
@@ -42,19 +42,19 @@ def groups_of(comps) -> dict[str, int]:
     return {r["node"]: hash(r["root"]) for r in comps.collect()}
 
 
-def verdicts_of(comps, similarity, min_similarity: float) -> dict[str, int]:
-    """uid -> keeper, as dedup writes them: a component's best member (here the smallest
-    uid, the root) keeps the members at least `min_similarity` alike it; the others keep
-    themselves (`verified_keeper`, the rule of jobs/dedup_groups.py)."""
-    from lakecurate.jobs.dedup_groups import verified_keeper
+def verdicts_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str, int]:
+    """uid -> keeper, as dedup writes them: greedy keepers in each component, ranked
+    here by uid (no clip scores or resolutions), with the method's threshold
+    (`greedy_verdicts`, the rule of jobs/dedup_groups.py)."""
+    from lakecurate.jobs.dedup_groups import Keeping, greedy_verdicts
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    members = comps.select(F.col("node").alias("uid"), F.col("root").alias("best"))
-    sims = similarity(members.select("uid", F.col("best").alias("keeper_uid")))
-    keyed = members.join(sims, "uid", "left").select(
-        "uid", verified_keeper(min_similarity).alias("k")
-    )
-    found = {r["uid"]: r["k"] for r in keyed.collect()}
+    w = Window.partitionBy("group_id").orderBy("uid")
+    ranked = comps.select(F.col("node").alias("uid"), F.col("root").alias("group_id"))
+    ranked = ranked.withColumn("pos", F.row_number().over(w))
+    keeping = Keeping(vectors=vectors, kernel=kernel, min_similarity=min_similarity)
+    found = {r["uid"]: r["keeper_uid"] for r in greedy_verdicts(ranked, keeping).collect()}
     sizes: dict[str, int] = {}
     for k in found.values():
         sizes[k] = sizes.get(k, 0) + 1
@@ -86,7 +86,7 @@ def score(group: dict, family: dict, truth: list[tuple[str, str, str]]) -> dict:
 
 def caption_quality(spark, n_base: int) -> dict:
     from lakecurate.jobs.dedup_methods import minhash_params
-    from lakecurate.jobs.dedup_near import minhash_edges, minhash_similarity
+    from lakecurate.jobs.dedup_near import minhash_edges
     from lakecurate.udfs import minhash as mh
     from pyspark.sql import functions as F
 
@@ -108,8 +108,8 @@ def caption_quality(spark, n_base: int) -> dict:
     edges = minhash_edges(items, params, cfg.dedup.bucket_limit).localCheckpoint(eager=True)
     comps = connected_components(edges, "a", "b").localCheckpoint(eager=True)
     pairs = [(uid[i], uid[j], k) for i, j, k in truth]
-    similarity = lambda m: minhash_similarity(m, items.select("uid", "signature"), params)  # noqa: E731
-    out = score(verdicts_of(comps, similarity, params.threshold), family, pairs)
+    vectors = items.select("uid", F.col("signature").alias("vector"))
+    out = score(verdicts_of(comps, vectors, "minhash", params.threshold), family, pairs)
     out["components"] = score(groups_of(comps), family, pairs)
     verified = [(r["a"], r["b"]) for r in edges.collect()]
     out["edge_precision"] = float(np.mean([family[a] == family[b] for a, b in verified]))
@@ -164,7 +164,7 @@ def image_set(n: int, seed: int) -> tuple[list[tuple[str, bytes]], list[tuple[st
 
 
 def image_quality(spark, n: int, max_distance: int) -> dict:
-    from lakecurate.jobs.dedup_near import phash_edges, phash_similarity
+    from lakecurate.jobs.dedup_near import phash_edges
     from lakecurate.udfs.phash import phash_images
     from pyspark.sql import functions as F
 
@@ -179,8 +179,8 @@ def image_quality(spark, n: int, max_distance: int) -> dict:
     items = df.select("uid", "phash", F.lit(True).alias("is_new"))
     comps = connected_components(phash_edges(items, max_distance), "a", "b")
     comps = comps.localCheckpoint(eager=True)
-    similarity = lambda m: phash_similarity(m, df)  # noqa: E731
-    phash = score(verdicts_of(comps, similarity, 1 - max_distance / 64), family, truth)
+    vectors = df.select("uid", F.col("phash").alias("vector"))
+    phash = score(verdicts_of(comps, vectors, "hamming", 1 - max_distance / 64), family, truth)
     phash["components"] = score(groups_of(comps), family, truth)
     shared = df.groupBy("sha").count().filter("count > 1").select("sha")
     exact_groups = {r["uid"]: hash(r["sha"]) for r in df.join(shared, "sha").collect()}
@@ -193,7 +193,7 @@ def table(name: str, res: dict) -> list[str]:
     comps = res.get("components")
     if comps:
         lines.append(
-            f"{'':8s}   (connected components alone, before keeper verification: precision "
+            f"{'':8s}   (connected components alone, before greedy keepers: precision "
             f"{comps['precision']:.4f} over {comps['pairs']} pairs)"
         )
     for kind, r in res["recall"].items():

@@ -14,12 +14,16 @@ Groups only grow (new edges never split one), and a group's id, keeper and
 similarities depend only on its members and their ranks, so the result equals a full
 run over the same edges.
 
-Keeper-verified verdicts. Connected components chain: A~B and B~C put A and C in one
-group even when A and C are not alike. So a member counts as a duplicate only when it
-is at least `Keeping.min_similarity` similar to the group's best-ranked member (the
-keeper); a member below that is its own keeper (`keeper_uid == uid`, `similarity` to
-the best member, < 1) and stays in the group, whose edges it still carries. The best
-member is the one row with `keeper_uid == uid` and `similarity` 1.0 (`is_best`).
+Verdicts inside a group. Exact methods: every member is a duplicate of the best-ranked
+member (the keeper), similarity 1. Near-duplicate methods (`Keeping.vectors`): greedy
+keepers (`udfs/keepers.py`): in rank order, a member within the method's threshold of a
+keeper chosen so far is a duplicate of the most similar one, otherwise it becomes a
+keeper itself, because components chain (A~B, B~C groups A with C). The group's best
+member is the one row with `keeper_uid == uid` and similarity 1.0 (`is_best`); other
+keepers carry their highest similarity to earlier keepers (< 1). Incremental runs
+redo a group when it gains members or its best member changes; a rank change further
+down (a clip score embedded later for a lower-ranked member) takes effect when the
+group is next touched or on a full run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lakecurate.schemas import TABLES
+from lakecurate.udfs.keepers import OUTPUT_SCHEMA as KEEPERS_SCHEMA
+from lakecurate.udfs.keepers import group_keepers
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -56,25 +62,21 @@ class DedupRun:
 
 @dataclass(frozen=True)
 class Keeping:
-    """How a method ranks a group's members: extra ranks and ordering columns first."""
+    """How a method turns a group into verdicts: extra ranks and ordering columns first;
+    for a near-duplicate method, each member's vector, the similarity kernel of
+    `udfs/keepers.py` and the method's threshold (None: every member is an identical
+    copy of the keeper)."""
 
     ranks: DataFrame | None = None  # default: the run's ranks
     first: tuple[Column, ...] = ()
-    min_similarity: float = 0.0  # to the keeper; a member below it is not a duplicate
+    vectors: DataFrame | None = None  # uid, vector
+    kernel: str = ""
+    min_similarity: float = 0.0
 
 
 def is_best() -> Column:
-    """Whether a `duplicates` row is its group's best-ranked member (the group keeper)."""
+    """Whether a `duplicates` row is its group's best-ranked member."""
     return (F.col("uid") == F.col("keeper_uid")) & (F.col("similarity") >= 1.0)
-
-
-def verified_keeper(min_similarity: float) -> Column:
-    """keeper_uid from (uid, best, similarity to best): the best member when close enough.
-
-    One expression so that dedup and the quality benchmark apply the same rule.
-    """
-    close = F.coalesce(F.col("similarity") >= min_similarity, F.lit(False))
-    return F.when((F.col("uid") == F.col("best")) | close, F.col("best")).otherwise(F.col("uid"))
 
 
 _ORDER: dict[str, Callable[[], Column]] = {
@@ -96,33 +98,38 @@ def _keepers(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
     return members.join(ranks, "uid", "left").withColumn("best", F.first("uid").over(w))
 
 
-def finalize(
-    run: DedupRun,
-    method: str,
-    slug: str,
-    members: DataFrame,
-    similarity: Callable[[DataFrame], DataFrame],
-    keeping: Keeping = Keeping(),
-) -> DataFrame:
-    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it.
+def ranked(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
+    """members (uid, group_id) -> (uid, group_id, pos): 1-based rank within the group."""
+    w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, keeping.first))
+    ranks = keeping.ranks if keeping.ranks is not None else run.ranks
+    joined = members.select("uid", "group_id").join(ranks, "uid", "left")
+    return joined.select("uid", "group_id", F.row_number().over(w).alias("pos"))
 
-    `similarity` computes (uid, similarity) from (uid, keeper_uid); it is asked for the
-    similarity to the group's best member, which is the keeper unless the member is
-    below `keeping.min_similarity` (then the member keeps itself, see the module doc).
-    """
-    keyed = _keepers(run, members.select("uid", "group_id"), keeping).select(
-        "uid", "group_id", "best"
-    )
-    sims = similarity(keyed.select("uid", F.col("best").alias("keeper_uid")))
-    return keyed.join(sims, "uid", "left").select(
+
+def greedy_verdicts(ranked: DataFrame, keeping: Keeping) -> DataFrame:
+    """(uid, group_id, pos) -> (uid, group_id, keeper_uid, similarity): greedy keepers."""
+    fn = group_keepers(keeping.kernel, keeping.min_similarity)
+    rows = ranked.join(keeping.vectors.select("uid", "vector"), "uid")
+    return rows.groupBy("group_id").applyInPandas(fn, KEEPERS_SCHEMA)
+
+
+def finalize(
+    run: DedupRun, method: str, slug: str, members: DataFrame, keeping: Keeping = Keeping()
+) -> DataFrame:
+    """members (uid, group_id) -> `duplicates` rows with keeper and similarity to it."""
+    if keeping.vectors is None:  # identical copies
+        keyed = _keepers(run, members.select("uid", "group_id"), keeping)
+        verdicts = keyed.select(
+            "uid", "group_id", F.col("best").alias("keeper_uid"), F.lit(1.0).alias("similarity")
+        )
+    else:
+        verdicts = greedy_verdicts(ranked(run, members, keeping), keeping)
+    return verdicts.select(
         "uid",
         F.lit(method).alias("method"),
         "group_id",
-        verified_keeper(keeping.min_similarity).alias("keeper_uid"),
-        F.when(F.col("uid") == F.col("best"), F.lit(1.0))
-        .otherwise(F.col("similarity"))
-        .cast("float")
-        .alias("similarity"),
+        "keeper_uid",
+        F.col("similarity").cast("float").alias("similarity"),
         F.lit(slug).alias("config_slug"),
         F.lit(run.ctx.run_id).alias("run_id"),
     )
@@ -198,22 +205,21 @@ def index_frame(run: DedupRun, df: DataFrame, method: str, slug: str, sig=None) 
 
 
 def write_groups(
-    run: DedupRun, method: str, slug: str, edges, full: bool, similarity, keeping=None
+    run: DedupRun, method: str, slug: str, edges, full: bool, keeping: Keeping = Keeping()
 ):
     """Edges -> groups merged with the existing ones -> `duplicates` (all rows when full)."""
     if full:
         members = _components(method, edges)
-        return write_mode(run, method, slug, members, None, True, similarity, keeping)
+        return write_mode(run, method, slug, members, None, True, keeping)
     members, touched = merge_groups(method, edges, run.existing(method))
-    return write_mode(run, method, slug, members, touched, False, similarity, keeping)
+    return write_mode(run, method, slug, members, touched, False, keeping)
 
 
-def write_mode(run, method, slug, members, touched, full, similarity, keeping=None):
+def write_mode(run, method, slug, members, touched, full, keeping: Keeping = Keeping()):
     """All of the method's rows when `full`, else only the groups that change."""
-    extra = () if keeping is None else (keeping,)
     if full:
-        return write_method(run, method, finalize(run, method, slug, members, similarity, *extra))
-    return write_changes(run, method, slug, members, touched, similarity, *extra)
+        return write_method(run, method, finalize(run, method, slug, members, keeping))
+    return write_changes(run, method, slug, members, touched, keeping)
 
 
 # --- incremental ----------------------------------------------------------------------------
@@ -257,7 +263,6 @@ def write_changes(
     slug: str,
     members: DataFrame,
     touched: DataFrame,
-    similarity: Callable[[DataFrame], DataFrame],
     keeping: Keeping = Keeping(),
 ) -> dict[str, int]:
     """Rebuild the groups in `members` and those whose keeper changed; write only them."""
@@ -270,7 +275,7 @@ def write_changes(
         regroup = members.unionByName(
             existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
         )
-        rows = finalize(run, method, slug, regroup, similarity, keeping).persist()
+        rows = finalize(run, method, slug, regroup, keeping).persist()
         try:
             if _differ(rows, stale):
                 version = replace_rows(run, "duplicates", rows, stale)

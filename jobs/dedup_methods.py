@@ -43,10 +43,6 @@ def _hash_groups(rows: DataFrame, column: str, method: str) -> DataFrame:
     )
 
 
-def _identical(members: DataFrame) -> DataFrame:
-    return members.select("uid", F.lit(1.0).cast("float").alias("similarity"))
-
-
 def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
     """Groups of rows sharing `column`; incrementally only the values of new rows."""
     idx, full = index_rows(run, method, slug)
@@ -59,7 +55,7 @@ def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
             members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
             members = cut_lineage(members)  # used twice below
         touched = members.select("group_id").distinct()
-        counts = write_mode(run, method, slug, members, touched, full, _identical)
+        counts = write_mode(run, method, slug, members, touched, full)
         record_index(run, method, index_frame(run, new, method, slug), full)
         return counts
     finally:
@@ -122,16 +118,14 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
             .unionByName(fresh.withColumn("is_new", F.lit(True)))
             .filter(F.col("signature") != empty)
         )
-        similarity = lambda m: near.minhash_similarity(  # noqa: E731
-            m, items.select("uid", "signature"), params
-        )
-        keeping = Keeping(min_similarity=params.threshold)
+        vectors = items.select("uid", F.col("signature").alias("vector"))
+        keeping = Keeping(vectors=vectors, kernel="minhash", min_similarity=params.threshold)
         if full:
             edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
-            counts = write_groups(run, "minhash", slug, edges, True, similarity, keeping)
+            counts = write_groups(run, "minhash", slug, edges, True, keeping)
         else:
             members, touched = minhash_regroup(run, items, params)
-            counts = write_mode(run, "minhash", slug, members, touched, False, similarity, keeping)
+            counts = write_mode(run, "minhash", slug, members, touched, False, keeping)
         record_index(
             run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full
         )
@@ -178,8 +172,11 @@ def perceptual(run: DedupRun) -> dict[str, int]:
             slug,
             _edges(items, full, lambda it: near.phash_edges(it, d)),
             full,
-            lambda m: near.phash_similarity(m, hashes),
-            Keeping(min_similarity=1 - d / 64),
+            Keeping(
+                vectors=hashes.select("uid", F.col("phash").alias("vector")),
+                kernel="hamming",
+                min_similarity=1 - d / 64,
+            ),
         )
         new = items.filter("is_new")
         record_index(run, "phash", index_frame(run, new, "phash", slug), full)

@@ -131,19 +131,6 @@ def minhash_reach(items: DataFrame, params: mh.MinHashParams, limit: int) -> Dat
     )
 
 
-def minhash_similarity(members: DataFrame, sigs: DataFrame, params: mh.MinHashParams):
-    """members (uid, keeper_uid) -> (uid, similarity) from stored signatures."""
-    pairs = (
-        members.join(sigs.toDF("uid", "sig_a"), "uid")
-        .join(sigs.toDF("keeper_uid", "sig_b"), "keeper_uid")
-        .select(F.col("uid").alias("a"), F.col("keeper_uid").alias("b"), "sig_a", "sig_b")
-    )
-    scored = pairs.mapInArrow(
-        partial(mh.jaccard_batches, params=params), "a string, b string, similarity float"
-    )
-    return scored.select(F.col("a").alias("uid"), "similarity")
-
-
 # --- pHash ------------------------------------------------------------------------------
 
 PHASH_BANDS = 4
@@ -199,14 +186,6 @@ def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
         .dropDuplicates(["a", "b"])
     )
     return same.unionByName(verified)
-
-
-def phash_similarity(members: DataFrame, hashes: DataFrame) -> DataFrame:
-    """members (uid, keeper_uid) -> (uid, 1 - hamming(uid, keeper) / 64)."""
-    h = hashes.select("uid", "phash")
-    joined = members.join(h, "uid").join(h.toDF("keeper_uid", "keeper_phash"), "keeper_uid")
-    dist = F.bit_count(F.col("phash").bitwiseXOR(F.col("keeper_phash")))
-    return joined.select("uid", (1 - dist / 64.0).cast("float").alias("similarity"))
 
 
 # --- semantic (SemDeDup) ------------------------------------------------------------------
@@ -292,15 +271,3 @@ def semantic_new_edges(members: DataFrame, dcfg) -> DataFrame:
         .groupBy("semantic_cluster", "pc", "bc")
         .applyInPandas(sem.probe_pairs_fn(min_cos), "a string, b string, similarity float")
     )
-
-
-def cosine_similarity(members: DataFrame, emb: DataFrame) -> DataFrame:
-    """members (uid, keeper_uid) -> (uid, cosine(uid, keeper)) in Spark SQL."""
-    e = emb.select("uid", "image_emb")
-    joined = members.join(e, "uid").join(e.toDF("keeper_uid", "keeper_emb"), "keeper_uid")
-    dot = F.aggregate(
-        F.zip_with("image_emb", "keeper_emb", lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v
-    )
-    norm = lambda c: F.sqrt(F.aggregate(c, F.lit(0.0), lambda s, v: s + v * v))  # noqa: E731
-    sim = dot / (norm(F.col("image_emb")) * norm(F.col("keeper_emb")))
-    return joined.select("uid", sim.cast("float").alias("similarity"))

@@ -120,10 +120,16 @@ def semantic(run: DedupRun) -> dict[str, int]:
     return refit(run, emb, n)
 
 
-def _keeping(run: DedupRun, sims: DataFrame) -> Keeping:
+def _keeping(run: DedupRun, sims: DataFrame, emb: DataFrame) -> Keeping:
     d = run.cfg.dedup
     ranks = run.ranks.join(sims.select("uid", "centroid_sim"), "uid", "left")
-    return Keeping(ranks, (_POLICY[d.semantic_keep](d.seed),), 1.0 - d.semantic_eps)
+    return Keeping(
+        ranks,
+        (_POLICY[d.semantic_keep](d.seed),),
+        vectors=emb.select("uid", F.col("image_emb").alias("vector")),
+        kernel="cosine",
+        min_similarity=1.0 - d.semantic_eps,
+    )
 
 
 def refit(run: DedupRun, emb: DataFrame, n: int) -> dict[str, int]:
@@ -136,8 +142,8 @@ def refit(run: DedupRun, emb: DataFrame, n: int) -> dict[str, int]:
         fid = write_centroids(run, fit_slug(d, mid), mid, centroids, n)
         slug = verdict_slug(d, mid, len(centroids), fid)
         edges = near.semantic_edges(assigned, d)
-        similarity = lambda m: near.cosine_similarity(m, assigned)  # noqa: E731
-        counts = write_groups(run, METHOD, slug, edges, True, similarity, _keeping(run, assigned))
+        keeping = _keeping(run, assigned, assigned)
+        counts = write_groups(run, METHOD, slug, edges, True, keeping)
         write_all_signals(run, assigned)
         record_index(run, METHOD, index_frame(run, assigned, METHOD, slug), True)
         return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 1,
@@ -165,8 +171,7 @@ def assign(run: DedupRun, emb, centroids: np.ndarray, slug: str, idx) -> dict[st
         )
         edges = near.semantic_new_edges(members, d)
         sims = old.select("uid", "centroid_sim").unionByName(fresh.select("uid", "centroid_sim"))
-        similarity = lambda m: near.cosine_similarity(m, emb)  # noqa: E731
-        counts = write_groups(run, METHOD, slug, edges, False, similarity, _keeping(run, sims))
+        counts = write_groups(run, METHOD, slug, edges, False, _keeping(run, sims, emb))
         added = write_new_signals(run, fresh)
         record_index(run, METHOD, index_frame(run, fresh, METHOD, slug), False)
         return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 0,

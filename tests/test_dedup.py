@@ -41,22 +41,20 @@ def _write(spark, lake, table, rows):
 
 
 def _check_groups(rows):
-    """Every group: >= 2 members, one keeper with similarity 1 and a duplicate of it; the
-    other members are duplicates of that keeper or (below the threshold) keep themselves."""
+    """Every group: >= 2 members and one best member (its own keeper, similarity 1);
+    every other member is a keeper itself (similarity < 1) or a duplicate of a keeper
+    of its group."""
     by_group: dict[tuple, list] = {}
     for r in rows:
         by_group.setdefault((r["method"], r["group_id"]), []).append(r)
     for members in by_group.values():
         assert len(members) >= 2
-        (keeper,) = [
-            r["uid"] for r in members if r["keeper_uid"] == r["uid"] and r["similarity"] == 1.0
-        ]
-        assert any(r["keeper_uid"] == keeper != r["uid"] for r in members)
+        keepers = {r["uid"] for r in members if r["keeper_uid"] == r["uid"]}
+        best = [r for r in members if r["keeper_uid"] == r["uid"] and r["similarity"] == 1.0]
+        assert len(best) == 1
         for r in members:
-            assert r["keeper_uid"] in (keeper, r["uid"])
+            assert r["keeper_uid"] in keepers
             assert 0.0 <= r["similarity"] <= 1.0
-            if r["uid"] != keeper and r["keeper_uid"] == r["uid"]:
-                assert r["similarity"] < 1.0
     return by_group
 
 

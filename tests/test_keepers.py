@@ -1,0 +1,40 @@
+"""Greedy keepers of a duplicate group (udfs/keepers.py), without Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from lakecurate.udfs import minhash as mh
+from lakecurate.udfs.keepers import greedy, group_keepers
+from test_dedup_incremental import CHAIN
+
+
+def test_a_chain_of_captions_gets_a_second_keeper():
+    sigs = mh.minhash_signatures(list(CHAIN), mh.MinHashParams())
+    keeper, sim = greedy(sigs, "minhash", 0.45)
+    assert keeper.tolist() == [0, 0, 2, 2]
+    assert sim[0] == 1.0 and sim[1] >= 0.45 and sim[3] >= 0.45
+    assert sim[2] == pytest.approx(mh.jaccard_estimates(sigs[2:3], sigs[0:1])[0]) and sim[2] < 0.45
+
+
+def test_hamming_members_go_to_the_most_similar_keeper():
+    far = (1 << 20) - 1  # 20 bits from 0: a keeper of its own
+    near_far = far ^ 0b1  # 1 bit from `far`, 19 from 0
+    hashes = np.array([0, far, 0b11, near_far], dtype=np.uint64)
+    keeper, sim = greedy(hashes, "hamming", 1 - 6 / 64)
+    assert keeper.tolist() == [0, 1, 0, 1]
+    assert sim.tolist() == pytest.approx([1.0, 1 - 20 / 64, 1 - 2 / 64, 1 - 1 / 64])
+
+
+def test_group_keepers_visits_members_in_rank_order_and_checks_the_kernel():
+    a, b = [1.0, 0.0], [0.0, 1.0]
+    pdf = pd.DataFrame(
+        {"uid": ["x", "y", "z"], "group_id": "g", "pos": [3, 1, 2], "vector": [a, b, a]}
+    )
+    out = group_keepers("cosine", 0.93)(pdf).set_index("uid")
+    # y ranks first and keeps itself; z is unlike y (a keeper too); x is z's copy
+    assert out["keeper_uid"].to_dict() == {"y": "y", "z": "z", "x": "z"}
+    assert out.loc["y", "similarity"] == 1.0 and out.loc["z", "similarity"] < 1.0
+    with pytest.raises(ValueError, match="kernel"):
+        group_keepers("euclid", 0.5)
