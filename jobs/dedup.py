@@ -7,10 +7,10 @@ dedup and the clip_score keeper, `embeddings` of the configured model. Writes:
   resolution), computed for uids not in the table yet, plus the `semantic_cluster` /
   `centroid_sim` columns set by semantic dedup.
 * `duplicates`: one row per (uid, method) for every member of a group of two or more,
-  with its keeper (`keeper_uid == uid` for the keeper) and the similarity to it. A
-  near-duplicate method's member that is less similar to the group's keeper than the
-  method's threshold (components chain) is its own keeper: only verified members are
-  duplicates (see `jobs/dedup_groups.py`). Methods: `exact` (image bytes), `exact_caption` (normalized caption; run by
+  with its keeper (`keeper_uid == uid` for a keeper) and the similarity to it. Exact
+  groups have one keeper; a near-duplicate group (components chain) may have several:
+  greedy keepers in rank order, each duplicate within the method's threshold of its
+  keeper (`udfs/keepers.py`). Methods: `exact` (image bytes), `exact_caption` (normalized caption; run by
   `exact`), `phash`, `minhash`, `semantic`. Nothing is ever deleted from `pairs`.
 * `dedup_index`: per (uid, method), the configuration the uid was matched under (and
   its MinHash signature), written after the method's duplicates: the completion

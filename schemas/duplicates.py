@@ -13,8 +13,9 @@ SPEC = TableSpec(
             field("method", pa.string(), False),
             field("group_id", pa.string(), False),
             field("keeper_uid", pa.string(), False),
-            # to the group's keeper; 1.0 for the keeper itself. A member below the method's
-            # threshold (linked only through others) is its own keeper, with similarity < 1.
+            # to its keeper; 1.0 for the group's best member. A near-duplicate group may
+            # have other keepers (udfs/keepers.py): theirs is the highest similarity to
+            # the keepers ranked before them, below the method's threshold.
             field("similarity", pa.float32()),
             field("config_slug", pa.string()),
             field("run_id", pa.string()),
