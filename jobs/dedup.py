@@ -25,11 +25,14 @@ touched groups' edges, keepers and similarities of those groups, and groups whos
 keeper changed (a clip score embedded since, another `dedup.keeper`). The rows of
 the rebuilt groups replace the old ones in one commit that rewrites only the Parquet
 files holding them; a run with nothing new commits nothing. The result equals a full
-run over the same rows for exact, exact_caption, phash and minhash (tested):
-MinHash buckets larger than `bucket_limit` link their members by leader and
-neighbour, which a new member can change, so minhash also re-matches, as a whole, the
-groups of every uid sharing such a bucket with a new caption. The first run of a
-method, or a changed matching configuration (its slug), re-matches everything.
+run over the same rows for exact, exact_caption and phash (tested). MinHash buckets
+larger than `bucket_limit` link their members by leader and neighbour; a new member
+is linked to its bucket's leader and neighbours and the old links stay, so where
+such buckets are involved, minhash groups can differ slightly from a full run's
+(they are never split, and every duplicate is still verified against its keeper).
+Re-matching those buckets exactly cost a near-full run on every refresh (half the
+lake reached through large buckets at 20k captions). The first run of a method, or
+a changed matching configuration (its slug), re-matches everything.
 
 Semantic: a refit (k-means on a sample, every embedding assigned, all pairs within
 each cluster compared, every semantic verdict replaced) happens on the first run, when

@@ -30,10 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.keepers import OUTPUT_SCHEMA as KEEPERS_SCHEMA
-from lakecurate.udfs.keepers import group_keepers
+from lakecurate.udfs.keepers import keepers_batches
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -108,9 +109,9 @@ def ranked(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
 
 def greedy_verdicts(ranked: DataFrame, keeping: Keeping) -> DataFrame:
     """(uid, group_id, pos) -> (uid, group_id, keeper_uid, similarity): greedy keepers."""
-    fn = group_keepers(keeping.kernel, keeping.min_similarity)
+    fn = partial(keepers_batches, kernel=keeping.kernel, min_similarity=keeping.min_similarity)
     rows = ranked.join(keeping.vectors.select("uid", "vector"), "uid")
-    return rows.groupBy("group_id").applyInPandas(fn, KEEPERS_SCHEMA)
+    return rows.repartition("group_id").mapInArrow(fn, KEEPERS_SCHEMA)
 
 
 def finalize(

@@ -135,27 +135,12 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
 
 
 def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame, DataFrame]:
-    """(members, replaced group ids) of the groups new captions change, as a full run has them.
-
-    Buckets larger than `bucket_limit` link members by leader and neighbour, which a new
-    member can change; so the groups of every uid in such a bucket with a new caption
-    are matched again as a whole (their uids count as new), against all captions.
-    """
-    limit = run.cfg.dedup.bucket_limit
+    """(members, replaced group ids) of the groups new captions build or grow."""
     existing = run.existing("minhash")
     if items.filter("is_new").isEmpty():  # nothing new: no bucket changed
         return existing.select("uid", "group_id").limit(0), existing.select("group_id").limit(0)
-    reach = near.minhash_reach(items, params, limit)
-    redo = cut_lineage(existing.join(reach, "uid", "left_semi").select("group_id").distinct())
-    again = existing.join(redo, "group_id", "left_semi").select("uid", F.lit(True).alias("again"))
-    flags = items.join(again, "uid", "left")
-    items = flags.select(
-        "uid", "signature", (F.col("is_new") | F.col("again").isNotNull()).alias("is_new")
-    )
-    rest = existing.join(redo, "group_id", "left_anti")
-    edges = near.minhash_edges(items, params, limit, full=False)
-    members, touched = merge_groups("minhash", edges, rest)
-    return members, touched.unionByName(redo)
+    edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit, full=False)
+    return merge_groups("minhash", edges, existing)
 
 
 def perceptual(run: DedupRun) -> dict[str, int]:

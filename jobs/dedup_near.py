@@ -9,7 +9,9 @@ here compares all pairs:
   linked to their smallest uid, so exact copies never reach the buckets;
 * MinHash: one row per (band, band hash); buckets of at most `bucket_limit` members
   give all their pairs, larger buckets (stock phrases) link each member to the
-  bucket's leader and to its neighbour in signature order, so the work stays linear;
+  bucket's leader and to its neighbour in signature order, so the work stays linear
+  (incrementally: each new member to the leader and its neighbours; the old links
+  stay, so a large bucket may be linked a little differently from a full run's);
 * pHash: 4 bands of 16 bits; each band value is also emitted with every flip of up to
   `distance // 4` bits, so by pigeonhole every pair within the distance meets in some
   band; candidates are verified with a popcount.
@@ -62,13 +64,17 @@ def bucket_pairs(rows: DataFrame, keys: list[str], order: str, limit: int) -> Da
     )
     large = rows.filter(F.col("size") > limit)
     ordered = Window.partitionBy(*keys).orderBy(order, "uid")
-    large = large.withColumn("leader", F.first("uid").over(ordered)).withColumn(
-        "prev", F.lag("uid").over(ordered)
+    large = (
+        large.withColumn("leader", F.first("uid").over(ordered))
+        .withColumn("leader_new", F.first("is_new").over(ordered))
+        .withColumn("prev", F.lag("uid").over(ordered))
+        .withColumn("prev_new", F.lag("is_new").over(ordered))
     )
-    star = large.filter(F.col("uid") != F.col("leader")).select(
-        F.col("leader").alias("x"), F.col("uid").alias("y")
-    )
-    chain = large.filter(F.col("prev").isNotNull()).select(
+    # only links that touch a new item: the old ones are in the groups already
+    star = large.filter(
+        (F.col("uid") != F.col("leader")) & (F.col("is_new") | F.col("leader_new"))
+    ).select(F.col("leader").alias("x"), F.col("uid").alias("y"))
+    chain = large.filter(F.col("prev").isNotNull() & (F.col("is_new") | F.col("prev_new"))).select(
         F.col("prev").alias("x"), F.col("uid").alias("y")
     )
     linear = star.unionByName(chain).select(
@@ -95,8 +101,9 @@ def minhash_edges(
 ) -> DataFrame:
     """items (uid, signature, is_new) -> verified edges with estimated Jaccard.
 
-    Unless `full` (every item new), only the buckets that hold a new item are paired
-    (whole, so that a large bucket is linked the same way a full run links it).
+    Unless `full` (every item new), only the buckets that hold a new item are paired,
+    and only pairs with a new item are made: in a large bucket, a new item is linked to
+    the bucket's leader and to its neighbours in signature order.
     """
     reps, same, bands = _bands(items, params)
     keys = ["band", "bucket"]
@@ -110,25 +117,6 @@ def minhash_edges(
     )
     verified = scored.filter(F.col("similarity") >= params.threshold)
     return same.unionByName(verified)
-
-
-def minhash_reach(items: DataFrame, params: mh.MinHashParams, limit: int) -> DataFrame:
-    """uids in a bucket of more than `limit` members that holds a new item.
-
-    Such a bucket links its members to its leader and to their neighbours in signature
-    order, so a new member can replace links that the old members were grouped by.
-    """
-    _, _, bands = _bands(items, params)
-    keys = ["band", "bucket"]
-    hit = F.broadcast(bands.filter("is_new").select(*keys).distinct())  # few: the new items'
-    w = Window.partitionBy(*keys)
-    return (
-        bands.join(hit, keys, "left_semi")
-        .withColumn("size", F.count("*").over(w))
-        .filter(F.col("size") > limit)
-        .select("uid")
-        .distinct()
-    )
 
 
 # --- pHash ------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 from lakecurate.udfs import minhash as mh
-from lakecurate.udfs.keepers import greedy, group_keepers
+from lakecurate.udfs.keepers import greedy, keepers_batches
 from test_dedup_incremental import CHAIN
 
 
@@ -27,14 +27,22 @@ def test_hamming_members_go_to_the_most_similar_keeper():
     assert sim.tolist() == pytest.approx([1.0, 1 - 20 / 64, 1 - 2 / 64, 1 - 1 / 64])
 
 
-def test_group_keepers_visits_members_in_rank_order_and_checks_the_kernel():
+def test_keepers_batches_visits_each_group_in_rank_order_and_checks_the_kernel():
     a, b = [1.0, 0.0], [0.0, 1.0]
-    pdf = pd.DataFrame(
-        {"uid": ["x", "y", "z"], "group_id": "g", "pos": [3, 1, 2], "vector": [a, b, a]}
+    rows = pa.table(
+        {
+            "uid": ["x", "p", "y", "z", "q"],
+            "group_id": ["g", "h", "g", "g", "h"],
+            "pos": [3, 2, 1, 2, 1],
+            "vector": [a, a, b, a, a],
+        }
     )
-    out = group_keepers("cosine", 0.93)(pdf).set_index("uid")
-    # y ranks first and keeps itself; z is unlike y (a keeper too); x is z's copy
-    assert out["keeper_uid"].to_dict() == {"y": "y", "z": "z", "x": "z"}
-    assert out.loc["y", "similarity"] == 1.0 and out.loc["z", "similarity"] < 1.0
+    batches = list(keepers_batches(iter(rows.to_batches(max_chunksize=2)), "cosine", 0.93))
+    out = pa.Table.from_batches(batches).to_pylist()
+    keeper = {r["uid"]: r["keeper_uid"] for r in out}
+    # g: y ranks first and keeps itself; z is unlike y (a keeper too); x is z's copy
+    assert keeper == {"y": "y", "z": "z", "x": "z", "q": "q", "p": "q"}
+    sim = {r["uid"]: r["similarity"] for r in out}
+    assert sim["y"] == sim["q"] == 1.0 and sim["z"] < 1.0 and sim["p"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="kernel"):
-        group_keepers("euclid", 0.5)
+        list(keepers_batches(iter([]), "euclid", 0.5))
