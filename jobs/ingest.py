@@ -6,11 +6,12 @@ row per uid), `rejects` (every bad record with a reason code, stage "ingest"),
 and last `sources` (one row per source file with checksum, status, counts).
 
 Sources are WebDataset tars, Parquet/JSONL, image folders, or URL lists that
-img2dataset downloads first. Each source file is one Spark task, which first
-checksums its file (xxh3-128; sha256 for sources the ledger knows by sha256)
-and skips it when the ledger already holds it (same uri and checksum; `--force`
-reads it again); every other file is streamed and validated in that task
-(`udfs.readers.task`). No separate checksum pass over the inputs.
+img2dataset downloads first. Files whose uri the ledger knows are checksummed
+first (xxh3-128; sha256 for sources the ledger knows by sha256) and skipped when
+the ledger holds them with that checksum (`--force` reads them again). Each
+remaining file is one Spark task, which checksums a new uri's file itself and
+streams and validates it (`udfs.readers.task`): a first ingest reads its inputs
+once for the checksum and once to ingest, in the same task.
 
 The task writes its valid records straight into new, uncommitted Parquet files
 of `pairs` and hands Spark only small rows (keys, rejects, ledger rows, file
@@ -46,7 +47,6 @@ from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
 from lakecurate.udfs.readers.task import (
     OUTPUT_SCHEMA,
     PAIRS_SCHEMA,
-    SKIPPED,
     IngestOptions,
     Ledger,
     PairsTarget,
@@ -401,10 +401,7 @@ def write(spark, out, ctx: JobContext) -> dict:
     path = staging_dir(ctx)
     try:
         staged = stage(spark, out, path)
-        every = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
-        srows = [r for r in every if r["status"] != SKIPPED]
-        if not srows:  # every source was in the ledger: nothing was written
-            return {"sources": 0, "skipped": len(every), "pairs_added": 0}
+        srows = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
         added = commit_pairs(spark, staged, ctx, sum(int(r["rows_ok"] or 0) for r in srows))
         if sum(int(r["rows_rejected"] or 0) for r in srows) <= DRIVER_ROWS:
             rows = rejects_table(staged_rows(path, "reject", REJECT_COLUMNS), ctx)
@@ -424,7 +421,7 @@ def write(spark, out, ctx: JobContext) -> dict:
     status = [r["status"] for r in srows]
     return {
         "sources": len(srows),
-        "skipped": len(every) - len(srows),
+        "skipped": 0,
         "pairs_added": added,
         "rows_ok": sum(int(r["rows_ok"] or 0) for r in srows),
         "rows_rejected": sum(int(r["rows_rejected"] or 0) for r in srows),
@@ -459,17 +456,38 @@ def remove_staging(path: str) -> None:
         pass
 
 
+def recheck(spark, files: list[SourceFile], known: Ledger) -> tuple[list[SourceFile], int]:
+    """(files to read, how many the ledger holds unchanged). Only a file whose uri the
+    ledger knows can be skipped; those are checksummed first, in a few Spark tasks
+    (a task per skipped file would cost more than its checksum). Any other file is
+    checksummed by the task that reads it."""
+    uris = {u for u, _ in known.done}
+    seen = [u for u in files if u.uri in uris]
+    if not seen:
+        return files, 0
+    slices = min(len(seen), 2 * spark.sparkContext.defaultParallelism)
+    fn = partial(_checksum_known, known=known)
+    checked = spark.sparkContext.parallelize(seen, slices).map(fn).collect()
+    changed = [u for u in checked if not known.holds(u)]
+    return [u for u in files if u.uri not in uris] + changed, len(checked) - len(changed)
+
+
+def _checksum_known(u: SourceFile, known: Ledger) -> SourceFile:
+    return checksum_source(u, known.algorithm(u.uri))
+
+
 def run(spark, cfg: Config) -> JobResult:
     """Ingest `cfg.sources` into `pairs`/`rejects`, recording each source in `sources`."""
     ctx = JobContext(NAME, cfg)
     units = discover(cfg)
     known = ledger(ctx, cfg.ingest.force)
     shards, extra = download(cfg, [u for u in units if u.format == "urls"], known)
-    files = [u for u in units if u.format != "urls"] + shards
-    log.info("ingest: %d source files, %d in the ledger", len(files), len(known.done))
+    files, skipped = recheck(spark, [u for u in units if u.format != "urls"] + shards, known)
+    log.info("ingest: %d source files to read, %d already ingested", len(files), skipped)
     counts = {"sources": 0, "skipped": 0, "pairs_added": 0}
     if files or extra:
         counts = write(spark, ingest_frame(spark, cfg, files, extra, ctx, known), ctx)
+    counts["skipped"] += skipped
     if not counts["sources"]:
         return ctx.done("nothing new to ingest", **counts)
     msg = f"{counts['pairs_added']} new pairs from {counts['sources']} sources"

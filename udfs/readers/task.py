@@ -313,9 +313,8 @@ def ingest_partition(
     pairs to files, the rest returned. (The task list travels in the closure, so no
     Python-side input rows are needed: each task starts without a round trip.)
 
-    A source without a checksum is checksummed here first; one the `ledger` holds with
-    that checksum is not read, and only a `skipped` source row says so (the driver
-    leaves it out of the ledger)."""
+    A source without a checksum (a uri the ledger does not know) is checksummed here
+    first, with the algorithm the `ledger` uses for its uri."""
     out = ArrowBatcher(opts.reader.batch_rows)
     sink = PairsSink(target, opts.reader.batch_rows)
     try:
@@ -323,8 +322,7 @@ def ingest_partition(
             for src in task_sources(batch, groups):
                 if not src.checksum:
                     src = checksum_source(src, ledger.algorithm(src.uri))
-                rows = [skipped_row(src)] if ledger.holds(src) else ingest_source(src, opts)
-                for row in rows:
+                for row in ingest_source(src, opts):
                     if row["kind"] == "pair":
                         path = sink.add(row)
                         row = {k: row[k] for k in _PAIR_KEYS} | {"file_path": path}
@@ -341,11 +339,6 @@ def ingest_partition(
 
 
 _PAIR_KEYS = ("kind", "uid", "source_uri", "source_key")
-SKIPPED = "skipped"  # status of a source row for a source the ledger already holds
-
-
-def skipped_row(src: SourceFile) -> dict:
-    return SourceStats(src).row() | {"status": SKIPPED}
 
 
 def drop_rows(item: tuple[str, list[tuple[str, str]]], table_uri: str, tag: str) -> dict:
