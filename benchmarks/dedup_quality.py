@@ -16,6 +16,11 @@ keeps only keepers treats as one item) as predicted; recall is per edit kind ove
 connected components are printed alongside.
 
     .venv/bin/python benchmarks/dedup_quality.py [--captions 2000] [--images 1000]
+
+Recorded (session 3, defaults): exact 1.0/1.0; pHash precision 1.0, recall 1.0 on
+copies, re-encodes and resizes, 0.598 on 2-5% crops; minhash verdict precision 0.986
+(bare components 0.887, verified pairs 0.988), recall 0.982 / 0.913 / 0.747 for
+1 / 2 / 3 words, 0.986 spelling+punctuation (light-edit mean 0.907), paraphrase 0.131.
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ Python workers are up, as they are in a long-running cluster; Spark start-up is
 not timed. Also reported: ours with `ingest.decode=full` (pixels decoded during
 ingest too). The last line is the JSON summary (DESIGN.md).
 
-Recorded (session 2, `--n 100000 --data /tmp/ingjobs/bench100k-s10k`, 99,000 pairs
-in 10 tars, local[2], load 1.8): ours 14,285 pairs/s, baseline 10,157, ratio 1.406;
-decode=full 8,190 pairs/s (0.806). With 200 tars of 500 samples the per-task cost
+Recorded (session 3, `--n 100000 --data /tmp/ingjobs/bench100k-s10k`, 99,000 pairs
+in 10 tars, local[2], load 1.9-2.4, medians of 3): ours 8.04 s (runs 8.83, 8.04,
+6.09), baseline 15.56 s (15.56, 16.05, 14.04): ratio 1.928; decode=full 0.924.
+Single runs before medians, same code: 1.529 and 1.318 (the machine's speed drifts
+between runs, hence the interleaved medians). Session 2 (one run each): 1.406. With 200 tars of 500 samples the per-task cost
 of mapInArrow dominates (ratio 0.50); set `ingest.files_per_task` for tiny shards.
 """
 

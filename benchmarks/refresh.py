@@ -11,9 +11,10 @@ seconds of both runs and, as its LAST line, one JSON object:
 ours = incremental runs per hour, baseline = full runs per hour, so
 ratio = full seconds / incremental seconds (higher is better; target >= 20).
 
-Recorded (session 2, `--n 50000`, local[2], while the test suite ran): full 448.4 s
-(ingest 23.9, embed 105.7, dedup 297.0, select 5.0, publish 15.7), +1% 192.6 s
-(ingest 3.9, embed 19.0, dedup 152.3, select 5.1, publish 11.1): ratio 2.33.
+Recorded (session 3, `--n 50000`, local[2], quiet machine): full 190.0 s (ingest
+13.2, embed 76.9, dedup 86.9, select 3.6, publish 8.3), +1% 78.7 s (ingest 2.2,
+embed 4.5, dedup 53.1, select 3.7, publish 14.5): ratio 2.41. Incremental dedup:
+exact 6.5, exact_caption 5.2, phash 8.9, minhash 28.5 s. Session 2 (loaded): 2.33.
 """
 
 from __future__ import annotations
