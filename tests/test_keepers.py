@@ -46,3 +46,19 @@ def test_keepers_batches_visits_each_group_in_rank_order_and_checks_the_kernel()
     assert sim["y"] == sim["q"] == 1.0 and sim["z"] < 1.0 and sim["p"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="kernel"):
         list(keepers_batches(iter([]), "euclid", 0.5))
+
+
+def test_past_the_window_only_the_first_and_latest_keepers_are_compared():
+    # eight hashes 8 or more bits apart: each is a keeper; the ninth copies one of them
+    hashes = np.array([(1 << (8 * i)) - 1 for i in range(8)] + [0], dtype=np.uint64)
+    hashes[-1] = hashes[1] ^ 1  # one bit from keeper 1
+    keeper, _ = greedy(hashes, "hamming", 1 - 6 / 64, window=8)
+    assert keeper.tolist() == list(range(8)) + [1]
+    # window 4: keepers 0, 1 (best-ranked) and 6, 7 (latest) are compared
+    keeper, _ = greedy(hashes, "hamming", 1 - 6 / 64, window=4)
+    assert keeper[-1] == 1
+    hashes[-1] = hashes[3] ^ 1  # one bit from keeper 3, outside a window of 4
+    keeper, sim = greedy(hashes, "hamming", 1 - 6 / 64, window=4)
+    assert keeper[-1] == 8 and sim[-1] < 1 - 6 / 64
+    keeper, _ = greedy(hashes, "hamming", 1 - 6 / 64, window=8)
+    assert keeper[-1] == 3
