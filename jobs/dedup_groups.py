@@ -92,18 +92,22 @@ def keeper_order(cfg: Config, first: tuple[Column, ...] = ()) -> list[Column]:
     return [*first, *(_ORDER[k]() for k in cfg.dedup.keeper), F.col("uid").asc()]
 
 
-def _keepers(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
-    """members (uid, group_id, ...) -> the same with `best`, the group's keeper by rank."""
+def _with_ranks(run: DedupRun, members: DataFrame, keeping: Keeping):
+    """(members joined with their ranks, the window ordering each group by keeper rank)."""
     w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, keeping.first))
     ranks = keeping.ranks if keeping.ranks is not None else run.ranks
-    return members.join(ranks, "uid", "left").withColumn("best", F.first("uid").over(w))
+    return members.join(ranks, "uid", "left"), w
+
+
+def _keepers(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
+    """members (uid, group_id, ...) -> the same with `best`, the group's keeper by rank."""
+    joined, w = _with_ranks(run, members, keeping)
+    return joined.withColumn("best", F.first("uid").over(w))
 
 
 def ranked(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
     """members (uid, group_id) -> (uid, group_id, pos): 1-based rank within the group."""
-    w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, keeping.first))
-    ranks = keeping.ranks if keeping.ranks is not None else run.ranks
-    joined = members.select("uid", "group_id").join(ranks, "uid", "left")
+    joined, w = _with_ranks(run, members.select("uid", "group_id"), keeping)
     return joined.select("uid", "group_id", F.row_number().over(w).alias("pos"))
 
 

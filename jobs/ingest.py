@@ -211,8 +211,10 @@ def ingest_frame(
     per_task = cfg.ingest.files_per_task
     groups = [units[i : i + per_task] for i in range(0, len(units), per_task)]
     target = PairsTarget(ctx.lake.uri("pairs"), ctx.run_id, datetime.now(UTC))
+    # tasks only choose a checksum algorithm: ship the legacy sha256 uris of this run alone
+    legacy = Ledger(sha256_uris=frozenset(u.uri for u in units) & known.sha256_uris)
     opts = ingest_options(cfg)
-    body = partial(ingest_partition, groups=groups, opts=opts, target=target, ledger=known)
+    body = partial(ingest_partition, groups=groups, opts=opts, target=target, ledger=legacy)
     out = spark.range(0, len(groups), 1, max(1, len(groups))).mapInArrow(body, sschema)
     if extra_rows:
         cols = OUTPUT_SCHEMA.names
