@@ -63,7 +63,7 @@ import time
 from functools import partial
 
 from lakecurate.jobs import dedup_methods
-from lakecurate.jobs.dedup_groups import DedupRun
+from lakecurate.jobs.dedup_groups import DedupRun, method_counts
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 from pyspark.sql import DataFrame
@@ -169,6 +169,7 @@ def run(spark, cfg: Config) -> JobResult:
     finally:
         signals.unpersist()
         ranks.unpersist()
+    counts |= method_counts(state, expand_methods(cfg.dedup.methods))
     counts["duplicates"] = sum(v for k, v in counts.items() if k.endswith("_duplicates"))
     methods = ", ".join(expand_methods(cfg.dedup.methods))
     return ctx.done(f"{counts['duplicates']} duplicate rows over methods {methods}", **counts)

@@ -140,30 +140,34 @@ def finalize(
     )
 
 
-def _counts(rows: DataFrame) -> tuple[int, int]:
-    c = rows.agg(
-        F.countDistinct("group_id").alias("groups"),
-        F.sum((F.col("uid") != F.col("keeper_uid")).cast("int")).alias("dups"),
-    ).first()
-    return int(c["groups"]), int(c["dups"] or 0)
-
-
-def _count_dict(method: str, groups: int, dups: int) -> dict[str, int]:
-    return {f"{method}_groups": groups, f"{method}_duplicates": dups}
+def method_counts(run: DedupRun, methods: list[str]) -> dict[str, int]:
+    """`<method>_groups` and `<method>_duplicates` of the methods, from the table: one job."""
+    rows = (
+        run.ctx.lake.read(run.spark, "duplicates")
+        .filter(F.col("method").isin(methods))
+        .groupBy("method")
+        .agg(
+            F.countDistinct("group_id").alias("groups"),
+            F.sum((F.col("uid") != F.col("keeper_uid")).cast("int")).alias("dups"),
+        )
+        .collect()
+    )
+    found = {r["method"]: (int(r["groups"]), int(r["dups"] or 0)) for r in rows}
+    counts: dict[str, int] = {}
+    for m in methods:
+        groups, dups = found.get(m, (0, 0))
+        counts |= {f"{m}_groups": groups, f"{m}_duplicates": dups}
+    return counts
 
 
 def write_method(run: DedupRun, method: str, rows: DataFrame) -> dict[str, int]:
-    """Replace all of the method's `duplicates` rows; return its group and duplicate counts."""
-    rows = rows.persist()
-    try:
-        version, changed = run.ctx.lake.replace_where(
-            rows, "duplicates", "method", method, run.ctx.commit
-        )
-        if changed:
-            run.ctx.wrote("duplicates", version)
-        return _count_dict(method, *_counts(rows))
-    finally:
-        rows.unpersist()
+    """Replace all of the method's `duplicates` rows."""
+    version, changed = run.ctx.lake.replace_where(
+        rows, "duplicates", "method", method, run.ctx.commit
+    )
+    if changed:
+        run.ctx.wrote("duplicates", version)
+    return {}
 
 
 # --- the index of matched uids ------------------------------------------------------------
@@ -290,7 +294,7 @@ def write_changes(
             stale.unpersist()
     finally:
         existing.unpersist()
-    return _count_dict(method, *_counts(run.existing(method)))
+    return {}
 
 
 def _differ(rows: DataFrame, stale: DataFrame) -> bool:

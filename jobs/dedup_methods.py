@@ -90,8 +90,9 @@ def minhash_params(cfg: Config) -> mh.MinHashParams:
 
 
 def minhash_slug(p: mh.MinHashParams) -> str:
+    """Signature identity, banding (`xxh`: bands hashed with Spark's xxhash64) and threshold."""
     b, r = p.band_rows
-    return f"{p.slug}_b{b}r{r}_t{p.threshold:g}"
+    return f"{p.slug}_b{b}r{r}xxh_t{p.threshold:g}"
 
 
 def _edges(items: DataFrame, full: bool, edges_fn) -> DataFrame:

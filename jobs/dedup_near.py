@@ -28,6 +28,8 @@ from lakecurate.udfs import semantic as sem
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from lakecurate.components import cut_lineage
+
 EDGE_COLUMNS = ("a", "b", "similarity")
 
 
@@ -86,14 +88,28 @@ def bucket_pairs(rows: DataFrame, keys: list[str], order: str, limit: int) -> Da
 # --- MinHash ----------------------------------------------------------------------------
 
 
-def _bands(items: DataFrame, params: mh.MinHashParams) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(representatives, identical-copy edges, one row per (representative, band, bucket))."""
-    reps, same = collapse_identical(items, "signature")
-    band_schema = "uid string, band int, bucket long, order long, is_new boolean"
-    bands = reps.select("uid", "signature", "is_new").mapInArrow(
-        partial(mh.band_batches, params=params), band_schema
-    )
-    return reps, same, bands
+def band_rows(reps: DataFrame, params: mh.MinHashParams) -> DataFrame:
+    """reps (uid, signature, is_new) -> one row per (uid, band, bucket) with `order`.
+
+    Computed in the JVM (no Python worker): the bucket is xxhash64 of the band's bytes
+    of the little-endian signature, and `order` (its first two slots) sorts a large
+    bucket so that neighbours tend to be similar without shuffling whole signatures.
+    """
+    b, r = params.band_rows
+    width = 4 * r
+    band = [
+        F.struct(
+            F.lit(i).alias("band"),
+            F.xxhash64(F.substring("signature", 1 + i * width, width)).alias("bucket"),
+        )
+        for i in range(b)
+    ]
+    return reps.select(
+        "uid",
+        "is_new",
+        F.substring("signature", 1, 8).alias("order"),
+        F.explode(F.array(*band)).alias("bb"),
+    ).select("uid", "bb.band", "bb.bucket", "order", "is_new")
 
 
 def minhash_edges(
@@ -103,12 +119,20 @@ def minhash_edges(
 
     Unless `full` (every item new), only the buckets that hold a new item are paired,
     and only pairs with a new item are made: in a large bucket, a new item is linked to
-    the bucket's leader and to its neighbours in signature order.
+    the bucket's leader and to its neighbours in signature order. The new items' band
+    keys are few, so they are broadcast and the lake's band rows filtered by them
+    before any shuffle; the touched rows are materialized once (the pairing reads
+    them three times).
     """
-    reps, same, bands = _bands(items, params)
+    reps, same = collapse_identical(items, "signature")
     keys = ["band", "bucket"]
-    if not full:
-        bands = bands.join(bands.filter("is_new").select(*keys).distinct(), keys, "left_semi")
+    if full:
+        bands = band_rows(reps, params)
+    else:
+        reps = cut_lineage(reps)
+        bands = band_rows(reps, params)
+        new_keys = bands.filter("is_new").select(*keys).distinct()
+        bands = cut_lineage(bands.join(F.broadcast(new_keys), keys, "left_semi"))
     cand = bucket_pairs(bands, keys, "order", limit)
     sigs = reps.select("uid", "signature")
     joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")

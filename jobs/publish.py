@@ -17,10 +17,12 @@ A re-run reuses a finished manifest whose inputs match and whose shards verify b
 Layout: with a parent (the newest live version of the name whose manifest verifies),
 the new version reuses the parent's untouched shards (hard links or copies), rewrites
 the ones that lost members and appends the added samples in new shards
-(`jobs/publish_layout.py`), so a refresh costs what changed. Without one, or with
-`--full` (`publish.incremental: false`), samples are ordered by sha256(seed:uid) and
-shard boundaries come from that order. The manifest records the parent (`parent`,
-null for a full layout), the `layout` counts and, per shard, `reused`.
+(`jobs/publish_layout.py`), so a refresh costs what changed. Without one, with
+`--full` (`publish.incremental: false`), or when the reusable shards would hold less
+than `publish.min_reuse` of the samples (small changes scattered over every shard),
+samples are ordered by sha256(seed:uid) and shard boundaries come from that order.
+The manifest records the parent (`parent`, null without one), the `layout` (its
+`mode`, with the `reason` when a parent was not used) and, per shard, `reused`.
 
 Determinism: tar headers are fixed (`udfs/shards.py`) and the layout is a function of
 the pinned table versions and the parent's manifest, so the same pins, parent and
@@ -171,7 +173,7 @@ def out_dir(cfg: Config, version: int) -> str:
 def inputs_hash(plan: dict) -> str:
     """What determines the shards' bytes: equal hash -> the same shards."""
     keys = ("pinned_versions", "recipe_id", "model_id", "shard_size", "shard_bytes", "seed")
-    keys += ("parent", "max_small_shards")
+    keys += ("parent", "max_small_shards", "min_reuse")
     blob = json.dumps({k: plan[k] for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -259,7 +261,13 @@ def materialise(
         def write(frame, n: int) -> list[dict]:
             return write_shards(spark, frame, staging, n)
 
-        shards, layout = layouts.lay_out(spark, lake, cfg, parent, samples, pairs_v, staging, write)
+        laid = layouts.lay_out(spark, lake, cfg, parent, samples, pairs_v, staging, write)
+        if isinstance(laid, str):
+            log.info("publish: writing every shard afresh: %s", laid)
+            shards = full_layout(spark, cfg, plan, samples, staging)
+            layout = {"mode": "full", "reason": laid}
+        else:
+            shards, layout = laid
     written = sum(s["num_samples"] for s in shards)
     sfs, spath = _fs(staging)
     if written == 0:
@@ -408,6 +416,7 @@ def _plan(spark, ctx, name, version, pins, recipe_id, mid, parent=None, sel_hash
         or selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"]),
         "parent": None if parent is None else parent.describe(),
         "max_small_shards": cfg.publish.max_small_shards,
+        "min_reuse": cfg.publish.min_reuse,
         "funnel": fun,
         "run_id": ctx.run_id,
     }

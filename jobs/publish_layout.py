@@ -243,6 +243,12 @@ class Layout:
     added: int
     top_shard: int
     top_pos: int
+    reusable: int = 0  # samples in the shards to reuse
+    samples: int = 0  # samples of the new version
+
+    def worth_it(self, min_reuse: float) -> bool:
+        """Whether reusing beats writing every shard afresh (`publish.min_reuse`)."""
+        return self.reusable >= min_reuse * self.samples
 
     def shards_with(self, action: str) -> list[int]:
         return sorted(s for s, a in self.actions.items() if a == action)
@@ -263,7 +269,9 @@ def plan_layout(spark, parent: Parent, members, cfg: Config) -> Layout:
     check_stats(parent, stats)
     p = cfg.publish
     actions = decide(stats, p.shard_size, p.shard_bytes, p.max_small_shards)
-    return Layout(parent, actions, added, top_shard, top_pos)
+    reusable = sum(s.old for s in stats if actions[s.shard] == REUSE)
+    samples = added + sum(s.kept for s in stats)
+    return Layout(parent, actions, added, top_shard, top_pos, reusable, samples)
 
 
 def rows_to_write(spark, lake: Lake, pairs_version: int, layout: Layout, members, cfg: Config):
@@ -349,9 +357,11 @@ def reuse_shards(layout: Layout, staging: str) -> list[dict]:
 
 def lay_out(
     spark, lake: Lake, cfg: Config, parent: Parent, samples, pairs_version: int, staging: str, write
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], dict] | str:
     """Write the shards that change into `staging` (`write(frame, n_shards)`), link the
-    reused ones next to them; return every shard's record (by number) and a summary."""
+    reused ones next to them; return every shard's record (by number) and a summary.
+    Returns instead the reason to write every shard afresh when too little of the parent
+    is reusable (`publish.min_reuse`): nothing is written then."""
     from pyspark import StorageLevel
 
     members = compare(spark, parent, samples.select(*CURRENT))
@@ -359,6 +369,12 @@ def lay_out(
     try:
         layout = plan_layout(spark, parent, members, cfg)
         log.info("publish: layout over version %d: %s", parent.version, layout.summary())
+        if not layout.worth_it(cfg.publish.min_reuse):
+            return (
+                f"only {layout.reusable} of {layout.samples} samples are in shards of "
+                f"version {parent.version} that could be reused (publish.min_reuse "
+                f"{cfg.publish.min_reuse:g})"
+            )
         frame = rows_to_write(spark, lake, pairs_version, layout, members, cfg)
         expected = len(layout.shards_with(REWRITE)) + -(-layout.added // cfg.publish.shard_size)
         written = [] if frame is None else _write(write, frame, expected + 1)

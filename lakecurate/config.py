@@ -236,9 +236,14 @@ class PublishConfig:
     # an incremental layout merges the parent's small shards (under half of shard_size,
     # and of shard_bytes if set) into its new tail once this many of them survive
     max_small_shards: int = 4
+    # an incremental layout is used only when the parent's shards it can reuse untouched
+    # hold at least this fraction of the new version's samples; below it, rewriting most
+    # shards from the parent's tars costs more than writing every shard afresh
+    min_reuse: float = 0.5
 
     def __post_init__(self):
         _check(self.shard_size >= 1, "publish.shard_size", "must be >= 1")
+        _check(0.0 <= self.min_reuse <= 1.0, "publish.min_reuse", "must be in [0, 1]")
         _check(self.shard_bytes >= 0, "publish.shard_bytes", "must be >= 0")
         _check(self.max_small_shards >= 1, "publish.max_small_shards", "must be >= 1")
 

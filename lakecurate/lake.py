@@ -298,6 +298,7 @@ class Commit:
 
 
 ENGINES = ("deltalake", "delta-spark")
+SMALL_APPEND = 20_000  # rows up to which `Lake.append_new` appends from the driver
 
 
 class Lake:
@@ -421,18 +422,34 @@ class Lake:
         return self.version(table)
 
     def append_new(self, df, table: str, commit: Commit, **metadata: Any) -> tuple[int, int]:
-        """Append the rows of `df` whose key is not in the table yet; return (version, rows)."""
+        """Append the rows of `df` whose key is not in the table yet; return (version, rows).
+
+        At most `SMALL_APPEND` rows (a nightly increment) are collected and appended from
+        the driver (`append_new_rows`, present keys looked up by the first key column);
+        more are matched against the table and written by Spark.
+        """
         spec = self.spec(table)
-        df = df.dropDuplicates(list(spec.key))
-        if self.exists(table):
-            current = self.read(self.spark_of(df), table).select(*spec.key)
-            df = df.join(current, on=list(spec.key), how="left_anti")
         df = df.select(*spec.columns).persist()
         try:
             n = df.count()
             if n == 0:
                 return self.ensure(table, commit), 0
-            return self.write(df, table, commit, rows_added=n, **metadata), n
+            spark = self.spark_of(df)
+            if n <= SMALL_APPEND and self.engine == "deltalake":
+                rows = df.toArrow()
+                return self.append_new_rows(spark, rows, table, commit, spec.key[0], **metadata)
+            new = df.dropDuplicates(list(spec.key))
+            if self.exists(table):
+                current = self.read(spark, table).select(*spec.key)
+                new = new.join(current, on=list(spec.key), how="left_anti")
+            new = new.persist()
+            try:
+                n = new.count()
+                if n == 0:
+                    return self.ensure(table, commit), 0
+                return self.write(new, table, commit, rows_added=n, **metadata), n
+            finally:
+                new.unpersist()
         finally:
             df.unpersist()
 

@@ -61,7 +61,7 @@ def test_jaccard_estimate_matches_datasketch():
     assert mh.jaccard_estimates(a[None], b[None])[0] == pytest.approx(ma.jaccard(mb))
 
 
-def test_binary_round_trip_and_band_hashes():
+def test_binary_round_trip():
     params = mh.MinHashParams(num_perm=32)
     sigs = mh.minhash_signatures(TEXTS, params)
     arr = mh.to_binary(sigs)
@@ -69,11 +69,30 @@ def test_binary_round_trip_and_band_hashes():
     assert np.array_equal(mh.from_binary(arr.slice(2, 4), 32), sigs[2:6])
     with pytest.raises(ValueError, match="256 bytes"):
         mh.from_binary(arr, 32 * 2)
-    h = mh.band_hashes(sigs, 4, 8)
-    assert h.dtype == np.int64 and h.shape == (len(TEXTS), 4)
-    # equal bands hash equal, different bands (almost surely) differ
-    assert np.array_equal(h[2], h[3])  # "" and None: both empty signatures
-    assert h[0, 0] != h[6, 0]
+
+
+def test_band_rows_hash_each_band_of_the_signature_in_spark(spark):
+    from lakecurate.jobs.dedup_near import band_rows
+
+    params = mh.MinHashParams(num_perm=32, bands=4, rows=8)
+    sigs = mh.minhash_signatures(TEXTS, params)
+    # a copy of TEXTS[0] whose last band differs: it shares the first three buckets only
+    changed = sigs[0].copy()
+    changed[-1] ^= 1
+    arr = mh.to_binary(np.vstack([sigs, changed[None]]))
+    uids = [f"u{i}" for i in range(len(TEXTS))] + ["changed"]
+    reps = spark.createDataFrame(
+        [(u, bytes(arr[i].as_py()), False) for i, u in enumerate(uids)],
+        "uid string, signature binary, is_new boolean",
+    )
+    rows = band_rows(reps, params).collect()
+    assert len(rows) == 4 * len(uids)
+    bucket = {(r["uid"], r["band"]): r["bucket"] for r in rows}
+    assert [bucket["u2", k] == bucket["u3", k] for k in range(4)] == [True] * 4  # "" and None
+    assert [bucket["u0", k] == bucket["changed", k] for k in range(4)] == [True] * 3 + [False]
+    assert bucket["u0", 0] != bucket["u6", 0]
+    order = {r["uid"]: r["order"] for r in rows}
+    assert order["u0"] == order["changed"] == bytes(arr[0].as_py())[:8]
 
 
 def test_spark_signatures_equal_the_batch_function(spark):

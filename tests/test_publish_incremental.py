@@ -217,6 +217,32 @@ def test_small_shard_merging_and_the_full_layout(spark, chain, tmp_path):
     assert len(mf["shards"]) == -(-mf["counts"]["num_samples"] // SHARD)
 
 
+def test_changes_in_most_shards_write_every_shard_afresh(spark, chain, tmp_path):
+    shutil.copytree(
+        chain["cfg"].lake.path, tmp_path / "lake", ignore=shutil.ignore_patterns("_published")
+    )
+    cfg = replace(chain["cfg"], lake={"path": str(tmp_path / "lake")})
+    out3, m3 = _manifest(chain["results"][3])
+    # one uid dropped from every shard: nothing is reusable, so rewriting every shard from
+    # the parent's tars would cost more than a fresh layout
+    drop = frozenset(_index_uids(out3, s)[0] for s in m3["shards"])
+    uids = [u for s in m3["shards"] for u in _index_uids(out3, s)]
+    _select(spark, Lake(cfg.lake.path), cfg, uids, drop=drop)
+    fresh = publish.run(spark, cfg)
+    _, mf = _manifest(fresh)
+    assert mf["parent"]["version"] == 3 and mf["layout"]["mode"] == "full"
+    assert mf["layout"]["reason"].startswith(f"only 0 of {len(uids) - len(drop)} samples")
+    assert not any(s["reused"] for s in mf["shards"])
+    assert mf["counts"]["num_samples"] == len(uids) - len(drop)
+    # the same change with min_reuse 0 rewrites every shard over the parent
+    again = publish.run(spark, replace(cfg, publish={"force": True, "min_reuse": 0.0}))
+    _, ma = _manifest(again)
+    assert ma["layout"]["mode"] == "incremental" and ma["parent"]["version"] == 4
+    assert ma["counts"]["num_samples"] == mf["counts"]["num_samples"]
+    with pytest.raises(ConfigError, match="publish.min_reuse"):
+        load_config(None, {"publish.min_reuse": 1.5})
+
+
 def test_decide_actions_and_the_small_shard_rule():
     stats = [
         ShardStat(0, 10, 10, 10, 1000),  # untouched -> reuse

@@ -256,29 +256,6 @@ def optimal_bands(
     return opt
 
 
-_M1 = np.uint64(0x9E3779B97F4A7C15)
-_M2 = np.uint64(0xBF58476D1CE4E5B9)
-_MASK64 = (1 << 64) - 1
-
-
-def _mix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(31))
-    h = h * _M2
-    return h ^ (h >> np.uint64(29))
-
-
-def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """int64 hash of each band of each signature, shape (n, bands)."""
-    out = np.empty((sigs.shape[0], bands), dtype=np.uint64)
-    wide = sigs.astype(np.uint64)
-    for i in range(bands):
-        h = np.full(sigs.shape[0], np.uint64(((i + 1) * int(_M1)) & _MASK64), dtype=np.uint64)
-        for j in range(i * rows, (i + 1) * rows):
-            h = _mix64(h ^ (wide[:, j] + _M1))
-        out[:, i] = h
-    return out.view(np.int64)
-
-
 def jaccard_estimates(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Fraction of equal slots per row (datasketch's `MinHash.jaccard`)."""
     return (left == right).mean(axis=1).astype(np.float32)
@@ -325,34 +302,6 @@ def signature_batches(
         sigs = minhash_signatures(texts, params)
         yield pa.RecordBatch.from_arrays(
             [batch.column("uid"), to_binary(sigs)], names=["uid", "signature"]
-        )
-
-
-def band_batches(
-    batches: Iterator[pa.RecordBatch], params: MinHashParams
-) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: (uid, signature, is_new) -> one row per (uid, band, bucket).
-
-    `order` (the first two signature slots) sorts a bucket so that neighbours tend to
-    be similar without shuffling whole signatures.
-    """
-    b, r = params.band_rows
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        sigs = from_binary(batch.column("signature"), params.num_perm)
-        h = band_hashes(sigs, b, r)
-        order = (sigs[:, 0].astype(np.uint64) << np.uint64(32)) | sigs[:, 1 % sigs.shape[1]]
-        take = pa.array(np.repeat(np.arange(batch.num_rows), b))
-        yield pa.RecordBatch.from_arrays(
-            [
-                batch.column("uid").take(take),
-                pa.array(np.tile(np.arange(b, dtype=np.int32), batch.num_rows)),
-                pa.array(h.reshape(-1)),
-                pa.array(np.repeat(order.view(np.int64), b)),
-                batch.column("is_new").take(take),
-            ],
-            names=["uid", "band", "bucket", "order", "is_new"],
         )
 
 
