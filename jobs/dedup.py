@@ -63,7 +63,7 @@ import time
 from functools import partial
 
 from lakecurate.jobs import dedup_methods
-from lakecurate.jobs.dedup_groups import DedupRun, method_counts
+from lakecurate.jobs.dedup_groups import DedupRun, method_counts, write_deferred
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 from pyspark.sql import DataFrame
@@ -166,7 +166,11 @@ def run(spark, cfg: Config) -> JobResult:
             t0 = time.perf_counter()
             counts.update(dedup_methods.METHODS[method](state))
             log.info("dedup: %s in %.1f s", method, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        write_deferred(state)
+        log.info("dedup: incremental changes written in %.1f s", time.perf_counter() - t0)
     finally:
+        state.release()
         signals.unpersist()
         ranks.unpersist()
     counts |= method_counts(state, expand_methods(cfg.dedup.methods))

@@ -29,7 +29,7 @@ group is next touched or on a full run.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from lakecurate.schemas import TABLES
@@ -55,10 +55,25 @@ class DedupRun:
     pairs: DataFrame  # uid, image_sha256, caption
     signals: DataFrame  # every uid's signals row
     ranks: DataFrame  # uid, resolution, clip_score
+    # incremental results, written together by `write_deferred` (one commit per table)
+    changes: list[tuple[str, DataFrame, DataFrame]] = field(default_factory=list)
+    new_index: list[DataFrame] = field(default_factory=list)
+    cached: list[DataFrame] = field(default_factory=list)
 
     def existing(self, method: str) -> DataFrame:
         """The method's current `duplicates` rows."""
         return self.ctx.lake.read(self.spark, "duplicates").filter(F.col("method") == method)
+
+    def cache(self, df: DataFrame) -> DataFrame:
+        """`df` persisted until `release` (deferred writes still read it)."""
+        df = df.persist()
+        self.cached.append(df)
+        return df
+
+    def release(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+        self.cached.clear()
 
 
 @dataclass(frozen=True)
@@ -193,14 +208,42 @@ def index_rows(run: DedupRun, method: str, slug: str) -> tuple[DataFrame, bool]:
 
 
 def record_index(run: DedupRun, method: str, rows: DataFrame, full: bool) -> None:
-    """Mark uids as matched (after their duplicates are written: the completion marker)."""
+    """Mark uids as matched (after their duplicates are written: the completion marker).
+
+    A full run replaces the method's index rows now; an incremental run's rows (the
+    uids missing from the index) are appended by `write_deferred`, after the changes.
+    """
+    if not full:
+        run.new_index.append(rows)
+        return
     lake, commit = run.ctx.lake, run.ctx.commit
-    if full:
-        version, changed = lake.replace_where(rows, "dedup_index", "method", method, commit)
-    else:  # rows are the uids missing from the index: a plain append
-        version, changed = lake.append_new(rows, "dedup_index", commit)
+    version, changed = lake.replace_where(rows, "dedup_index", "method", method, commit)
     if changed:
         run.ctx.wrote("dedup_index", version)
+
+
+def write_deferred(run: DedupRun) -> None:
+    """Write what the incremental methods rebuilt: `duplicates` first (one commit for the
+    methods whose rows changed), then the index rows that mark their uids as matched."""
+    lake, commit = run.ctx.lake, run.ctx.commit
+    changed = _changed_methods(run.changes)
+    picked = [(rows, stale) for m, rows, stale in run.changes if m in changed]
+    if picked:
+        rows, stale = (_union([p[i] for p in picked]) for i in (0, 1))
+        run.ctx.wrote("duplicates", replace_rows(run, "duplicates", rows, stale))
+    if run.new_index:
+        version, added = lake.append_new(_union(run.new_index), "dedup_index", commit)
+        if added:
+            run.ctx.wrote("dedup_index", version)
+    run.changes.clear()
+    run.new_index.clear()
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out
 
 
 def index_frame(run: DedupRun, df: DataFrame, method: str, slug: str, sig=None) -> DataFrame:
@@ -274,36 +317,39 @@ def write_changes(
     touched: DataFrame,
     keeping: Keeping = Keeping(),
 ) -> dict[str, int]:
-    """Rebuild the groups in `members` and those whose keeper changed; write only them."""
-    existing = run.existing(method).persist()
-    try:
-        rerank = changed_keepers(run, existing, keeping).join(touched, "group_id", "left_anti")
-        rerank = cut_lineage(rerank)
-        redo = touched.unionByName(rerank)
-        stale = existing.join(redo, "group_id", "left_semi").persist()
-        regroup = members.unionByName(
-            existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
-        )
-        rows = finalize(run, method, slug, regroup, keeping).persist()
-        try:
-            if _differ(rows, stale):
-                version = replace_rows(run, "duplicates", rows, stale)
-                run.ctx.wrote("duplicates", version)
-        finally:
-            rows.unpersist()
-            stale.unpersist()
-    finally:
-        existing.unpersist()
+    """Rebuild the groups in `members` and those whose keeper changed: the new rows and
+    the rows they replace are kept for `write_deferred`."""
+    existing = run.cache(run.existing(method))
+    rerank = changed_keepers(run, existing, keeping).join(touched, "group_id", "left_anti")
+    rerank = cut_lineage(rerank)
+    redo = touched.unionByName(rerank)
+    stale = run.cache(existing.join(redo, "group_id", "left_semi"))
+    regroup = members.unionByName(
+        existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
+    )
+    rows = run.cache(finalize(run, method, slug, regroup, keeping))
+    run.changes.append((method, rows, stale))
     return {}
 
 
-def _differ(rows: DataFrame, stale: DataFrame) -> bool:
-    """Whether the rebuilt rows differ from those they replace (ignoring run ids): one job."""
+def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str]:
+    """The methods whose rebuilt rows differ from those they replace (ignoring run ids):
+    one job for all of them."""
+    if not changes:
+        return set()
     cols = [c for c in TABLES["duplicates"].columns if c not in VOLATILE_COLUMNS]
     h = F.xxhash64(*cols).cast("decimal(38,0)").alias("h")
-    both = rows.select(h, F.lit(1).alias("s")).unionByName(stale.select(h, F.lit(-1).alias("s")))
-    c = both.agg(F.sum("s").alias("n"), F.sum(F.col("h") * F.col("s")).alias("d")).first()
-    return bool(c["n"]) or bool(c["d"])
+    signed = [
+        df.select(F.lit(m).alias("m"), h, F.lit(sign).alias("s"))
+        for m, rows, stale in changes
+        for df, sign in ((rows, 1), (stale, -1))
+    ]
+    agg = (
+        _union(signed)
+        .groupBy("m")
+        .agg(F.sum("s").alias("n"), F.sum(F.col("h") * F.col("s")).alias("d"))
+    )
+    return {r["m"] for r in agg.collect() if r["n"] or r["d"]}
 
 
 def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) -> int:
@@ -335,4 +381,6 @@ def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) ->
     if files:
         carried = run.spark.read.schema(spec.spark_schema()).parquet(*sorted(files))
         out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
+    # as many files as there are cores: unions of small parts would add one file each
+    out = out.coalesce(run.spark.sparkContext.defaultParallelism)
     return lake.write(out, table, run.ctx.commit, remove=remove)

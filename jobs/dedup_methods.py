@@ -46,20 +46,17 @@ def _hash_groups(rows: DataFrame, column: str, method: str) -> DataFrame:
 def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
     """Groups of rows sharing `column`; incrementally only the values of new rows."""
     idx, full = index_rows(run, method, slug)
-    new = rows.join(idx.select("uid"), "uid", "left_anti").persist()
-    try:
-        if full:
-            members = _hash_groups(rows, column, method)
-        else:  # only groups holding a new row can change
-            values = new.select(column).filter(F.col(column).isNotNull()).distinct()
-            members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
-            members = cut_lineage(members)  # used twice below
-        touched = members.select("group_id").distinct()
-        counts = write_mode(run, method, slug, members, touched, full)
-        record_index(run, method, index_frame(run, new, method, slug), full)
-        return counts
-    finally:
-        new.unpersist()
+    new = run.cache(rows.join(idx.select("uid"), "uid", "left_anti"))
+    if full:
+        members = _hash_groups(rows, column, method)
+    else:  # only groups holding a new row can change
+        values = new.select(column).filter(F.col(column).isNotNull()).distinct()
+        members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
+        members = cut_lineage(members)  # used twice below
+    touched = members.select("group_id").distinct()
+    counts = write_mode(run, method, slug, members, touched, full)
+    record_index(run, method, index_frame(run, new, method, slug), full)
+    return counts
 
 
 def exact_images(run: DedupRun) -> dict[str, int]:
@@ -108,31 +105,28 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
     idx, full = index_rows(run, "minhash", slug)
     known = idx.select("uid", "signature")
     todo = run.pairs.select("uid", "caption").join(known, "uid", "left_anti")
-    fresh = todo.mapInArrow(
-        partial(mh.signature_batches, params=params), "uid string, signature binary"
-    ).persist()
-    try:
-        # a caption with no text has the empty signature: it is nobody's near-duplicate
-        empty = F.lit(bytes(b"\xff" * 4 * params.num_perm))
-        items = (
-            known.withColumn("is_new", F.lit(False))
-            .unionByName(fresh.withColumn("is_new", F.lit(True)))
-            .filter(F.col("signature") != empty)
+    fresh = run.cache(
+        todo.mapInArrow(
+            partial(mh.signature_batches, params=params), "uid string, signature binary"
         )
-        vectors = items.select("uid", F.col("signature").alias("vector"))
-        keeping = Keeping(vectors=vectors, kernel="minhash", min_similarity=params.threshold)
-        if full:
-            edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
-            counts = write_groups(run, "minhash", slug, edges, True, keeping)
-        else:
-            members, touched = minhash_regroup(run, items, params)
-            counts = write_mode(run, "minhash", slug, members, touched, False, keeping)
-        record_index(
-            run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full
-        )
-        return counts
-    finally:
-        fresh.unpersist()
+    )
+    # a caption with no text has the empty signature: it is nobody's near-duplicate
+    empty = F.lit(bytes(b"\xff" * 4 * params.num_perm))
+    items = (
+        known.withColumn("is_new", F.lit(False))
+        .unionByName(fresh.withColumn("is_new", F.lit(True)))
+        .filter(F.col("signature") != empty)
+    )
+    vectors = items.select("uid", F.col("signature").alias("vector"))
+    keeping = Keeping(vectors=vectors, kernel="minhash", min_similarity=params.threshold)
+    if full:
+        edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
+        counts = write_groups(run, "minhash", slug, edges, True, keeping)
+    else:
+        members, touched = minhash_regroup(run, items, params)
+        counts = write_mode(run, "minhash", slug, members, touched, False, keeping)
+    record_index(run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full)
+    return counts
 
 
 def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame, DataFrame]:
@@ -150,25 +144,22 @@ def perceptual(run: DedupRun) -> dict[str, int]:
     idx, full = index_rows(run, "phash", slug)
     hashes = run.signals.filter(F.col("phash").isNotNull()).select("uid", "phash")
     known = idx.select("uid", F.lit(False).alias("is_new"))
-    items = hashes.join(known, "uid", "left").fillna(True, ["is_new"]).persist()
-    try:
-        counts = write_groups(
-            run,
-            "phash",
-            slug,
-            _edges(items, full, lambda it: near.phash_edges(it, d)),
-            full,
-            Keeping(
-                vectors=hashes.select("uid", F.col("phash").alias("vector")),
-                kernel="hamming",
-                min_similarity=1 - d / 64,
-            ),
-        )
-        new = items.filter("is_new")
-        record_index(run, "phash", index_frame(run, new, "phash", slug), full)
-        return counts
-    finally:
-        items.unpersist()
+    items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
+    counts = write_groups(
+        run,
+        "phash",
+        slug,
+        _edges(items, full, lambda it: near.phash_edges(it, d)),
+        full,
+        Keeping(
+            vectors=hashes.select("uid", F.col("phash").alias("vector")),
+            kernel="hamming",
+            min_similarity=1 - d / 64,
+        ),
+    )
+    new = items.filter("is_new")
+    record_index(run, "phash", index_frame(run, new, "phash", slug), full)
+    return counts
 
 
 METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {

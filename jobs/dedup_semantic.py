@@ -157,27 +157,24 @@ def assign(run: DedupRun, emb, centroids: np.ndarray, slug: str, idx) -> dict[st
     d = run.cfg.dedup
     known = idx.select("uid")
     fresh = near.assign_clusters(emb.join(known, "uid", "left_anti"), centroids)
-    fresh = fresh.withColumn("is_new", F.lit(True)).persist()
-    try:
-        clusters = fresh.select("semantic_cluster").distinct()
-        old = (
-            run.signals.select("uid", *CLUSTER_COLUMNS)
-            .join(known, "uid", "left_semi")
-            .filter(F.col("semantic_cluster").isNotNull())
-        )
-        peers = old.join(clusters, "semantic_cluster", "left_semi").join(emb, "uid")
-        members = fresh.unionByName(
-            peers.select("uid", "image_emb", *CLUSTER_COLUMNS, F.lit(False).alias("is_new"))
-        )
-        edges = near.semantic_new_edges(members, d)
-        sims = old.select("uid", "centroid_sim").unionByName(fresh.select("uid", "centroid_sim"))
-        counts = write_groups(run, METHOD, slug, edges, False, _keeping(run, sims, emb))
-        added = write_new_signals(run, fresh)
-        record_index(run, METHOD, index_frame(run, fresh, METHOD, slug), False)
-        return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 0,
-                "semantic_assigned": added}  # fmt: skip
-    finally:
-        fresh.unpersist()
+    fresh = run.cache(fresh.withColumn("is_new", F.lit(True)))
+    clusters = fresh.select("semantic_cluster").distinct()
+    old = (
+        run.signals.select("uid", *CLUSTER_COLUMNS)
+        .join(known, "uid", "left_semi")
+        .filter(F.col("semantic_cluster").isNotNull())
+    )
+    peers = old.join(clusters, "semantic_cluster", "left_semi").join(emb, "uid")
+    members = fresh.unionByName(
+        peers.select("uid", "image_emb", *CLUSTER_COLUMNS, F.lit(False).alias("is_new"))
+    )
+    edges = near.semantic_new_edges(members, d)
+    sims = old.select("uid", "centroid_sim").unionByName(fresh.select("uid", "centroid_sim"))
+    counts = write_groups(run, METHOD, slug, edges, False, _keeping(run, sims, emb))
+    added = write_new_signals(run, fresh)
+    record_index(run, METHOD, index_frame(run, fresh, METHOD, slug), False)
+    return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 0,
+            "semantic_assigned": added}  # fmt: skip
 
 
 def _with_clusters(rows: DataFrame, assigned: DataFrame) -> DataFrame:
