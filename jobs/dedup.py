@@ -23,8 +23,9 @@ buckets of new signatures; semantic: new embeddings against their cluster) and
 rebuilds only the groups those matches touch: components of the new edges plus the
 touched groups' edges, keepers and similarities of those groups, and groups whose
 keeper changed (a clip score embedded since, another `dedup.keeper`). The rows of
-the rebuilt groups replace the old ones in one commit that rewrites only the Parquet
-files holding them; a run with nothing new commits nothing. The result equals a full
+the rebuilt groups of every incremental method replace the old ones in one commit that
+rewrites only the Parquet files holding them, then one append to `dedup_index` marks
+the new uids (`dedup_groups.write_deferred`); a run with nothing new commits nothing. The result equals a full
 run over the same rows for exact, exact_caption and phash (tested). MinHash buckets
 larger than `bucket_limit` link their members by leader and neighbour; a new member
 is linked to its bucket's leader and neighbours and the old links stay, so where

@@ -1,14 +1,16 @@
 """Groups, keepers and `duplicates` writes shared by every dedup method.
 
 A full run replaces all of a method's rows (`write_method`). An incremental run
-(`write_changes`) touches only what the new rows change:
+(`write_changes`) touches only what the new rows change, and `write_deferred` writes
+the changes of every incremental method together:
 
 * `merge_groups`: connected components of the new edges plus the (star) edges of
   the existing groups those edges touch; untouched groups are not read again;
 * `changed_keepers`: existing groups whose keeper under the current ranking
   (`dedup.keeper`, clip scores embedded since) differs from the stored one;
 * `replace_rows`: one commit that adds the rows of the rebuilt groups and removes the
-  rows they replace; only the Parquet files holding a replaced row are rewritten.
+  rows they replace; only the Parquet files holding a replaced row are rewritten (a
+  method whose rebuilt rows equal the old ones takes no part).
 
 Groups only grow (new edges never split one), and a group's id, keeper and
 similarities depend only on its members and their ranks, so the result equals a full

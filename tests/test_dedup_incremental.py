@@ -33,8 +33,14 @@ def test_old_then_new_equals_one_full_run(spark, lake, cfg, sample_set, tmp_path
     dedup.run(spark, cfg)
     before = _verdicts(spark, lake, methods)
     _write(spark, lake, "pairs", new)
+    versions = {t: lake.version(t) for t in ("duplicates", "dedup_index")}
     second = dedup.run(spark, cfg)
     assert second.counts["new_rows"] == len(new)
+    # every method's changes in one duplicates commit, then one index append
+    assert {t: lake.version(t) - v for t, v in versions.items()} == {
+        "duplicates": 1,
+        "dedup_index": 1,
+    }
     incremental = _verdicts(spark, lake, methods)
 
     whole = Lake(str(tmp_path / "whole"))
