@@ -165,7 +165,10 @@ def run(spark, cfg: Config) -> JobResult:
     try:
         for method in expand_methods(cfg.dedup.methods):
             t0 = time.perf_counter()
+            held = state.held()
             counts.update(dedup_methods.METHODS[method](state))
+            if state.held()[1:] == held[1:]:  # a full run wrote already: free its caches
+                state.release(held[0])
             log.info("dedup: %s in %.1f s", method, time.perf_counter() - t0)
         t0 = time.perf_counter()
         write_deferred(state)

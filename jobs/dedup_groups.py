@@ -72,10 +72,15 @@ class DedupRun:
         self.cached.append(df)
         return df
 
-    def release(self) -> None:
-        for df in self.cached:
+    def held(self) -> tuple[int, int, int]:
+        """(cached frames, deferred changes, deferred index frames) so far."""
+        return len(self.cached), len(self.changes), len(self.new_index)
+
+    def release(self, first: int = 0) -> None:
+        """Unpersist the frames cached since the `first` one (all by default)."""
+        for df in self.cached[first:]:
             df.unpersist()
-        self.cached.clear()
+        del self.cached[first:]
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,9 @@ def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
         .select("uid", "phash", "band", F.explode(masks).alias("mask"), "value")
         .select("uid", "phash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
     )
-    x, y = keys.alias("x"), probes.alias("y")
+    # probes are up to (1 + 16 + 120) per band of every new item: never broadcast them
+    # (the planner's size estimate of an explode ignores the fan-out)
+    x, y = keys.alias("x"), probes.hint("merge").alias("y")
     dist = F.bit_count(F.col("x.phash").bitwiseXOR(F.col("y.phash")))
     verified = (
         x.join(y, ["band", "value"])
