@@ -16,6 +16,9 @@ dedup 72.0, select 3.3, publish 9.1), +1% 49.2 s (ingest 1.9, embed 3.4, dedup 2
 select 3.2, publish 13.1): ratio 3.88. On a lake copied from the same full run,
 repeated refreshes took 40.6-46.1 s (dedup 22.5-28.4, publish 9.8-10.5). Session 3:
 full 190.0 s, +1% 78.7 s (dedup 53.1, publish 14.5): ratio 2.41.
+`--n 100000` (session 4): full 270.5 s (embed 125.8, dedup 105.4, publish 15.5), +1%
+72.0 s (ingest 2.4, embed 5.2, dedup 38.8, select 4.6, publish 20.1): ratio 3.76, so
+the ratio does not grow with N: publish and parts of dedup grow with the lake.
 What bounds it here: the +1% touches every shard (23 old samples lost their place to
 better new keepers, spread over all 8 shards), so publish writes a whole new version
 (`publish.min_reuse`), and dedup's ~40 small Spark jobs cost 0.2-0.5 s each on two
