@@ -424,9 +424,9 @@ class Lake:
     def append_new(self, df, table: str, commit: Commit, **metadata: Any) -> tuple[int, int]:
         """Append the rows of `df` whose key is not in the table yet; return (version, rows).
 
-        At most `SMALL_APPEND` rows (a nightly increment) are collected and appended from
-        the driver (`append_new_rows`, present keys looked up by the first key column);
-        more are matched against the table and written by Spark.
+        At most `SMALL_APPEND` rows (a nightly increment) of a table keyed by uid are
+        collected and appended from the driver (`append_new_rows`, present keys looked up
+        by uid); more, or other tables, are matched against the table and written by Spark.
         """
         spec = self.spec(table)
         df = df.select(*spec.columns).persist()
@@ -435,9 +435,9 @@ class Lake:
             if n == 0:
                 return self.ensure(table, commit), 0
             spark = self.spark_of(df)
-            if n <= SMALL_APPEND and self.engine == "deltalake":
+            if n <= SMALL_APPEND and self.engine == "deltalake" and "uid" in spec.key:
                 rows = df.toArrow()
-                return self.append_new_rows(spark, rows, table, commit, spec.key[0], **metadata)
+                return self.append_new_rows(spark, rows, table, commit, "uid", **metadata)
             new = df.dropDuplicates(list(spec.key))
             if self.exists(table):
                 current = self.read(spark, table).select(*spec.key)

@@ -12,6 +12,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
+from lakecurate import lake as lakemod
 from lakecurate.lake import Commit, Lake
 
 SEL = "uid string, recipe_id string, kept boolean, reason string, run_id string"
@@ -52,10 +53,13 @@ def test_read_by_timestamp(spark, lake):
     assert lake.read(spark, "selection", iso).count() == 5
 
 
-def test_append_new_is_idempotent(spark, lake):
+@pytest.mark.parametrize("small", [20_000, 0], ids=["from-driver", "by-spark"])
+def test_append_new_is_idempotent(spark, lake, monkeypatch, small):
+    monkeypatch.setattr(lakemod, "SMALL_APPEND", small)
     c = Commit("test", "r")
     df = selection_rows(spark, 30)
-    assert lake.append_new(df, "selection", c) == (0, 30)
+    twice = df.unionByName(df.limit(5))  # a key twice in the input is appended once
+    assert lake.append_new(twice, "selection", c) == (0, 30)
     assert lake.append_new(df, "selection", c) == (0, 0)  # nothing new: no commit
     v, n = lake.append_new(selection_rows(spark, 40), "selection", c)
     assert (v, n) == (1, 10)
