@@ -25,8 +25,8 @@ touched groups' edges, keepers and similarities of those groups, and groups whos
 keeper changed (a clip score embedded since, another `dedup.keeper`). The rows of
 the rebuilt groups of every incremental method replace the old ones in one commit that
 rewrites only the Parquet files holding them, then one append to `dedup_index` marks
-the new uids (`dedup_groups.write_deferred`); a run with nothing new commits nothing. The result equals a full
-run over the same rows for exact, exact_caption and phash (tested). MinHash buckets
+the new uids (`dedup_groups.write_deferred`); a run with nothing new commits nothing.
+The result equals a full run over the same rows for exact, exact_caption and phash (tested). MinHash buckets
 larger than `bucket_limit` link their members by leader and neighbour; a new member
 is linked to its bucket's leader and neighbours and the old links stay, so where
 such buckets are involved, minhash groups can differ slightly from a full run's
@@ -165,10 +165,8 @@ def run(spark, cfg: Config) -> JobResult:
     try:
         for method in expand_methods(cfg.dedup.methods):
             t0 = time.perf_counter()
-            held = state.held()
-            counts.update(dedup_methods.METHODS[method](state))
-            if state.held()[1:] == held[1:]:  # a full run wrote already: free its caches
-                state.release(held[0])
+            with state.method():
+                counts.update(dedup_methods.METHODS[method](state))
             log.info("dedup: %s in %.1f s", method, time.perf_counter() - t0)
         t0 = time.perf_counter()
         write_deferred(state)

@@ -30,7 +30,8 @@ group is next touched or on a full run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -72,9 +73,14 @@ class DedupRun:
         self.cached.append(df)
         return df
 
-    def held(self) -> tuple[int, int, int]:
-        """(cached frames, deferred changes, deferred index frames) so far."""
-        return len(self.cached), len(self.changes), len(self.new_index)
+    @contextlib.contextmanager
+    def method(self) -> Iterator[None]:
+        """One method's run: what it cached is released at its end unless it deferred
+        writes that still read it (a full run writes at once)."""
+        first, deferred = len(self.cached), len(self.changes) + len(self.new_index)
+        yield
+        if len(self.changes) + len(self.new_index) == deferred:
+            self.release(first)
 
     def release(self, first: int = 0) -> None:
         """Unpersist the frames cached since the `first` one (all by default)."""
@@ -182,14 +188,13 @@ def method_counts(run: DedupRun, methods: list[str]) -> dict[str, int]:
     return counts
 
 
-def write_method(run: DedupRun, method: str, rows: DataFrame) -> dict[str, int]:
+def write_method(run: DedupRun, method: str, rows: DataFrame) -> None:
     """Replace all of the method's `duplicates` rows."""
     version, changed = run.ctx.lake.replace_where(
         rows, "duplicates", "method", method, run.ctx.commit
     )
     if changed:
         run.ctx.wrote("duplicates", version)
-    return {}
 
 
 # --- the index of matched uids ------------------------------------------------------------
@@ -323,7 +328,7 @@ def write_changes(
     members: DataFrame,
     touched: DataFrame,
     keeping: Keeping = Keeping(),
-) -> dict[str, int]:
+) -> None:
     """Rebuild the groups in `members` and those whose keeper changed: the new rows and
     the rows they replace are kept for `write_deferred`."""
     existing = run.cache(run.existing(method))
@@ -336,7 +341,6 @@ def write_changes(
     )
     rows = run.cache(finalize(run, method, slug, regroup, keeping))
     run.changes.append((method, rows, stale))
-    return {}
 
 
 def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str]:

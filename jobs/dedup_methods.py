@@ -1,6 +1,7 @@
 """The methods of `dedup`: each turns the lake's rows into `duplicates` rows.
 
-`METHODS` maps a `duplicates` method name to a function `(DedupRun) -> counts`. Every
+`METHODS` maps a `duplicates` method name to a function `(DedupRun) -> counts` (extra
+counts only: every method's group and duplicate counts come from `method_counts`). Every
 method is incremental through `dedup_index` (see `jobs/dedup.py`): a run matches the
 uids missing from the index, rebuilds only the groups they touch
 (`jobs/dedup_groups.py`) and then records them in the index. Semantic dedup lives in
@@ -54,9 +55,9 @@ def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
         members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
         members = cut_lineage(members)  # used twice below
     touched = members.select("group_id").distinct()
-    counts = write_mode(run, method, slug, members, touched, full)
+    write_mode(run, method, slug, members, touched, full)
     record_index(run, method, index_frame(run, new, method, slug), full)
-    return counts
+    return {}
 
 
 def exact_images(run: DedupRun) -> dict[str, int]:
@@ -121,12 +122,12 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
     keeping = Keeping(vectors=vectors, kernel="minhash", min_similarity=params.threshold)
     if full:
         edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
-        counts = write_groups(run, "minhash", slug, edges, True, keeping)
+        write_groups(run, "minhash", slug, edges, True, keeping)
     else:
         members, touched = minhash_regroup(run, items, params)
-        counts = write_mode(run, "minhash", slug, members, touched, False, keeping)
+        write_mode(run, "minhash", slug, members, touched, False, keeping)
     record_index(run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full)
-    return counts
+    return {}
 
 
 def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame, DataFrame]:
@@ -145,7 +146,7 @@ def perceptual(run: DedupRun) -> dict[str, int]:
     hashes = run.signals.filter(F.col("phash").isNotNull()).select("uid", "phash")
     known = idx.select("uid", F.lit(False).alias("is_new"))
     items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
-    counts = write_groups(
+    write_groups(
         run,
         "phash",
         slug,
@@ -159,7 +160,7 @@ def perceptual(run: DedupRun) -> dict[str, int]:
     )
     new = items.filter("is_new")
     record_index(run, "phash", index_frame(run, new, "phash", slug), full)
-    return counts
+    return {}
 
 
 METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {

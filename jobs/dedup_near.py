@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 from lakecurate.components import cut_lineage
 
 EDGE_COLUMNS = ("a", "b", "similarity")
+BROADCAST_KEYS = 2_000_000  # new MinHash band keys up to which they are broadcast
 
 
 def collapse_identical(items: DataFrame, value: str) -> tuple[DataFrame, DataFrame]:
@@ -131,8 +132,10 @@ def minhash_edges(
     else:
         reps = cut_lineage(reps)
         bands = band_rows(reps, params)
-        new_keys = bands.filter("is_new").select(*keys).distinct()
-        bands = cut_lineage(bands.join(F.broadcast(new_keys), keys, "left_semi"))
+        new_keys = cut_lineage(bands.filter("is_new").select(*keys).distinct())
+        if new_keys.count() <= BROADCAST_KEYS:  # a nightly increment, not a bulk load
+            new_keys = F.broadcast(new_keys)
+        bands = cut_lineage(bands.join(new_keys, keys, "left_semi"))
     cand = bucket_pairs(bands, keys, "order", limit)
     sigs = reps.select("uid", "signature")
     joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")

@@ -143,10 +143,10 @@ def refit(run: DedupRun, emb: DataFrame, n: int) -> dict[str, int]:
         slug = verdict_slug(d, mid, len(centroids), fid)
         edges = near.semantic_edges(assigned, d)
         keeping = _keeping(run, assigned, assigned)
-        counts = write_groups(run, METHOD, slug, edges, True, keeping)
+        write_groups(run, METHOD, slug, edges, True, keeping)
         write_all_signals(run, assigned)
         record_index(run, METHOD, index_frame(run, assigned, METHOD, slug), True)
-        return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 1,
+        return {"semantic_clusters": len(centroids), "semantic_refit": 1,
                 "semantic_assigned": n}  # fmt: skip
     finally:
         assigned.unpersist()
@@ -170,10 +170,10 @@ def assign(run: DedupRun, emb, centroids: np.ndarray, slug: str, idx) -> dict[st
     )
     edges = near.semantic_new_edges(members, d)
     sims = old.select("uid", "centroid_sim").unionByName(fresh.select("uid", "centroid_sim"))
-    counts = write_groups(run, METHOD, slug, edges, False, _keeping(run, sims, emb))
+    write_groups(run, METHOD, slug, edges, False, _keeping(run, sims, emb))
     added = write_new_signals(run, fresh)
     record_index(run, METHOD, index_frame(run, fresh, METHOD, slug), False)
-    return {**counts, "semantic_clusters": len(centroids), "semantic_refit": 0,
+    return {"semantic_clusters": len(centroids), "semantic_refit": 0,
             "semantic_assigned": added}  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lakecurate.jobs import dedup
+import pytest
+from lakecurate.jobs import dedup, dedup_near
 from test_dedup import _embeddings, _groups, _rows, _together, _write
 
 from lakecurate.config import replace
@@ -17,7 +18,12 @@ def _verdicts(spark, lake, methods) -> set[tuple]:
     return {tuple(r[c] for c in VERDICT) for r in rows if r["method"] in methods}
 
 
-def test_old_then_new_equals_one_full_run(spark, lake, cfg, sample_set, tmp_path):
+@pytest.mark.parametrize("broadcast_keys", [2_000_000, 0], ids=["broadcast", "shuffled"])
+def test_old_then_new_equals_one_full_run(
+    spark, lake, cfg, sample_set, tmp_path, monkeypatch, broadcast_keys
+):
+    # the new MinHash band keys are broadcast when few, joined by a shuffle otherwise
+    monkeypatch.setattr(dedup_near, "BROADCAST_KEYS", broadcast_keys)
     methods = ("exact", "exact_caption", "phash", "minhash")
     # every MinHash bucket pairs all its members (no leader/neighbour links, which an
     # incremental run makes only for new members), so minhash must match exactly too
