@@ -14,7 +14,8 @@ among the methods; `--from LAKE` reuses the input lake `DIR/inputs` of an earlie
   new pairs against the lake).
 
 It checks that both give the same `duplicates` rows for exact, exact_caption and
-phash (run ids aside), reports the share of minhash duplicates on which they agree, and prints, as its LAST line, one JSON object with
+phash (run ids aside; keepers are ranked as a full run ranks them,
+`dedup.stable_keepers: false`, so that the rows are comparable), reports the share of minhash duplicates on which they agree, and prints, as its LAST line, one JSON object with
 ratio = full seconds / incremental seconds (higher is better).
 """
 
@@ -54,6 +55,7 @@ def make_config(lake: Path, sources: list[Path], methods: list[str]):
             "model.pretrained": "none",
             "model.batch_size": 64,
             "dedup.methods": methods,
+            "dedup.stable_keepers": False,  # comparable with a full run
             "sources": [{"uri": str(s), "format": "webdataset"} for s in sources],
         },
     )

@@ -57,7 +57,13 @@ def generate_sources(root: Path, n: int, n_new: int, shard_size: int) -> tuple[P
     return full, new
 
 
-def make_config(lake: Path, sources: list[Path], model: str = "lakecurate-tiny"):
+def default_model() -> str:
+    from lakecurate.config import ModelConfig
+
+    return ModelConfig().name
+
+
+def make_config(lake: Path, sources: list[Path], model: str):
     from lakecurate.config import load_config
 
     return load_config(
@@ -100,11 +106,12 @@ def main() -> int:
     p.add_argument("--keep", help="keep the generated data and lake in this directory")
     p.add_argument(
         "--model",
-        default="lakecurate-tiny",
-        help="open_clip model with random weights (default lakecurate-tiny, whose cheap "
-        "embed understates a full run; ViT-B-32 has the default model's compute)",
+        help="open_clip model, random weights (default: the configured default model, "
+        "ViT-B-32, whose embed dominates a full run; lakecurate-tiny makes embed cheap, "
+        "leaving the fixed costs of each stage)",
     )
     args = p.parse_args()
+    args.model = args.model or default_model()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lakecurate").setLevel(logging.WARNING)
 

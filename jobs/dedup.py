@@ -21,12 +21,17 @@ Incremental runs. Each method matches only the uids missing from `dedup_index`
 (exact: the hash values of new rows; phash: band probes of new hashes; minhash: the
 buckets of new signatures; semantic: new embeddings against their cluster) and
 rebuilds only the groups those matches touch: components of the new edges plus the
-touched groups' edges, keepers and similarities of those groups, and groups whose
-keeper changed (a clip score embedded since, another `dedup.keeper`). The rows of
+touched groups' edges, keepers and similarities of those groups. With
+`dedup.stable_keepers` (default) the members matched earlier rank before the new
+ones, so earlier verdicts stand and a refresh only adds to the selection, except
+where a new row joins two groups; with `false`, keepers are those of a full run and
+groups whose keeper changed (a clip score embedded since, another `dedup.keeper`)
+are rebuilt too. The rows of
 the rebuilt groups of every incremental method replace the old ones in one commit that
 rewrites only the Parquet files holding them, then one append to `dedup_index` marks
 the new uids (`dedup_groups.write_deferred`); a run with nothing new commits nothing.
-The result equals a full run over the same rows for exact, exact_caption and phash (tested). MinHash buckets
+With `stable_keepers: false` the result equals a full run over the same rows for
+exact, exact_caption and phash (tested). MinHash buckets
 larger than `bucket_limit` link their members by leader and neighbour; a new member
 is linked to its bucket's leader and neighbours and the old links stay, so where
 such buckets are involved, minhash groups can differ slightly from a full run's

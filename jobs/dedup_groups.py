@@ -6,15 +6,17 @@ the changes of every incremental method together:
 
 * `merge_groups`: connected components of the new edges plus the (star) edges of
   the existing groups those edges touch; untouched groups are not read again;
-* `changed_keepers`: existing groups whose keeper under the current ranking
-  (`dedup.keeper`, clip scores embedded since) differs from the stored one;
+* `changed_keepers` (without `dedup.stable_keepers`): existing groups whose keeper
+  under the current ranking (`dedup.keeper`, clip scores embedded since) differs from
+  the stored one; with it, the members matched by earlier runs rank before the new
+  ones instead (`_earlier_first`) and untouched groups are left alone;
 * `replace_rows`: one commit that adds the rows of the rebuilt groups and removes the
   rows they replace; only the Parquet files holding a replaced row are rewritten (a
   method whose rebuilt rows equal the old ones takes no part).
 
 Groups only grow (new edges never split one), and a group's id, keeper and
-similarities depend only on its members and their ranks, so the result equals a full
-run over the same edges.
+similarities depend only on its members and their ranks, so without stable keepers
+the result equals a full run over the same edges.
 
 Verdicts inside a group. Exact methods: every member is a duplicate of the best-ranked
 member (the keeper), similarity 1. Near-duplicate methods (`Keeping.vectors`): greedy
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from lakecurate.schemas import TABLES
@@ -62,6 +64,23 @@ class DedupRun:
     changes: list[tuple[str, DataFrame, DataFrame]] = field(default_factory=list)
     new_index: list[DataFrame] = field(default_factory=list)
     cached: list[DataFrame] = field(default_factory=list)
+    _slugs: dict[tuple[str, str], int] | None = None
+
+    def stored_slugs(self) -> dict[tuple[str, str], int]:
+        """(method, config_slug) -> index rows (0: `duplicates` rows only) of every method
+        at the start of the run: one job for all methods. A method reads its own entries
+        before it writes, and no method writes another's rows."""
+        if self._slugs is None:
+            lake = self.ctx.lake
+            idx = lake.read(self.spark, "dedup_index").select(
+                "method", "config_slug", F.lit(1).alias("indexed")
+            )
+            dups = lake.read(self.spark, "duplicates").select(
+                "method", "config_slug", F.lit(0).alias("indexed")
+            )
+            rows = idx.unionByName(dups).groupBy("method", "config_slug").agg(F.sum("indexed"))
+            self._slugs = {(r[0], r[1]): int(r[2]) for r in rows.collect()}
+        return self._slugs
 
     def existing(self, method: str) -> DataFrame:
         """The method's current `duplicates` rows."""
@@ -207,14 +226,8 @@ def index_rows(run: DedupRun, method: str, slug: str) -> tuple[DataFrame, bool]:
     `duplicates` row of the method carries another configuration slug.
     """
     idx = run.ctx.lake.read(run.spark, "dedup_index").filter(F.col("method") == method)
-    slugs = idx.select("config_slug", F.lit(1).alias("indexed")).unionByName(
-        run.existing(method).select("config_slug", F.lit(0).alias("indexed"))
-    )
-    c = slugs.agg(
-        F.sum("indexed").alias("indexed"),
-        F.sum((F.col("config_slug") != slug).cast("int")).alias("other"),
-    ).first()
-    if not c["indexed"] or c["other"]:
+    held = {s: n for (m, s), n in run.stored_slugs().items() if m == method}
+    if not sum(held.values()) or set(held) != {slug}:
         return idx.limit(0), True
     return idx, False
 
@@ -332,15 +345,33 @@ def write_changes(
     """Rebuild the groups in `members` and those whose keeper changed: the new rows and
     the rows they replace are kept for `write_deferred`."""
     existing = run.cache(run.existing(method))
-    rerank = changed_keepers(run, existing, keeping).join(touched, "group_id", "left_anti")
-    rerank = cut_lineage(rerank)
-    redo = touched.unionByName(rerank)
+    if run.cfg.dedup.stable_keepers:
+        redo, regroup, keeping = touched, members, _earlier_first(run, method, keeping)
+    else:
+        rerank = changed_keepers(run, existing, keeping).join(touched, "group_id", "left_anti")
+        rerank = cut_lineage(rerank)
+        redo = touched.unionByName(rerank)
+        regroup = members.unionByName(
+            existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
+        )
     stale = run.cache(existing.join(redo, "group_id", "left_semi"))
-    regroup = members.unionByName(
-        existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
-    )
     rows = run.cache(finalize(run, method, slug, regroup, keeping))
     run.changes.append((method, rows, stale))
+
+
+def _earlier_first(run: DedupRun, method: str, keeping: Keeping) -> Keeping:
+    """`keeping` ranking the uids matched by an earlier run (in the index before this
+    run's rows are appended) before the new ones (`dedup.stable_keepers`): an earlier
+    member keeps its verdict, since greedy keepers over the same ranked prefix repeat it."""
+    earlier = (
+        run.ctx.lake.read(run.spark, "dedup_index")
+        .filter(F.col("method") == method)
+        .select("uid", F.lit(0).alias("_arrival"))
+    )
+    base = keeping.ranks if keeping.ranks is not None else run.ranks
+    arrival = F.coalesce(F.col("_arrival"), F.lit(1)).asc()
+    ranks = base.join(earlier, "uid", "left")
+    return replace(keeping, ranks=ranks, first=(arrival, *keeping.first))
 
 
 def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str]:
@@ -377,13 +408,16 @@ def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) ->
     if lake.engine == "delta-spark" or not lake.exists(table):
         whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
         return lake.write(whole, table, run.ctx.commit, mode="overwrite")
-    located = current.select(*key, F.col("_metadata.file_path").alias("f"))
-    hit = located.join(drop, key, "left_semi").select("f")
-    files = {r["f"] for r in hit.distinct().collect()}
+    actions = lake.add_actions(table)
+    files: set[str] = set()
+    if actions:  # a table without files has no rows to drop (and no file metadata)
+        located = current.select(*key, F.col("_metadata.file_path").alias("f"))
+        hit = located.join(drop, key, "left_semi").select("f")
+        files = {r["f"] for r in hit.distinct().collect()}
     names = {f.rsplit("/", 1)[-1]: f for f in files}
     remove = [
         {"path": a["path"], "size": a["size_bytes"]}
-        for a in lake.add_actions(table)
+        for a in actions
         if a["path"].rsplit("/", 1)[-1] in names
     ]
     if len(remove) != len(names):

@@ -181,9 +181,10 @@ def inputs_hash(plan: dict) -> str:
 # --- shards ------------------------------------------------------------------------------------
 
 
-def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
+def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int, rows: int):
     """Add `pos` (seeded shuffle by uid) and `shard`: a new shard starts after `shard_size`
-    samples, or at the first sample that starts past `shard_bytes` (estimated) bytes."""
+    samples, or at the first sample that starts past `shard_bytes` (estimated) bytes
+    (`rows`: about how many samples there are, see `publish_layout.pack`)."""
     from pyspark.sql import functions as F
 
     narrow = samples.select(
@@ -191,7 +192,7 @@ def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
         layouts.seeded_order(seed).alias("order_key"),
         layouts.est_bytes(F.length("image")).alias("nbytes"),
     )
-    assigned = layouts.pack(narrow, ["order_key", "uid"], shard_size, shard_bytes)
+    assigned = layouts.pack(narrow, ["order_key", "uid"], shard_size, shard_bytes, rows)
     return samples.join(assigned, "uid")
 
 
@@ -239,8 +240,9 @@ def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
 def full_layout(spark, cfg: Config, plan: dict, samples, staging: str) -> list[dict]:
     """Every shard written afresh in the seeded order (no parent, or `--full`)."""
     p = cfg.publish
-    assigned = assign_shards(samples, p.shard_size, p.shard_bytes, p.seed)
-    expected = -(-plan["funnel"]["kept"] // p.shard_size)
+    kept = plan["funnel"]["kept"]
+    assigned = assign_shards(samples, p.shard_size, p.shard_bytes, p.seed, kept)
+    expected = -(-kept // p.shard_size)
     shards = write_shards(spark, assigned, staging, expected)
     return [{**s, "reused": False} for s in shards]
 

@@ -188,28 +188,94 @@ def source_columns(parent: Parent):
 HEADER_ESTIMATE = 3 * 512 + 256  # tar headers + json sidecar per sample, for shard_bytes
 
 
-def pack(narrow, order: list, shard_size: int, shard_bytes: int, first_shard=0, first_pos=0):
+# Up to this many samples are numbered by one ordered window in one task (no extra
+# Spark jobs); more are numbered across tasks (`_number_ranged`).
+ONE_TASK_ROWS = 1_000_000
+
+
+def pack(
+    narrow, order: list, shard_size: int, shard_bytes: int, rows: int, first_shard=0, first_pos=0
+):
     """uid, pos, shard of `narrow` (uid, nbytes) in `order`: a new shard starts after
     `shard_size` samples, or at the first sample that starts past `shard_bytes`
-    (estimated) bytes; numbering starts at `first_shard` and `first_pos`."""
-    from pyspark.sql import Window
+    (estimated) bytes; numbering starts at `first_shard` and `first_pos`. `rows` (about
+    how many rows `narrow` holds) picks how positions are numbered; both ways give the
+    same result."""
     from pyspark.sql import functions as F
 
-    # One ordered pass over narrow columns (uid + size) decides every boundary.
-    w = Window.orderBy(*order)
-    narrow = narrow.withColumn("pos", F.row_number().over(w) - 1)
+    number = _number_in_one_task if rows <= ONE_TASK_ROWS else _number_ranged
+    numbered = number(narrow, order)  # uid, pos (0-based), before (bytes of earlier rows)
     by_count = F.floor(F.col("pos") / shard_size)
-    if shard_bytes:
-        before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
-        narrow = narrow.withColumn("by_bytes", F.floor(F.coalesce(before, F.lit(0)) / shard_bytes))
-        seg = Window.orderBy(by_count, "by_bytes")
-        narrow = narrow.withColumn("shard", F.dense_rank().over(seg) - 1)
+    if shard_bytes:  # a shard per distinct (count bucket, byte bucket), both non-decreasing
+        keyed = numbered.select(
+            "uid",
+            "pos",
+            by_count.alias("by_count"),
+            F.floor(F.col("before") / shard_bytes).alias("by_bytes"),
+        )
+        buckets = sorted(
+            (r["by_count"], r["by_bytes"])
+            for r in keyed.select("by_count", "by_bytes").distinct().collect()
+        )
+        index = narrow.sparkSession.createDataFrame(
+            [(c, b, i) for i, (c, b) in enumerate(buckets)],
+            "by_count long, by_bytes long, shard long",
+        )
+        numbered = keyed.join(F.broadcast(index), ["by_count", "by_bytes"])
     else:
-        narrow = narrow.withColumn("shard", by_count)
-    return narrow.select(
+        numbered = numbered.withColumn("shard", by_count)
+    return numbered.select(
         "uid",
         (F.col("pos") + F.lit(first_pos)).alias("pos"),
         (F.col("shard") + F.lit(first_shard)).cast("int").alias("shard"),
+    )
+
+
+def _number_in_one_task(narrow, order: list):
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.orderBy(*order)
+    before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
+    return narrow.select(
+        "uid",
+        (F.row_number().over(w) - 1).alias("pos"),
+        F.coalesce(before, F.lit(0)).alias("before"),
+    )
+
+
+def _number_ranged(narrow, order: list):
+    """The same numbering across tasks: range-partition by `order`, number each range,
+    then add each range's offset (rows and bytes of the ranges before it)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from lakecurate.components import cut_lineage
+
+    spark = narrow.sparkSession
+    parts = max(spark.sparkContext.defaultParallelism, 1)
+    # materialized: range bounds come from a sample, so a recomputation could move rows
+    ranged = cut_lineage(
+        narrow.repartitionByRange(parts, *order).withColumn("_range", F.spark_partition_id())
+    )
+    sizes = ranged.groupBy("_range").agg(F.count("*").alias("n"), F.sum("nbytes").alias("b"))
+    offsets, pos0, bytes0 = [], 0, 0
+    for r in sorted(sizes.collect(), key=lambda r: r["_range"]):
+        offsets.append((r["_range"], pos0, bytes0))
+        pos0, bytes0 = pos0 + r["n"], bytes0 + (r["b"] or 0)
+    offsets_df = spark.createDataFrame(offsets, "_range int, _pos0 long, _bytes0 long")
+    w = Window.partitionBy("_range").orderBy(*order)
+    before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
+    local = ranged.select(
+        "uid",
+        "_range",
+        (F.row_number().over(w) - 1).alias("_i"),
+        F.coalesce(before, F.lit(0)).alias("_b"),
+    )
+    return local.join(F.broadcast(offsets_df), "_range").select(
+        "uid",
+        (F.col("_i") + F.col("_pos0")).alias("pos"),
+        (F.col("_b") + F.col("_bytes0")).alias("before"),
     )
 
 
@@ -333,9 +399,9 @@ def _pack_tail(merged, added, images, cfg: Config, layout: Layout):
         narrow = m.unionByName(a)
     p = cfg.publish
     order = ["tier", "k1", "k2", "uid"]
-    return pack(
-        narrow, order, p.shard_size, p.shard_bytes, layout.top_shard + 1, layout.top_pos + 1
-    )
+    rows = layout.samples - layout.reusable  # at least the tail's rows
+    first = (layout.top_shard + 1, layout.top_pos + 1)
+    return pack(narrow, order, p.shard_size, p.shard_bytes, rows, *first)
 
 
 def reuse_shards(layout: Layout, staging: str) -> list[dict]:

@@ -155,6 +155,17 @@ class DedupConfig:
     signature order instead of all pairs, keeping the cost linear on stock captions
     (measured on 100k generated captions: 37.8 candidate pairs per caption with a
     limit of 50, 18.6 with 10, 15.9 with 5).
+
+    `stable_keepers` (incremental runs; a full run ranks every member by `keeper`):
+    members matched by an earlier run rank before new ones, so a keeper stays a
+    keeper when a better-ranked near-duplicate arrives (the newcomer becomes its
+    duplicate), and groups no new row touches are not re-ranked. A refresh then
+    removes a published sample only where a new row joins two groups, and the next
+    version reuses the shards it does not touch; without it, a 1% refresh of 50k
+    pairs moved 23 old samples out of the selection, spread over every shard, and
+    publish rewrote the whole dataset. `false`: incremental keepers are those of a
+    full run over the same rows (groups whose best member changed since, by a clip
+    score embedded later or another `keeper` order, are re-ranked on each run).
     """
 
     methods: tuple[str, ...] = ("exact", "phash", "minhash")
@@ -177,6 +188,7 @@ class DedupConfig:
     semantic_refit_growth: float = 0.25  # refit k-means once the lake grew by this fraction
     seed: int = 0  # k-means init and the `random` keep policy
     keeper: tuple[str, ...] = ("clip_score", "resolution", "uid")
+    stable_keepers: bool = True  # incremental runs: earlier members rank before new ones
 
     def __post_init__(self):
         for m in self.methods:

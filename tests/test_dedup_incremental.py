@@ -27,7 +27,12 @@ def test_old_then_new_equals_one_full_run(
     methods = ("exact", "exact_caption", "phash", "minhash")
     # every MinHash bucket pairs all its members (no leader/neighbour links, which an
     # incremental run makes only for new members), so minhash must match exactly too
-    dedup_cfg = {"methods": ["exact", "phash", "minhash"], "bucket_limit": 10_000}
+    # and keepers are ranked as a full run ranks them (not earlier members first)
+    dedup_cfg = {
+        "methods": ["exact", "phash", "minhash"],
+        "bucket_limit": 10_000,
+        "stable_keepers": False,
+    }
     cfg = replace(cfg, dedup=dedup_cfg)
     rows = sample_set.pair_rows()
     labels = sample_set.labels
@@ -151,3 +156,28 @@ def test_chained_captions_are_duplicates_only_of_a_keeper_they_resemble(
     _write(spark, whole, "pairs", rows)
     dedup.run(spark, replace(cfg, lake={"path": whole.root}))
     assert _verdicts(spark, lake, ("minhash",)) == _verdicts(spark, whole, ("minhash",))
+
+
+@pytest.mark.parametrize("stable", [True, False], ids=["stable", "best"])
+def test_a_better_ranked_copy_arriving_later_displaces_the_keeper_only_without_stable_keepers(
+    spark, lake, cfg, sample_set, tmp_path, stable
+):
+    methods = ("exact", "exact_caption", "phash", "minhash")
+    cfg = replace(cfg, dedup={"methods": ["exact", "phash", "minhash"], "stable_keepers": stable})
+    template = sample_set.pair_rows()[0]
+    # the same image and caption; "u0" outranks "u9" (equal clip scores and sizes: uid)
+    earlier, later = {**template, "uid": "u9"}, {**template, "uid": "u0"}
+    other = {**sample_set.pair_rows()[1], "uid": "u5"}
+    _write(spark, lake, "pairs", [earlier, other])
+    dedup.run(spark, cfg)
+    _write(spark, lake, "pairs", [later])
+    dedup.run(spark, cfg)
+    keeper = "u9" if stable else "u0"
+    got = {(v[0], v[1]): v[3] for v in _verdicts(spark, lake, methods)}
+    assert got == {(u, m): keeper for u in ("u0", "u9") for m in methods}
+
+    whole = Lake(str(tmp_path / "whole"))  # a full run ranks every member alike
+    _write(spark, whole, "pairs", [earlier, other, later])
+    dedup.run(spark, replace(cfg, lake={"path": whole.root}))
+    full = {(v[0], v[1]): v[3] for v in _verdicts(spark, whole, methods)}
+    assert full == {(u, m): "u0" for u in ("u0", "u9") for m in methods}

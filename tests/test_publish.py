@@ -154,14 +154,19 @@ def test_republish_from_same_pins_is_byte_identical(spark, tpl, tmp_path):
     assert m1["selection_hash"] != mb["selection_hash"]
 
 
-def test_shard_boundaries_by_count_and_by_bytes(spark):
+def test_shard_boundaries_by_count_and_by_bytes(spark, monkeypatch):
     rows = [(f"{i:064x}", bytes(1000 + 10 * i)) for i in range(40)]
     df = spark.createDataFrame(rows, "uid string, image binary").withColumn("caption", F.lit("c"))
-    by_count = publish.assign_shards(df, 7, 0, seed=0).collect()
+    df = df.repartition(3)  # several input partitions, as a real selection has
+
+    def assign(shard_size, shard_bytes, seed=0):
+        return publish.assign_shards(df, shard_size, shard_bytes, seed=seed, rows=len(rows))
+
+    by_count = assign(7, 0).collect()
     sizes = Counter(r["shard"] for r in by_count)
     assert sorted(sizes) == list(range(6)) and max(sizes.values()) == 7
     assert sorted(r["pos"] for r in by_count) == list(range(40))
-    by_bytes = publish.assign_shards(df, 100, 8000, seed=0).collect()
+    by_bytes = assign(100, 8000).collect()
     per = {}
     for r in sorted(by_bytes, key=lambda r: r["pos"]):
         per.setdefault(r["shard"], []).append(len(r["image"]) + 1 + publish.HEADER_ESTIMATE)
@@ -170,10 +175,18 @@ def test_shard_boundaries_by_count_and_by_bytes(spark):
         assert sum(sizes[:-1]) < 8000
     # the order is a seeded shuffle by uid: same seed same order, other seed other order
     order = [r["uid"] for r in sorted(by_count, key=lambda r: r["pos"])]
-    again = publish.assign_shards(df, 7, 0, seed=0).collect()
+    again = assign(7, 0).collect()
     assert order == [r["uid"] for r in sorted(again, key=lambda r: r["pos"])]
-    other = publish.assign_shards(df, 7, 0, seed=1).collect()
+    other = assign(7, 0, seed=1).collect()
     assert order != [r["uid"] for r in sorted(other, key=lambda r: r["pos"])]
+    # many rows are numbered across ranges of the order: the same layout
+    monkeypatch.setattr(publish.layouts, "ONE_TASK_ROWS", 0)
+
+    def layout(frame):
+        return sorted((r["uid"], r["pos"], r["shard"]) for r in frame.collect())
+
+    assert layout(assign(7, 0)) == sorted((r["uid"], r["pos"], r["shard"]) for r in by_count)
+    assert layout(assign(100, 8000)) == sorted((r["uid"], r["pos"], r["shard"]) for r in by_bytes)
 
 
 def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark, tpl, tmp_path):
