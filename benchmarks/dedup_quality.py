@@ -207,6 +207,32 @@ def table(name: str, res: dict) -> list[str]:
     return lines
 
 
+def real_quality(spark, n: int) -> dict:
+    import tempfile
+
+    from real_images import build, evaluate
+
+    size = None if n < 0 else n
+    items = build(emoji=size, icons=size, photos=True, copy_fraction=0.35, seed=0)
+    with tempfile.TemporaryDirectory(prefix="lakecurate-real-") as d:
+        return evaluate(spark, items, d)
+
+
+def print_real(real: dict) -> None:
+    print(f"REAL images: {real['rows']} rows, {real['families']} distinct pictures")
+    for m, r in real["methods"].items():
+        rec = "  ".join(f"{k} {v:.3f}" for k, v in r["recall"].items())
+        print(f"  {m:14s} dropped {r['dropped']:5d}  drop precision {r['drop_precision']:.4f}")
+        print(f"  {'':14s} copy recall: {rec}")
+        for a, b in r["wrong_examples"][:3]:
+            print(f"  {'':14s} wrong: {a!r} dropped for {b!r}")
+    print(
+        f"  default recipe: not_duplicate dropped {real['not_duplicate_dropped']}, "
+        f"distinct-picture loss {real['distinct_picture_loss']:.4f} "
+        f"of {real['distinct_pictures']} pictures (target <= 0.01)"
+    )
+
+
 def main() -> None:
     from lakecurate.config import DedupConfig
 
@@ -214,8 +240,18 @@ def main() -> None:
     ap.add_argument("--captions", type=int, default=2000)
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    ap.add_argument(
+        "--real",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run dedup + the default recipe on N emoji and N icons (whole look-alike "
+        "families) plus the scikit-image photos, with labelled copies (benchmarks/"
+        "real_images.py); 0: off, -1: every emoji and icon",
+    )
     args = ap.parse_args()
     spark = spark_session(args.cores)
+    real = real_quality(spark, args.real) if args.real else None
     imgs = image_quality(spark, args.images, DedupConfig().phash_max_distance)
     caps = caption_quality(spark, args.captions)
     for line in table("exact", imgs["exact"]) + table("phash", imgs["phash"]):
@@ -229,6 +265,8 @@ def main() -> None:
     light = float(np.mean([caps["recall"][k] for k in LIGHT]))
     print(f"minhash light-edit recall (mean over {', '.join(LIGHT)}): {light:.3f}")
     assert set(caps["recall"]) == set(EDITS)
+    if real:
+        print_real(real)
     print(
         json.dumps(
             {
@@ -246,6 +284,13 @@ def main() -> None:
                 "phash_recall": {k: round(v, 4) for k, v in imgs["phash"]["recall"].items()},
                 "exact_precision": imgs["exact"]["precision"],
                 "exact_recall": imgs["exact"]["recall"]["exact copy"],
+                "real": real
+                and {
+                    "rows": real["rows"],
+                    "phash_drop_precision": round(real["methods"]["phash"]["drop_precision"], 4),
+                    "phash_recall": real["methods"]["phash"]["recall"],
+                    "distinct_picture_loss": round(real["distinct_picture_loss"], 4),
+                },
             }
         )
     )

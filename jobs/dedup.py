@@ -63,6 +63,7 @@ if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
     unshadow_stdlib(__file__)
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -89,13 +90,41 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "action",
+        nargs="?",
+        choices=["explain"],
+        help="explain UID: show a pair's verdicts (each method's keeper and similarity, "
+        "the pHash verification figures, the selections) instead of running dedup",
+    )
+    p.add_argument("uid", nargs="?", help="the pair to explain")
+    p.add_argument(
         "--methods",
         help="comma-separated: exact,phash,minhash,semantic (exact includes exact_caption); "
-        "default: the config's dedup.methods",
+        "default: the config's dedup.methods (exact,phash)",
     )
 
 
+def command(spark, cfg: Config, args: argparse.Namespace):
+    """`dedup` runs the job; `dedup explain UID` prints a pair's verdicts."""
+    if getattr(args, "action", None) != "explain":
+        return run(spark, cfg)
+    from lakecurate.dedup_explain import explain
+
+    ex = explain(spark, Lake(cfg.lake.path), args.uid)
+    if getattr(args, "json", False):
+        print(json.dumps(ex.to_json(), default=str))
+    else:
+        print("\n".join(ex.lines()))
+    return 0
+
+
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    if getattr(args, "action", None) == "explain":
+        if not args.uid:
+            raise ConfigError("dedup explain", "name the uid to explain: dedup explain UID")
+        return cfg
+    if getattr(args, "uid", None):
+        raise ConfigError("dedup", f"unexpected argument {args.uid!r} (did you mean explain?)")
     if getattr(args, "methods", None):
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         if not methods:

@@ -26,7 +26,8 @@ from lakecurate.jobs.dedup_groups import (
     write_mode,
 )
 from lakecurate.udfs import minhash as mh
-from pyspark.sql import DataFrame
+from lakecurate.udfs import phash as ph
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from lakecurate.components import cut_lineage
@@ -139,11 +140,22 @@ def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame,
     return merge_groups("minhash", edges, existing)
 
 
+def phash_vector() -> Column:
+    """The `phash_verified` vector of a signals row: the pHash as 8 big-endian bytes, then
+    the colour thumbnail (absent in rows older than verification: never a duplicate)."""
+    as_bytes = F.unhex(F.lpad(F.hex("phash"), 16, "0"))
+    return F.concat(as_bytes, F.coalesce(F.col("thumb"), F.lit(b"")))
+
+
 def perceptual(run: DedupRun) -> dict[str, int]:
+    """pHash candidates within `phash_max_distance` bits, each verified against its
+    keeper with the colour thumbnails (`udfs/phash.py`): distinct pictures that share a
+    grey hash (flags, colour variants, skin tones) are never duplicates."""
     d = run.cfg.dedup.phash_max_distance
-    slug = f"phash64_d{d}"
+    slug = f"phash64_d{d}_{ph.VERIFY_SLUG}"
     idx, full = index_rows(run, "phash", slug)
-    hashes = run.signals.filter(F.col("phash").isNotNull()).select("uid", "phash")
+    signals = run.signals.filter(F.col("phash").isNotNull())
+    hashes = signals.select("uid", "phash")
     known = idx.select("uid", F.lit(False).alias("is_new"))
     items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
     write_groups(
@@ -153,8 +165,8 @@ def perceptual(run: DedupRun) -> dict[str, int]:
         _edges(items, full, lambda it: near.phash_edges(it, d)),
         full,
         Keeping(
-            vectors=hashes.select("uid", F.col("phash").alias("vector")),
-            kernel="hamming",
+            vectors=signals.select("uid", phash_vector().alias("vector")),
+            kernel="phash_verified",
             min_similarity=1 - d / 64,
         ),
     )

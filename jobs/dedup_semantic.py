@@ -20,6 +20,7 @@ against the clusters of the last fit, which the same fit on the same lake would 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 
 import numpy as np
@@ -51,6 +52,9 @@ _POLICY: dict[str, Callable[[int], Column]] = {
     "easy": lambda seed: F.col("centroid_sim").desc_nulls_last(),
     "random": lambda seed: F.xxhash64("uid", F.lit(seed)).asc(),
 }
+
+
+log = logging.getLogger(__name__)
 
 
 def fit_slug(dcfg, mid: str) -> str:
@@ -102,6 +106,13 @@ def write_centroids(run: DedupRun, slug: str, mid: str, centroids: np.ndarray, n
 def semantic(run: DedupRun) -> dict[str, int]:
     d = run.cfg.dedup
     mid = model_id(run.cfg.model)
+    if run.cfg.model.pretrained.lower() == "none":
+        log.warning(
+            "semantic dedup with model %s has RANDOM weights (--pretrained none): its "
+            "clusters and similarities carry no meaning and its verdicts are not "
+            "duplicates of anything; use a pretrained model before any recipe drops by it",
+            mid,
+        )
     emb = (
         run.ctx.read(run.spark, "embeddings")
         .filter((F.col("model_id") == mid) & F.col("image_emb").isNotNull())

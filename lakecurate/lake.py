@@ -276,9 +276,30 @@ def commit_files(
         return
     if not adds and not removes and mode == "append":
         return
-    DeltaTable(table_uri).create_write_transaction(
+    dt = DeltaTable(table_uri)
+    add_missing_columns(dt, schema)
+    dt.create_write_transaction(
         adds + removes, mode, DeltaSchema.from_arrow(schema), commit_properties=props
     )
+
+
+def add_missing_columns(dt, schema: pa.Schema) -> None:
+    """Add the table spec's nullable columns that a table made by an older lakecurate
+    lacks (e.g. `signals.thumb`), so Delta readers see them; old files read as null."""
+    from deltalake import Field
+    from deltalake import Schema as DeltaSchema
+
+    have = {f.name for f in dt.schema().fields}
+    new = [f for f in schema if f.name not in have]
+    if not new:
+        return
+    if any(not f.nullable for f in new):
+        raise JobError(
+            f"{dt.table_uri}: columns {[f.name for f in new]} are missing and not nullable; "
+            "this lake needs a migration"
+        )
+    fields = DeltaSchema.from_arrow(pa.schema(new)).fields
+    dt.alter.add_columns([Field(f.name, f.type, nullable=True) for f in fields])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ SPEC = TableSpec(
         [
             field("uid", pa.string(), False),
             field("phash", pa.int64()),  # 64-bit DCT perceptual hash, as signed int64
+            # 16x16 RGB thumbnail (768 bytes) that verifies a pHash match; null in rows
+            # written before verification existed (those never count as pHash copies)
+            field("thumb", pa.binary()),
             field("caption_sha256", pa.string()),  # of the normalised caption
             field("caption_chars", pa.int32()),
             field("caption_words", pa.int32()),

@@ -172,11 +172,11 @@ def test_default_recipe_through_the_cli(spark, synth, capsys):
     sel = selection(spark, Lake(cfg.lake.path), rid)
     assert len(sel) == N
     dups = tables["duplicates"].to_pandas()
-    dups = dups[dups["method"].isin(["exact", "phash", "minhash"])]
+    dups = dups[dups["method"].isin(["exact", "phash"])]
     non_keepers = set(dups.loc[dups["uid"] != dups["keeper_uid"], "uid"])
     keepers = set(dups.loc[dups["uid"] == dups["keeper_uid"], "uid"])
     reasons = sel["reason"]
-    assert non_keepers, "the generated lake has exact/phash/minhash duplicates"
+    assert non_keepers, "the generated lake has exact/phash duplicates"
     assert (
         reasons[list(non_keepers)]
         .isin(
@@ -230,7 +230,7 @@ def test_missing_inputs_fail_before_spark_work_naming_the_command(spark, lake, c
     cases = {
         "bunny": "lakecurate dedup --methods semantic",
         "datacomp-clip": "lakecurate embed --model lakecurate-tiny --pretrained none",
-        "default": "lakecurate dedup --methods exact,phash,minhash",
+        "default": "lakecurate dedup --methods exact,phash",
     }
     for recipe, command in cases.items():
         with pytest.raises(JobError, match=command):

@@ -25,14 +25,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from lakecurate.udfs import phash as ph
 
-KERNELS = ("minhash", "hamming", "cosine")
+KERNELS = ("minhash", "hamming", "cosine", "phash_verified")
 OUTPUT_SCHEMA = "uid string, group_id string, keeper_uid string, similarity float"
 
 
 def _matrix(kernel: str, values: pd.Series) -> np.ndarray:
     if kernel == "minhash":  # signatures: little-endian uint32 slots
         return np.stack([np.frombuffer(v, dtype="<u4") for v in values])
+    if kernel == "phash_verified":
+        return ph.verification_rows(values)
     if kernel == "hamming":  # 64-bit perceptual hashes
         return values.to_numpy(dtype=np.int64).view(np.uint64)
     m = np.stack([np.asarray(v, dtype=np.float32) for v in values])
@@ -46,6 +49,8 @@ def _similarity(kernel: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         return lambda k, v: (k == v).mean(axis=1, dtype=np.float32)
     if kernel == "hamming":
         return lambda k, v: (1.0 - np.bitwise_count(k ^ v) / 64.0).astype(np.float32)
+    if kernel == "phash_verified":
+        return ph.verified_similarity
     return lambda k, v: (k @ v).astype(np.float32)
 
 
