@@ -47,7 +47,7 @@ def groups_of(comps) -> dict[str, int]:
     return {r["node"]: hash(r["root"]) for r in comps.collect()}
 
 
-def verdicts_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str, int]:
+def keepers_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str, str]:
     """uid -> keeper, as dedup writes them: greedy keepers in each component, ranked
     here by uid (no clip scores or resolutions), with the method's threshold
     (`greedy_verdicts`, the rule of jobs/dedup_groups.py)."""
@@ -59,11 +59,22 @@ def verdicts_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str,
     ranked = comps.select(F.col("node").alias("uid"), F.col("root").alias("group_id"))
     ranked = ranked.withColumn("pos", F.row_number().over(w))
     keeping = Keeping(vectors=vectors, kernel=kernel, min_similarity=min_similarity)
-    found = {r["uid"]: r["keeper_uid"] for r in greedy_verdicts(ranked, keeping).collect()}
+    return {r["uid"]: r["keeper_uid"] for r in greedy_verdicts(ranked, keeping).collect()}
+
+
+def verdicts_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str, int]:
+    """uid -> its keeper's id, for the members of groups of two or more verdicts."""
+    found = keepers_of(comps, vectors, kernel, min_similarity)
     sizes: dict[str, int] = {}
     for k in found.values():
         sizes[k] = sizes.get(k, 0) + 1
     return {u: hash(k) for u, k in found.items() if sizes[k] > 1}
+
+
+def drop_precision(keepers: dict[str, str], family: dict) -> float:
+    """Share of dropped rows (greedy non-keepers) whose keeper is of their family."""
+    dropped = [(u, k) for u, k in keepers.items() if u != k]
+    return sum(family[u] == family[k] for u, k in dropped) / len(dropped) if dropped else 1.0
 
 
 def score(group: dict, family: dict, truth: list[tuple[str, str, str]]) -> dict:
@@ -90,6 +101,33 @@ def score(group: dict, family: dict, truth: list[tuple[str, str, str]]) -> dict:
 
 
 def caption_quality(spark, n_base: int) -> dict:
+    texts, truth = labeled_pairs(n_base, seed=21)
+    uid = [f"c{i:07d}" for i in range(len(texts))]
+    family = {u: u for u in uid}
+    for i, j, _ in truth:
+        family[uid[j]] = uid[i]
+    return caption_scores(spark, texts, uid, family, [(uid[i], uid[j], k) for i, j, k in truth])
+
+
+def real_caption_quality(spark, n: int) -> dict:
+    """minhash on REAL caption variants: `n` Bible verses in two public-domain editions
+    (KJV and ASV, benchmarks/real_texts.py). The two editions of a verse are one family;
+    every other verse, the neighbouring ones of the same style included, is distinct."""
+    from real_texts import aligned_variants
+
+    texts, uid, family, truth = [], [], {}, []
+    for k, (ref, a, b) in enumerate(aligned_variants(n, seed=4)):
+        ua, ub = f"v{k:06d}a", f"v{k:06d}b"
+        texts += [a, b]
+        uid += [ua, ub]
+        family[ua] = family[ub] = ref
+        truth.append((ua, ub, "other edition"))
+    return caption_scores(spark, texts, uid, family, truth)
+
+
+def caption_scores(spark, texts: list[str], uid: list[str], family: dict, truth: list) -> dict:
+    """minhash edges, components and greedy verdicts of `texts` (the default config),
+    scored against `family` (uid -> family) and the labelled `truth` pairs."""
     from lakecurate.jobs.dedup_methods import minhash_params
     from lakecurate.jobs.dedup_near import minhash_edges
     from lakecurate.udfs import minhash as mh
@@ -98,11 +136,6 @@ def caption_quality(spark, n_base: int) -> dict:
     from lakecurate.components import connected_components
     from lakecurate.config import DedupConfig
 
-    texts, truth = labeled_pairs(n_base, seed=21)
-    uid = [f"c{i:07d}" for i in range(len(texts))]
-    family = {u: u for u in uid}
-    for i, j, _ in truth:
-        family[uid[j]] = uid[i]
     cfg = type("C", (), {"dedup": DedupConfig()})()
     params = minhash_params(cfg)
     df = spark.createDataFrame(list(zip(uid, texts, strict=True)), "uid string, caption string")
@@ -112,9 +145,12 @@ def caption_quality(spark, n_base: int) -> dict:
     items = sigs.withColumn("is_new", F.lit(True)).localCheckpoint(eager=True)
     edges = minhash_edges(items, params, cfg.dedup.bucket_limit).localCheckpoint(eager=True)
     comps = connected_components(edges, "a", "b").localCheckpoint(eager=True)
-    pairs = [(uid[i], uid[j], k) for i, j, k in truth]
+    pairs = truth
     vectors = items.select("uid", F.col("signature").alias("vector"))
     out = score(verdicts_of(comps, vectors, "minhash", params.threshold), family, pairs)
+    keepers = keepers_of(comps, vectors, "minhash", params.threshold)
+    out["drop_precision"] = drop_precision(keepers, family)
+    out["dropped"] = sum(u != k for u, k in keepers.items())
     out["components"] = score(groups_of(comps), family, pairs)
     verified = [(r["a"], r["b"]) for r in edges.collect()]
     out["edge_precision"] = float(np.mean([family[a] == family[b] for a, b in verified]))
@@ -249,9 +285,18 @@ def main() -> None:
         "families) plus the scikit-image photos, with labelled copies (benchmarks/"
         "real_images.py); 0: off, -1: every emoji and icon",
     )
+    ap.add_argument(
+        "--real-captions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run caption minhash on N Bible verses in two public-domain editions "
+        "(KJV and ASV, benchmarks/real_texts.py); 0: off",
+    )
     args = ap.parse_args()
     spark = spark_session(args.cores)
     real = real_quality(spark, args.real) if args.real else None
+    real_caps = real_caption_quality(spark, args.real_captions) if args.real_captions else None
     imgs = image_quality(spark, args.images, DedupConfig().phash_max_distance)
     caps = caption_quality(spark, args.captions)
     for line in table("exact", imgs["exact"]) + table("phash", imgs["phash"]):
@@ -267,6 +312,13 @@ def main() -> None:
     assert set(caps["recall"]) == set(EDITS)
     if real:
         print_real(real)
+    if real_caps:
+        print(
+            f"REAL captions (KJV/ASV verses): minhash dropped {real_caps['dropped']} rows, "
+            f"drop precision {real_caps['drop_precision']:.4f}, verified-pair precision "
+            f"{real_caps['edge_precision']:.4f}, recall of the other edition "
+            f"{real_caps['recall']['other edition']:.3f}"
+        )
     print(
         json.dumps(
             {
@@ -284,6 +336,11 @@ def main() -> None:
                 "phash_recall": {k: round(v, 4) for k, v in imgs["phash"]["recall"].items()},
                 "exact_precision": imgs["exact"]["precision"],
                 "exact_recall": imgs["exact"]["recall"]["exact copy"],
+                "real_captions": real_caps
+                and {
+                    "minhash_drop_precision": round(real_caps["drop_precision"], 4),
+                    "minhash_recall_other_edition": round(real_caps["recall"]["other edition"], 4),
+                },
                 "real": real
                 and {
                     "rows": real["rows"],

@@ -67,6 +67,8 @@ def make_tables(n: int, seed: int, mid: str, dup_rate: float = 0.3) -> dict[str,
     }
     signals = {
         "uid": uids,
+        # the caption group, as dedup's signals write it (here of the raw caption)
+        "caption_sha256": [hashlib.sha256(c.encode()).hexdigest() if c else None for c in captions],
         "semantic_cluster": rng.integers(0, N_CLUSTERS, n).astype(np.int32),
         "centroid_sim": rng.beta(8, 2, n).astype(np.float32),
     }

@@ -44,6 +44,7 @@ from lakecurate.models import model_id
 from lakecurate.recipes import (
     Recipe,
     builtin_recipes,
+    duplicate_drops,
     format_funnel,
     funnel,
     label_rows,
@@ -132,14 +133,20 @@ def _check_embeddings(lake: Lake, cfg: Config, cols: list[str]) -> None:
 def _check_signals(lake: Lake, cfg: Config, cols: list[str]) -> None:
     for c in cols:
         if not lake.exists("signals") or _non_null_rows(lake, "signals", c) == 0:
+            writer = (
+                "semantic dedup writes it: run `lakecurate dedup --methods semantic`"
+                if c in ("semantic_cluster", "centroid_sim")
+                else "dedup writes it: run `lakecurate dedup`"
+            )
             raise JobError(
-                f"the recipe reads {c} from table signals, which has no {c} values; "
-                "semantic dedup writes it: run `lakecurate dedup --methods semantic` first"
+                f"the recipe reads {c} from table signals, which has no {c} values; {writer} first"
             )
 
 
 def _methods(cols: list[str]) -> list[str]:
-    return [c[len("dup_") :] for c in cols]
+    """The duplicate methods of `dup_<method>` / `dupk_<method>` columns, in order."""
+    names = [c.split("_", 1)[1] for c in cols if c.startswith(("dup_", "dupk_"))]
+    return list(dict.fromkeys(names))
 
 
 def _check_duplicates(lake: Lake, cfg: Config, cols: list[str]) -> None:
@@ -210,11 +217,20 @@ def _attach_duplicates(spark, ctx: JobContext, frame: DataFrame, cols: list[str]
         .filter(F.col("method").isin(methods) & (F.col("keeper_uid") != F.col("uid")))
         .groupBy("uid")
         .pivot("method", methods)
-        # a non-keeper without a recorded similarity is a duplicate at any threshold
-        .agg(F.max(F.coalesce(F.col("similarity").cast("double"), F.lit(1.0))))
+        .agg(
+            # a non-keeper without a recorded similarity is a duplicate at any threshold
+            F.max(F.coalesce(F.col("similarity").cast("double"), F.lit(1.0))).alias("s"),
+            F.max("keeper_uid").alias("k"),
+        )
     )
-    dups = dups.select("uid", *[F.col(m).alias(f"dup_{m}") for m in methods])
-    return frame.join(dups, "uid", "left")
+    wanted = set(cols)
+    picked = [
+        F.col(f"{m}_{part}").alias(f"{prefix}{m}")
+        for m in methods
+        for part, prefix in (("s", "dup_"), ("k", "dupk_"))
+        if f"{prefix}{m}" in wanted
+    ]
+    return frame.join(dups.select("uid", *picked), "uid", "left")
 
 
 @dataclass(frozen=True)
@@ -308,6 +324,7 @@ def run(spark, cfg: Config) -> JobResult:
         labeled = label_rows(frame, recipe.rules)
         steps = funnel(labeled, recipe.rules)
         log.info("select: funnel of %s over %d pairs\n%s", recipe.name, total, format_funnel(steps))
+        dup_drops = duplicate_drops(labeled, recipe.rules)
         out = labeled.select(
             "uid",
             F.lit(rid).alias("recipe_id"),
@@ -320,6 +337,7 @@ def run(spark, cfg: Config) -> JobResult:
             "recipe_id": rid,
             "recipe_rules": json.dumps(recipe.canonical()),
             "funnel": json.dumps([s.as_dict() for s in steps]),
+            "duplicate_drops": json.dumps(dup_drops),
         }
         if "embeddings" in tables:
             meta["model_id"] = model_id(cfg.model)
@@ -332,8 +350,10 @@ def run(spark, cfg: Config) -> JobResult:
         ctx.wrote("selection", version)
     kept = steps[-1].rows_out if steps else total
     note = "" if changed else " (selection unchanged: no commit)"
+    lines = [f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}", format_funnel(steps)]
+    lines += [format_duplicate_drops(d) for d in dup_drops]
     return ctx.done(
-        f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}\n{format_funnel(steps)}",
+        "\n".join(lines),
         recipe=recipe.name,
         recipe_id=rid,
         rows=total,
@@ -341,6 +361,16 @@ def run(spark, cfg: Config) -> JobResult:
         dropped=total - kept,
         changed=changed,
         funnel=[s.as_dict() for s in steps],
+        duplicate_drops=dup_drops,
+    )
+
+
+def format_duplicate_drops(d: dict) -> str:
+    by = ", ".join(f"{m} {n:,}" for m, n in d["dropped_by_method"].items())
+    kept = d["duplicates_kept_keeper_dropped_earlier"]
+    return (
+        f"{d['rule']}: dropped by method: {by}; {kept:,} duplicates kept because their "
+        "keeper was dropped by an earlier rule"
     )
 
 

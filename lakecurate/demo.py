@@ -108,6 +108,11 @@ def _closing(cfg: Config, pub: JobResult, seconds: float) -> str:
             f"  lakecurate --lake {lake} tables",
             f"  lakecurate --lake {lake} history pairs",
             f"  lakecurate --lake {lake} versions show {name}@{version}",
+            f"  lakecurate --lake {lake} dedup explain UID   # why a pair is (not) a duplicate",
+            "The default recipe drops a pair as a duplicate only when its image is the same",
+            "picture as a kept pair's (exact bytes, or a pHash match verified by colour);",
+            "shared captions are capped at 10 per caption, never treated as duplicates, and",
+            "the demo's semantic and minhash verdicts are recorded but drop nothing.",
             f"Shards: {shards}",
             f"Published dataset version: {name}@{version} ({pub.counts.get('num_samples')} samples)",
         ]

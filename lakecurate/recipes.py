@@ -225,13 +225,22 @@ def label_rows(df: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> DataFrame
     """
     in_play = df
     reason = None
-    for rule, label in zip(rules, rule_labels(rules), strict=True):
-        keep = F.coalesce(rule.keep(in_play), F.lit(False))
+    flags: list[str] = []
+    for i, (rule, label) in enumerate(zip(rules, rule_labels(rules), strict=True)):
+        dropped = rule.drops(in_play)
+        if dropped is not None:  # a rule across rows: its drops, joined on as a flag
+            flag = f"_dropped_{i}"
+            marks = dropped.select("uid").distinct().withColumn(flag, F.lit(True))
+            df, in_play = df.join(marks, "uid", "left"), in_play.join(marks, "uid", "left")
+            keep = ~F.coalesce(F.col(flag), F.lit(False))
+            flags.append(flag)
+        else:
+            keep = F.coalesce(rule.keep(in_play), F.lit(False))
         reason = F.when(~keep, F.lit(label)) if reason is None else reason.when(~keep, label)
         in_play = in_play.filter(keep)
     if reason is None:
         return df.withColumn("reason", F.lit(None).cast("string"))
-    return df.withColumn("reason", reason.otherwise(F.lit(None).cast("string")))
+    return df.withColumn("reason", reason.otherwise(F.lit(None).cast("string"))).drop(*flags)
 
 
 def funnel(labeled: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> list[FunnelStep]:
@@ -245,6 +254,37 @@ def funnel(labeled: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> list[Fun
         steps.append(FunnelStep(lab, rows_in, dropped, rows_in - dropped))
         rows_in -= dropped
     return steps
+
+
+def duplicate_drops(labeled: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> list[dict]:
+    """Per `not_duplicate` rule: the rows it dropped under each method (a row may be a
+    duplicate under several), and the duplicates it kept because their keeper had been
+    dropped by an earlier rule (so that the picture stays). One aggregate for all."""
+    labels = rule_labels(rules)
+    aggs, found = [], []
+    for i, (rule, label) in enumerate(zip(rules, labels, strict=True)):
+        if rule.name != "not_duplicate":
+            continue
+        reason = F.col("reason")
+        reached = reason.isNull() | reason.isin(labels[i:])
+        any_dup = F.lit(False)
+        for m in rule.methods:
+            aggs.append(F.count_if((reason == label) & rule.is_duplicate(m)).alias(f"r{i}_{m}"))
+            any_dup = any_dup | rule.is_duplicate(m)
+        aggs.append(F.count_if(reached & (reason != label) & any_dup).alias(f"r{i}_kept"))
+        aggs.append(F.count_if(reached & reason.isNull() & any_dup).alias(f"r{i}_kept_final"))
+        found.append((i, label, rule))
+    if not found:
+        return []
+    row = labeled.agg(*aggs).first()
+    return [
+        {
+            "rule": label,
+            "dropped_by_method": {m: int(row[f"r{i}_{m}"]) for m in rule.methods},
+            "duplicates_kept_keeper_dropped_earlier": int(row[f"r{i}_kept_final"]),
+        }
+        for i, label, rule in found
+    ]
 
 
 def format_funnel(steps: list[FunnelStep]) -> str:

@@ -35,14 +35,20 @@ COLUMNS: dict[str, str] = {
     **{c: "pairs" for c in ("uid", "caption", "width", "height")},
     **{c: "pairs" for c in ("caption_words", "caption_chars", "resolution", "aspect")},
     **{c: "embeddings" for c in ("clip_score", "image_emb", "text_emb")},
-    **{c: "signals" for c in ("semantic_cluster", "centroid_sim")},
+    **{c: "signals" for c in ("semantic_cluster", "centroid_sim", "caption_sha256")},
     **{f"dup_{m}": "duplicates" for m in DUP_METHODS},
+    **{f"dupk_{m}": "duplicates" for m in DUP_METHODS},
 }
 
 
 def dup_column(method: str) -> str:
     """Similarity to its keeper when the uid is a non-keeper for `method`, else null."""
     return f"dup_{method}"
+
+
+def keeper_column(method: str) -> str:
+    """The keeper's uid when the uid is a non-keeper for `method`, else null."""
+    return f"dupk_{method}"
 
 
 class RuleParamError(ValueError):
@@ -157,6 +163,11 @@ class Rule:
 
     def keep(self, df: DataFrame) -> Column:
         raise NotImplementedError
+
+    def drops(self, in_play: DataFrame) -> DataFrame | None:
+        """For a rule that looks across rows: the uids (of `in_play`) it drops, as a
+        DataFrame with a `uid` column; None (the default) means `keep` decides per row."""
+        return None
 
     def canonical(self) -> dict[str, Any]:
         """The rule as plain data with every default filled in (what recipe_id hashes).
@@ -343,7 +354,10 @@ class ClipScoreTopFractionRule(Rule):
 
 @register_rule
 class NotDuplicateRule(Rule):
-    """Drop uids that are a non-keeper of a duplicate group under any of `methods`.
+    """Drop uids that are a non-keeper of a duplicate group under any of `methods`,
+    while their keeper is still in play: a duplicate whose keeper an earlier rule
+    dropped (a one-word caption, a smaller side under the floor) is kept instead, so the
+    picture is not lost.
 
     `min_similarity` > 0 counts only duplicates at least that similar to their keeper.
     `semantic_eps` makes the select job check that the `semantic` verdicts in the lake
@@ -365,13 +379,56 @@ class NotDuplicateRule(Rule):
             raise RuleParamError("semantic_eps", f"must be in (0, 1), got {self.semantic_eps}")
 
     def columns(self) -> tuple[str, ...]:
-        return tuple(dup_column(m) for m in self.methods)
+        return tuple(c for m in self.methods for c in (dup_column(m), keeper_column(m)))
+
+    def is_duplicate(self, method: str) -> Column:
+        return F.coalesce(F.col(dup_column(method)) >= self.min_similarity, F.lit(False))
 
     def keep(self, df: DataFrame) -> Column:
+        """Per row, ignoring whether the keeper is in play (see `drops`)."""
         dup = F.lit(False)
         for m in self.methods:
-            dup = dup | F.coalesce(F.col(dup_column(m)) >= self.min_similarity, F.lit(False))
+            dup = dup | self.is_duplicate(m)
         return ~dup
+
+    def drops(self, in_play: DataFrame) -> DataFrame:
+        keepers = in_play.select(F.col("uid").alias("_keeper"))
+        dropped = None
+        for m in self.methods:
+            d = (
+                in_play.filter(self.is_duplicate(m))
+                .select("uid", F.col(keeper_column(m)).alias("_keeper"))
+                .join(keepers, "_keeper", "left_semi")
+                .select("uid")
+            )
+            dropped = d if dropped is None else dropped.unionByName(d)
+        return dropped
+
+
+@register_rule
+class CaptionRepeatCapRule(Rule):
+    """Keep at most `max` of the pairs in play that share one normalised caption (the
+    caption group of `signals.caption_sha256`): the highest resolution first, then by
+    uid. A caption shared by different pictures is not a duplicate, but hundreds of
+    pictures captioned "image" or "open book" teach a model little; this caps them
+    without wiping them out. Pairs without a caption group are never capped."""
+
+    name = "caption_repeat_cap"
+    params = {"max": Param("int", REQUIRED, lo=1, doc="pairs kept per caption")}
+    needs = ("caption_sha256", "resolution")
+
+    def keep(self, df: DataFrame) -> Column:
+        return F.lit(True)  # decided across rows: see `drops`
+
+    def drops(self, in_play: DataFrame) -> DataFrame:
+        from pyspark.sql import Window
+
+        grouped = in_play.filter(F.col("caption_sha256").isNotNull())
+        w = Window.partitionBy("caption_sha256").orderBy(
+            F.col("resolution").desc_nulls_last(), F.col("uid")
+        )
+        ranked = grouped.select("uid", F.row_number().over(w).alias("_n"))
+        return ranked.filter(F.col("_n") > self.max).select("uid")
 
 
 class QuantileBandRule(Rule):

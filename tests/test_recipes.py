@@ -37,7 +37,7 @@ def test_builtin_recipes_load_with_distinct_ids_and_sources():
     assert (bunny.rules[2].lo, bunny.rules[2].hi) == (0.15, 0.35)
     assert bunny.tables() == {"pairs", "embeddings", "signals", "duplicates"}
     assert load_recipe("datacomp-clip").rules[-1].fraction == 0.3
-    assert load_recipe("default").tables() == {"pairs", "duplicates"}
+    assert load_recipe("default").tables() == {"pairs", "duplicates", "signals"}
 
 
 def test_recipe_id_is_a_content_hash(tmp_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from lakecurate.recipes import funnel, label_rows
+from lakecurate.recipes import duplicate_drops, funnel, label_rows
 from lakecurate.rules import (
     RULES,
     Param,
@@ -73,6 +73,67 @@ def test_not_duplicate_counts_only_the_chosen_methods_and_similarity(spark):
     assert kept(df, both) == {"a"}
     loose = make_rule("not_duplicate", {"methods": ["semantic"], "min_similarity": 0.86})
     assert kept(df, loose) == {"a", "b", "d"}
+
+
+def test_a_duplicate_whose_keeper_an_earlier_rule_dropped_is_kept(spark):
+    # b and c are copies of a; a has a one-word caption, so the best remaining copy stays
+    df = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "uid": ["a", "b", "c", "d", "e"],
+                "caption_words": [1, 3, 3, 3, 3],
+                "dup_exact": [None, 1.0, 1.0, None, 1.0],
+                "dupk_exact": [None, "a", "a", None, "d"],
+            }
+        )
+    )
+    rules = [
+        make_rule("caption_words", {"min": 2}),
+        make_rule("not_duplicate", {"methods": ["exact"]}),
+    ]
+    labeled = {r["uid"]: r["reason"] for r in label_rows(df, rules).collect()}
+    assert labeled == {
+        "a": "caption_words",
+        "b": None,  # keeper a was dropped: b and c stay (dedup's greedy keepers decide
+        "c": None,  # between copies; select does not re-rank them)
+        "d": None,
+        "e": "not_duplicate",  # its keeper d is in play
+    }
+    drops = duplicate_drops(label_rows(df, rules), rules)
+    assert drops == [
+        {
+            "rule": "not_duplicate",
+            "dropped_by_method": {"exact": 1},
+            "duplicates_kept_keeper_dropped_earlier": 2,
+        }
+    ]
+
+
+def test_caption_repeat_cap_keeps_the_best_few_of_each_caption_in_play(spark):
+    df = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "uid": ["a", "b", "c", "d", "e", "f"],
+                "caption_sha256": ["x", "x", "x", "x", "y", None],
+                "resolution": [100, 300, 200, 900, 50, 10],
+                "caption_words": [2, 2, 2, 1, 2, 2],
+            }
+        )
+    )
+    rules = [
+        make_rule("caption_words", {"min": 2}),
+        make_rule("caption_repeat_cap", {"max": 2}),
+    ]
+    labeled = {r["uid"]: r["reason"] for r in label_rows(df, rules).collect()}
+    # d (900 px) left play first, so the cap keeps b and c, the best two in play
+    assert labeled == {
+        "a": "caption_repeat_cap",
+        "b": None,
+        "c": None,
+        "d": "caption_words",
+        "e": None,
+        "f": None,
+    }
 
 
 @pytest.mark.parametrize("accuracy", [0, 10_000])

@@ -164,10 +164,17 @@ def test_default_recipe_through_the_cli(spark, synth, capsys):
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["counts"]["recipe"] == "default"
-    funnel_lines = out["message"].splitlines()[1:]  # the printed funnel: header + one per rule
-    assert [line.split()[0] for line in funnel_lines] == ["rule"] + [
-        s["rule"] for s in out["counts"]["funnel"]
-    ]
+    steps = out["counts"]["funnel"]
+    lines = out["message"].splitlines()
+    funnel_lines = lines[1 : 2 + len(steps)]  # the printed funnel: header + one per rule
+    assert [line.split()[0] for line in funnel_lines] == ["rule"] + [s["rule"] for s in steps]
+    # then what not_duplicate dropped per method, as printed and in the counts
+    (drops,) = out["counts"]["duplicate_drops"]
+    assert set(drops["dropped_by_method"]) == {"exact", "phash"}
+    dup_step = next(s for s in steps if s["rule"] == "not_duplicate")
+    assert max(drops["dropped_by_method"].values()) <= dup_step["dropped"]
+    assert sum(drops["dropped_by_method"].values()) >= dup_step["dropped"]
+    assert lines[2 + len(steps)].startswith("not_duplicate: dropped by method")
     rid = load_recipe("default").recipe_id
     sel = selection(spark, Lake(cfg.lake.path), rid)
     assert len(sel) == N
@@ -177,19 +184,14 @@ def test_default_recipe_through_the_cli(spark, synth, capsys):
     keepers = set(dups.loc[dups["uid"] == dups["keeper_uid"], "uid"])
     reasons = sel["reason"]
     assert non_keepers, "the generated lake has exact/phash duplicates"
-    assert (
-        reasons[list(non_keepers)]
-        .isin(
-            [
-                "min_resolution",
-                "max_aspect_ratio",
-                "caption_words",
-                "caption_chars",
-                "not_duplicate",
-            ]
-        )
-        .all()
-    )
+    quality = ["min_resolution", "max_aspect_ratio", "caption_words", "caption_chars"]
+    nk = dups[dups["uid"] != dups["keeper_uid"]]
+    keeper_in_play = nk["keeper_uid"].map(lambda k: reasons[k] not in quality)
+    # a non-keeper whose keeper reached not_duplicate is dropped (by it or earlier) ...
+    assert reasons[list(nk["uid"][keeper_in_play])].isin([*quality, "not_duplicate"]).all()
+    # ... and one whose every keeper left play earlier is never dropped as a duplicate
+    lost = set(nk["uid"][~keeper_in_play]) - set(nk["uid"][keeper_in_play])
+    assert not (reasons[list(lost)] == "not_duplicate").any()
     assert (reasons[list(non_keepers)] == "not_duplicate").any()
     assert not (reasons[list(keepers)] == "not_duplicate").any()
     # both recipes' rows live side by side under their own recipe_id
