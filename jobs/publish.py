@@ -230,11 +230,32 @@ def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
     rows = sel.groupBy("kept", "reason").count().collect()
     dropped = {r["reason"] or "unknown": int(r["count"]) for r in rows if not r["kept"]}
     kept = sum(int(r["count"]) for r in rows if r["kept"])
-    return {
+    out = {
         "total": kept + sum(dropped.values()),
         "kept": kept,
         "dropped": dict(sorted(dropped.items())),
     }
+    drops = duplicate_drops_at(lake, selection_version, recipe_id)
+    if drops is not None:
+        out["duplicate_drops"] = drops
+    return out
+
+
+def duplicate_drops_at(lake: Lake, selection_version: int, recipe_id: str) -> list | None:
+    """What `not_duplicate` dropped per method, as the select run that wrote the recipe's
+    rows at or before `selection_version` recorded it (None for selections made before
+    lakecurate recorded it)."""
+    import json
+
+    runs = [
+        h
+        for h in lake.history("selection")
+        if h.get("recipe_id") == recipe_id and (h.get("version") or 0) <= selection_version
+    ]
+    if not runs:
+        return None
+    raw = max(runs, key=lambda h: h["version"]).get("duplicate_drops")
+    return json.loads(raw) if raw else None
 
 
 def full_layout(spark, cfg: Config, plan: dict, samples, staging: str) -> list[dict]:

@@ -28,7 +28,16 @@ from lakecurate.lake import Lake
 NAME = "report"
 HELP = "write a self-contained HTML report of a dataset version (plots and thumbnails)"
 NEEDS_SPARK = True
-SECTIONS = ("funnel", "clip-score", "duplicates", "clusters", "captions", "resolution", "samples")
+SECTIONS = (
+    "funnel",
+    "clip-score",
+    "duplicates",
+    "duplicate-pairs",
+    "clusters",
+    "captions",
+    "resolution",
+    "samples",
+)
 KEPT_COLOR, DROP_COLOR = "#2b8a3e", "#c92a2a"
 
 
@@ -184,6 +193,43 @@ def thumbnails(spark, lake: Lake, dv: DatasetVersion, frame, n: int) -> dict[str
     return out
 
 
+def duplicate_pairs(spark, lake: Lake, dv: DatasetVersion, frame, n: int) -> list[dict]:
+    """Up to `n` rows dropped as duplicates (a fixed pseudo-random pick by uid), each
+    with the keeper it was dropped for, the method and the similarity: a person can see
+    at a glance whether the drops are right."""
+    from pyspark.sql import functions as F
+
+    if "duplicates" not in dv.pinned:
+        return []
+    # the labels of duplicate rules: not_duplicate (or not_duplicate#N when used twice)
+    dropped = frame.filter(~F.col("kept") & F.col("reason").contains("duplicate")).select("uid")
+    dups = lake.read(spark, "duplicates", dv.pinned["duplicates"])
+    dups = dups.filter((F.col("uid") != F.col("keeper_uid")) & (F.col("method") != "exact_caption"))
+    pick = (
+        dups.join(dropped, "uid", "left_semi")
+        .dropDuplicates(["uid"])
+        .orderBy(F.sha2("uid", 256))
+        .limit(n)
+        .select("uid", "keeper_uid", "method", "similarity")
+        .collect()
+    )
+    if not pick:
+        return []
+    uids = sorted({r["uid"] for r in pick} | {r["keeper_uid"] for r in pick})
+    pairs = lake.read(spark, "pairs", dv.pinned["pairs"]).select("uid", "caption", "image")
+    thumbs = {r["uid"]: _thumb(r.asDict()) for r in pairs.filter(F.col("uid").isin(uids)).collect()}
+    empty = {"src": "", "caption": ""}
+    return [
+        {
+            "method": r["method"],
+            "similarity": r["similarity"],
+            "dropped": thumbs.get(r["uid"], {**empty, "uid": r["uid"]}),
+            "keeper": thumbs.get(r["keeper_uid"], {**empty, "uid": r["keeper_uid"]}),
+        }
+        for r in sorted(pick, key=lambda r: r["uid"])
+    ]
+
+
 def _thumb(r: dict, size: int = 112) -> dict:
     from PIL import Image
 
@@ -212,6 +258,7 @@ def build_report(spark, lake: Lake, dv: DatasetVersion, thumbs: int = 24) -> str
             "funnel": _funnel_html(funnel),
             "clip-score": _hist_html(frame, "clip_score", 0.02, "CLIP score (cosine)"),
             "duplicates": _dups_html(duplicate_sizes(spark, lake, dv)),
+            "duplicate-pairs": _pairs_html(duplicate_pairs(spark, lake, dv, frame, thumbs)),
             "clusters": _clusters_html(frame),
             "captions": _hist_html(frame, "caption_chars", 10, "caption length (characters)"),
             "resolution": _hist_html(frame, "resolution", 32, "resolution: min(width, height) px"),
@@ -290,6 +337,33 @@ def _clusters_html(frame) -> str:
     ).svg()
 
 
+def _figure(t: dict, side: str, label: str) -> str:
+    img = f'<img src="{t["src"]}" alt="{html.escape(t["uid"][:12])}">' if t["src"] else "?"
+    caption = html.escape((t.get("caption") or "")[:80])
+    return (
+        f'<figure class="{side}">{img}<figcaption><b>{label}</b><br>{caption}</figcaption></figure>'
+    )
+
+
+def _pairs_html(pairs: list[dict]) -> str:
+    if not pairs:
+        return "<p class=none>no rows dropped as duplicates at the pinned versions.</p>"
+    cells = []
+    for p in pairs:
+        sim = "" if p["similarity"] is None else f" {p['similarity']:.3f}"
+        cells.append(
+            '<div class="pair">'
+            + _figure(p["dropped"], "dropped", f"dropped ({html.escape(p['method'])}{sim})")
+            + _figure(p["keeper"], "kept", "its keeper")
+            + "</div>"
+        )
+    return (
+        "<p>Each row dropped as a duplicate, next to the keeper it was dropped for "
+        "(`lakecurate dedup explain UID` shows the figures behind a verdict).</p>"
+        f"<div class=grid>{''.join(cells)}</div>"
+    )
+
+
 def _samples_html(thumbs: dict[str, list[dict]]) -> str:
     out = []
     for side in ("kept", "dropped"):
@@ -312,12 +386,14 @@ table{border-collapse:collapse;margin-top:8px}td,th{border:1px solid #ddd;paddin
 font-size:13px;text-align:left}.grid{display:flex;flex-wrap:wrap;gap:8px}
 figure{margin:0;width:128px;font-size:11px}figure img{width:112px;height:112px;
 object-fit:cover;border:3px solid #ccc}figure.kept img{border-color:#2b8a3e}
-figure.dropped img{border-color:#c92a2a}.none{color:#777}code{font-size:12px}"""
+figure.dropped img{border-color:#c92a2a}.none{color:#777}code{font-size:12px}
+.pair{display:flex;gap:4px;padding:4px;border:1px dashed #bbb}"""
 
 TITLES = {
     "funnel": "Selection funnel",
     "clip-score": "CLIP score, kept vs dropped",
     "duplicates": "Duplicate group sizes per method",
+    "duplicate-pairs": "Dropped duplicates next to their keepers",
     "clusters": "Semantic cluster sizes",
     "captions": "Caption length",
     "resolution": "Resolution",

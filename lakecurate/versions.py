@@ -98,6 +98,11 @@ def do_show(spark, lake: Lake, args) -> tuple[dict, str]:
         lines.append(f"  funnel:   {fun.get('total')} rows -> {fun.get('kept')} kept")
         for reason, n in sorted(fun.get("dropped", {}).items(), key=lambda kv: -kv[1]):
             lines.append(f"            - {n:>7}  {reason}")
+        for d in fun.get("duplicate_drops") or []:
+            by = ", ".join(f"{m} {n}" for m, n in d["dropped_by_method"].items())
+            kept = d["duplicates_kept_keeper_dropped_earlier"]
+            lines.append(f"            {d['rule']} by method: {by}")
+            lines.append(f"            {kept} duplicates kept: their keeper was dropped earlier")
     return doc, "\n".join(lines)
 
 

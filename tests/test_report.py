@@ -34,7 +34,12 @@ def test_report_has_every_section_and_no_external_resources(built, capsys):
         assert f'<section id="{section}">' in page
     assert page.count("<svg") >= 6  # funnel, clip, dups (exact), clusters, captions, resolution
     # thumbnails: 6 kept + 6 dropped, embedded as data URIs; dropped ones carry reasons
-    assert len(re.findall(r'<img src="data:image/jpeg;base64,', page)) == 12
+    samples = page.split('<section id="samples">')[1]
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,', samples)) == 12
+    # dropped duplicates next to their keepers: pairs of figures, each with a picture
+    pairs = page.split('<section id="duplicate-pairs">')[1].split("</section>")[0]
+    assert pairs.count('<div class="pair">') == 6
+    assert pairs.count("its keeper") == 6 and "dropped (exact 1.000)" in pairs
     dropped = page.split("<h3>dropped")[1]
     assert re.search(
         r"<b>(duplicate:exact|duplicate:phash|clip_score&lt;0.2|caption_words&lt;3)</b>", dropped

@@ -118,9 +118,9 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
 
 
 # Verification thresholds, measured on real images (benchmarks/dedup_quality.py): no
-# thumbnail pixel may differ by more than 32 levels once a light brightness change is
+# thumbnail pixel may differ by more than 28 levels once a light brightness change is
 # undone. Part of the phash method's configuration slug.
-VERIFY_TAU = 32
+VERIFY_TAU = 28
 VERIFY_FRACTION = 0.0
 VERIFY_SLUG = f"v{THUMB}t{VERIFY_TAU}f{VERIFY_FRACTION:g}"
 
