@@ -54,3 +54,26 @@ def test_near_copies_are_close_and_others_far():
 def test_undecodable_bytes_give_null():
     out = phash.phash_images([b"not an image", None, jpeg(Image.new("RGB", (40, 30)))])
     assert out[0] is None and out[1] is None and isinstance(out[2], int)
+
+
+def _vector(h: int, img: Image.Image | None) -> bytes:
+    thumb = b"" if img is None else img.resize((16, 16), Image.Resampling.BOX).tobytes()
+    return h.to_bytes(8, "big", signed=True) + thumb
+
+
+def test_verified_similarity_needs_a_near_hash_and_agreeing_colours():
+    red = Image.new("RGB", (64, 64), (200, 30, 30))
+    darker = Image.new("RGB", (64, 64), (180, 27, 27))  # the same picture, 10% darker
+    blue = Image.new("RGB", (64, 64), (30, 30, 200))
+    h = 0x0F0F_0F0F_0F0F_0F0F
+    keepers = phash.verification_rows(
+        [
+            _vector(h ^ 0b11, darker),  # 2 bits away, colours agree after the gain
+            _vector(h ^ 0b1, blue),  # 1 bit away, another colour
+            _vector(h ^ ((1 << 20) - 1), red),  # 20 bits away: not verified at all
+            _vector(h, None),  # no thumbnail (signals older than verification)
+        ]
+    )
+    member = phash.verification_rows([_vector(h, red)])[0]
+    sim = phash.verified_similarity(keepers, member, min_similarity=1 - 6 / 64)
+    assert sim.tolist() == [1 - 2 / 64, 0.0, 0.0, 0.0]

@@ -20,6 +20,7 @@ threshold), so exactly one row per group has `keeper_uid == uid` and similarity 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -43,14 +44,16 @@ def _matrix(kernel: str, values: pd.Series) -> np.ndarray:
     return m / np.where(norms > 0, norms, 1.0)
 
 
-def _similarity(kernel: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _similarity(
+    kernel: str, min_similarity: float = 0.0
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """(keepers' rows, one member's row) -> similarity to each keeper, as dedup measures it."""
     if kernel == "minhash":
         return lambda k, v: (k == v).mean(axis=1, dtype=np.float32)
     if kernel == "hamming":
         return lambda k, v: (1.0 - np.bitwise_count(k ^ v) / 64.0).astype(np.float32)
     if kernel == "phash_verified":
-        return ph.verified_similarity
+        return partial(ph.verified_similarity, min_similarity=min_similarity)
     return lambda k, v: (k @ v).astype(np.float32)
 
 
@@ -68,7 +71,7 @@ def greedy(
     `window // 2`, so the cost stays linear in the group's size. A member that misses
     its keeper that way becomes a keeper itself: recall, never precision, is lost.
     """
-    sim = _similarity(kernel)
+    sim = _similarity(kernel, min_similarity)
     n = len(vectors)
     keeper = np.arange(n)
     score = np.ones(n, dtype=np.float32)

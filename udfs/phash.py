@@ -58,12 +58,6 @@ def thumbnails(data: bytes) -> tuple[np.ndarray, bytes] | None:
         return None
 
 
-def grey_thumbnail(data: bytes) -> np.ndarray | None:
-    """32x32 float32 luminance of an encoded image, or None if it cannot be decoded."""
-    both = thumbnails(data)
-    return None if both is None else both[0]
-
-
 def thumbs_agree(a: np.ndarray, b: np.ndarray, tau: int, fraction: float) -> np.ndarray:
     """Whether colour thumbnails show the same picture, row by row.
 
@@ -139,14 +133,18 @@ def verification_rows(vectors) -> np.ndarray:
     return out
 
 
-def verified_similarity(keepers: np.ndarray, member: np.ndarray) -> np.ndarray:
+def verified_similarity(
+    keepers: np.ndarray, member: np.ndarray, min_similarity: float = 0.0
+) -> np.ndarray:
     """Similarity of a member to each keeper (rows of `verification_rows`): 1 - pHash
     distance / 64 where the thumbnails agree, else 0 (never a duplicate; so is a row
-    without a thumbnail)."""
+    without a thumbnail). Only keepers at least `min_similarity` alike by pHash are
+    verified (the others count 0): in a large group most keepers are far, and the
+    thumbnail comparison is the costly part."""
     hk = keepers[:, :8].copy().view(">u8").reshape(-1)
     hm = member[:8].copy().view(">u8")[0]
     sim = 1.0 - np.bitwise_count(hk ^ hm).astype(np.float32) / 64.0
-    valid = (keepers[:, -1] == 1) & (member[-1] == 1)
+    valid = (keepers[:, -1] == 1) & (member[-1] == 1) & (sim >= min_similarity)
     if valid.any():
         rows = np.flatnonzero(valid)
         same = np.broadcast_to(member[8:-1], (len(rows), THUMB_BYTES))
