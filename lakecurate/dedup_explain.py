@@ -48,7 +48,12 @@ class Explanation:
         if not self.methods:
             out.append("  no duplicate group under any method: it is nobody's duplicate")
         for m in self.methods:
-            role = "keeper" if m["keeper_uid"] == self.uid else f"duplicate of {m['keeper_uid']}"
+            if m["method"] == "exact_caption":  # a caption group: a signal, not a verdict
+                role = f"caption group of {m['keeper_uid']} (not a duplicate)"
+            elif m["keeper_uid"] == self.uid:
+                role = "keeper"
+            else:
+                role = f"duplicate of {m['keeper_uid']}"
             out.append(
                 f"  {m['method']:<14} {role}; group {m['group_id']} of {m['group_size']}, "
                 f"similarity {m['similarity']:.3f}"
@@ -97,7 +102,10 @@ def explain(spark, lake: Lake, uid: str) -> Explanation:
         .first()
     )
     if pair is None:
-        raise JobError(f"no pair with uid {uid!r} in {lake.root}/pairs (uids are 64 hex digits)")
+        raise JobError(
+            f"no pair with uid {uid!r} in {lake.root}/pairs; find uids with "
+            '`lakecurate sql "SELECT uid, caption FROM pairs LIMIT 10"`'
+        )
     ex = Explanation(uid, pair["caption"], (pair["width"], pair["height"]))
     if not lake.exists("duplicates"):
         return ex
