@@ -384,7 +384,7 @@ def evaluate(spark, items: list[Item], lake_dir: str, cfg_overrides: dict | None
       that reached `not_duplicate` and lost every member there.
     """
     import pyarrow as pa
-    from lakecurate.jobs import dedup, select
+    from lakecurate.jobs import dedup, selection
     from lakecurate.schemas import TABLES
 
     from lakecurate.config import load_config
@@ -400,7 +400,7 @@ def evaluate(spark, items: list[Item], lake_dir: str, cfg_overrides: dict | None
     overrides = {"lake.path": lake_dir, "model.name": "lakecurate-tiny", "model.pretrained": "none"}
     cfg = load_config(None, {**overrides, **(cfg_overrides or {})})
     dedup.run(spark, cfg)
-    select.run(spark, cfg)
+    selection.run(spark, cfg)
     dups = lake.read(spark, "duplicates").select("uid", "method", "keeper_uid").collect()
     sel = lake.read(spark, "selection").select("uid", "kept", "reason").collect()
     fam = {u: it.family for u, it in by_uid.items()}

@@ -2,7 +2,7 @@
 
 Builds pairs / embeddings / signals / duplicates tables directly (synthetic CLIP
 scores and centroid similarities; no model), runs `lakecurate select --recipe bunny`
-through `jobs.select.run`, prints its funnel and checks each step against what the
+through `jobs.selection.run`, prints its funnel and checks each step against what the
 recipe implies:
 
 * not_duplicate (semantic, verdicts made at eps 0.14): drops exactly the generated
@@ -224,7 +224,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    from lakecurate.jobs import select
+    from lakecurate.jobs import selection as select_job
 
     from lakecurate.config import load_config
     from lakecurate.lake import Lake
@@ -247,7 +247,7 @@ def main() -> int:
     write_lake(spark, Lake(cfg.lake.path), tables)
 
     t0 = time.perf_counter()
-    result = select.run(spark, cfg)
+    result = select_job.run(spark, cfg)
     ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     ref = reference_bunny(read_tables(cfg.lake.path))

@@ -83,7 +83,7 @@ fi
 # shellcheck disable=SC2206  # word splitting of the extra options is intended
 [[ -n ${LAKECURATE_SUBMIT_ARGS:-} ]] && args+=(${LAKECURATE_SUBMIT_ARGS})
 
-cmd=("$SPARK_SUBMIT" "${args[@]}" "$REPO/deploy/entry.py" "$COMMAND" --master "$MASTER" "$@")
+cmd=("$SPARK_SUBMIT" "${args[@]}" "$REPO/lakecurate/cli.py" "$COMMAND" --master "$MASTER" "$@")
 if [[ ${LAKECURATE_DRY_RUN:-0} == 1 ]]; then
   printf '%q ' "${cmd[@]}"; echo
   exit 0

@@ -57,11 +57,6 @@ seeded hash of the uid).
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import argparse
 import json
 import logging

@@ -20,16 +20,10 @@ found on the uid column alone; on a refresh their images are then read from only
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import argparse
 import logging
 import math
+import sys
 
 from lakecurate.udfs.clip import ClipSpec, clip_udf
 

@@ -22,18 +22,12 @@ version, counts) is written last and marks a complete export.
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import argparse
 import io
 import json
 import logging
 import math
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass

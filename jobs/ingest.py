@@ -27,16 +27,10 @@ of a killed run are never committed, so no table version shows them.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
-import logging
 from datetime import UTC, datetime
 from functools import partial
 

@@ -31,11 +31,6 @@ publish settings give byte-identical shards.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import argparse
 import hashlib
 import json

@@ -23,17 +23,11 @@ Exit codes: 0 done, including "selection unchanged, nothing published";
 
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import argparse
 import importlib
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,7 +87,9 @@ STAGES: tuple[Stage, ...] = (
         lambda c: _get(c, "new_rows"),  # uids hashed and matched against the lake
         lambda c: _get(c, "duplicates"),
     ),
-    Stage("select", "lakecurate.jobs.select", lambda c: _get(c, "rows"), lambda c: _get(c, "kept")),
+    Stage(
+        "select", "lakecurate.jobs.selection", lambda c: _get(c, "rows"), lambda c: _get(c, "kept")
+    ),
     Stage("publish", "lakecurate.jobs.publish", lambda c: None, lambda c: _get(c, "num_samples")),
 )
 
@@ -109,7 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", help="also write the logs (JSON lines) to this file")
     p.add_argument("--lease-timeout", type=int, help="seconds before a lease is stale")
     _job("embed").add_arguments(p)  # --model, --pretrained, --device, ... (same flags as embed)
-    _job("select").add_arguments(p)  # --recipe
+    _job("selection").add_arguments(p)  # --recipe
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -124,7 +120,7 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.name:
         cfg = replace(cfg, publish={"name": args.name})
     cfg = _job("embed").apply_args(cfg, args)
-    return _job("select").apply_args(cfg, args)
+    return _job("selection").apply_args(cfg, args)
 
 
 def _job(name: str):

@@ -71,13 +71,13 @@ def generate_sources(cfg: Config, n: int, seed: int) -> None:
 
 
 def stages() -> list[tuple[str, object]]:
-    from lakecurate.jobs import dedup, embed, ingest, publish, select
+    from lakecurate.jobs import dedup, embed, ingest, publish, selection
 
     return [
         ("ingest", ingest),
         ("embed", embed),
         ("dedup", dedup),
-        ("select", select),
+        ("select", selection),
         ("publish", publish),
     ]
 

@@ -113,8 +113,8 @@ def test_dockerfile_copies_what_exists():
 
 
 def test_entry_points_compile(tmp_path):
-    for f in ("entry.py", "../jobs/refresh.py"):
-        py_compile.compile(str(DEPLOY / f), cfile=str(tmp_path / "x.pyc"), doraise=True)
+    for f in ("lakecurate/cli.py", "jobs/refresh.py"):
+        py_compile.compile(str(REPO / f), cfile=str(tmp_path / "x.pyc"), doraise=True)
 
 
 def _submit(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -132,7 +132,7 @@ def test_spark_submit_dry_run_packages_the_code_and_passes_the_master(tmp_path):
     assert cmd[0].endswith("spark-submit")
     assert cmd[cmd.index("--master") + 1] == "spark://h:7077"
     zip_path = Path(cmd[cmd.index("--py-files") + 1])
-    i = cmd.index(str(DEPLOY / "entry.py"))
+    i = cmd.index(str(REPO / "lakecurate" / "cli.py"))
     assert cmd[i + 1 :] == ["embed", "--master", "spark://h:7077", "--batch-size", "8"]
     assert "spark.executor.resource.gpu.amount=1" not in cmd
     # the zip is importable on its own, with package data (the tiny model's config)

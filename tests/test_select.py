@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from lakecurate.jobs import select
+from lakecurate.jobs import selection as select_job
 from lakecurate.schemas import TABLES
 
 from lakecurate.config import load_config, replace
@@ -74,7 +74,7 @@ def test_bunny_keeps_the_fractions_the_recipe_implies(spark, synth):
     cfg, tables, no_emb = synth
     cfg = replace(cfg, select={"recipe": "bunny"})
     lake = Lake(cfg.lake.path)
-    result = select.run(spark, cfg)
+    result = select_job.run(spark, cfg)
     steps = result.counts["funnel"]
     ref = bench.reference_bunny(tables)
     expected_dups = N - ref["counts"][0]
@@ -108,7 +108,7 @@ def test_bunny_keeps_the_fractions_the_recipe_implies(spark, synth):
 
     # deterministic: the same inputs and recipe change nothing and commit nothing
     version = lake.version("selection")
-    again = select.run(spark, cfg)
+    again = select_job.run(spark, cfg)
     assert again.counts["changed"] is False and again.counts["funnel"] == steps
     assert lake.version("selection") == version
 
@@ -133,7 +133,7 @@ def _expected_datacomp_reason(pairs: pd.DataFrame) -> pd.Series:
 def test_datacomp_clip_end_to_end(spark, synth):
     cfg, tables, no_emb = synth
     cfg = replace(cfg, select={"recipe": "datacomp-clip"})
-    result = select.run(spark, cfg)
+    result = select_job.run(spark, cfg)
     sel = selection(spark, Lake(cfg.lake.path), load_recipe("datacomp-clip").recipe_id)
     pairs = tables["pairs"].select(["uid", "caption", "width", "height"]).to_pandas()
     want = _expected_datacomp_reason(pairs.set_index("uid"))
@@ -211,7 +211,7 @@ def test_columns_derived_from_pairs(spark, lake, cfg):
     }
     bench.write_lake(spark, lake, {"pairs": bench._table(TABLES["pairs"].schema, rows, 4)})
     cols = ["aspect", "caption_chars", "caption_words", "resolution"]
-    frame = select.build_frame(spark, JobContext("select", cfg), {"pairs": cols})
+    frame = select_job.build_frame(spark, JobContext("select", cfg), {"pairs": cols})
     got = frame.toPandas().set_index("uid").sort_index()
     assert got["caption_words"].tolist() == [2, 0, 0, 1]
     assert got["caption_chars"].tolist() == [9, 0, 0, 3]
@@ -226,7 +226,7 @@ def test_columns_derived_from_pairs(spark, lake, cfg):
 
 def test_missing_inputs_fail_before_spark_work_naming_the_command(spark, lake, cfg):
     with pytest.raises(JobError, match="lakecurate ingest"):
-        select.run(spark, cfg)
+        select_job.run(spark, cfg)
     pairs = bench.make_tables(20, seed=0, mid=model_id(cfg.model))
     bench.write_lake(spark, lake, {"pairs": pairs["pairs"]})
     cases = {
@@ -236,11 +236,11 @@ def test_missing_inputs_fail_before_spark_work_naming_the_command(spark, lake, c
     }
     for recipe, command in cases.items():
         with pytest.raises(JobError, match=command):
-            select.run(spark, replace(cfg, select={"recipe": recipe}))
+            select_job.run(spark, replace(cfg, select={"recipe": recipe}))
     other = bench.make_tables(20, seed=0, mid="ViT-B-32/laion2b_s34b_b79k/bf16")
     bench.write_lake(spark, lake, {"embeddings": other["embeddings"]})
     with pytest.raises(JobError, match="it holds: ViT-B-32/laion2b_s34b_b79k/bf16"):
-        select.run(spark, replace(cfg, select={"recipe": "datacomp-clip"}))
+        select_job.run(spark, replace(cfg, select={"recipe": "datacomp-clip"}))
     # semantic duplicates and embeddings present, but no centroid similarities yet
     full = bench.make_tables(20, seed=0, mid=model_id(cfg.model))
     sig = full["signals"]
@@ -254,36 +254,37 @@ def test_missing_inputs_fail_before_spark_work_naming_the_command(spark, lake, c
     with pytest.raises(
         JobError, match="no centroid_sim values.*lakecurate dedup --methods semantic"
     ):
-        select.run(spark, replace(cfg, select={"recipe": "bunny"}))
+        select_job.run(spark, replace(cfg, select={"recipe": "bunny"}))
     # all inputs there, but the semantic verdicts were made at dedup's default eps
     loose = full["duplicates"].to_pandas()
     loose["config_slug"] = loose["config_slug"].str.replace("eps0.14", "eps0.07")
     loose = pa.Table.from_pandas(loose, TABLES["duplicates"].schema, preserve_index=False)
     bench.write_lake(spark, lake, {"signals": full["signals"], "duplicates": loose})
     with pytest.raises(JobError, match=r"eps 0.07: set `dedup: \{semantic_eps: 0.14\}`"):
-        select.run(spark, replace(cfg, select={"recipe": "bunny"}))
+        select_job.run(spark, replace(cfg, select={"recipe": "bunny"}))
     assert not lake.exists("selection")
 
 
 def test_bad_recipe_on_the_cli_exits_2_before_spark(tmp_path, capsys):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("- min_resolution: {min_side: 64}\n- similarity_band: {lo: 0.9, hi: 0.2}\n")
-    code = select.main(["--lake", str(tmp_path / "lake"), "--recipe", str(recipe)])
+    code = select_job.main(["--lake", str(tmp_path / "lake"), "--recipe", str(recipe)])
     err = capsys.readouterr().err
     assert code == 2
     assert "rule 2 (similarity_band), parameter lo" in err
-    assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "nope"]) == 2
+    assert select_job.main(["--lake", str(tmp_path / "lake"), "--recipe", "nope"]) == 2
     assert not (tmp_path / "lake").exists()
 
 
 def test_missing_input_on_the_cli_exits_1(spark, tmp_path, capsys):
-    assert select.main(["--lake", str(tmp_path / "lake"), "--recipe", "bunny"]) == 1
+    assert select_job.main(["--lake", str(tmp_path / "lake"), "--recipe", "bunny"]) == 1
     assert "run `lakecurate ingest` first" in capsys.readouterr().err
 
 
-def test_runs_as_a_script_despite_its_stdlib_name(tmp_path):
-    """`spark-submit jobs/select.py` puts jobs/ on sys.path; stdlib `select` must win."""
-    script = Path(select.__file__)
+def test_runs_as_a_script(tmp_path):
+    """`spark-submit jobs/selection.py` puts jobs/ first on sys.path, and nothing there
+    shadows the standard library (tests/test_layout.py guards the names)."""
+    script = Path(select_job.__file__)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- sample: {n: 0}\n")
     args = [sys.executable, str(script), "--lake", str(tmp_path), "--recipe", str(bad)]

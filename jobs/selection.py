@@ -19,16 +19,10 @@ work starts; a bad recipe is a ConfigError (exit 2) naming the rule and paramete
 
 from __future__ import annotations
 
-import sys
-
-if __name__ == "__main__":  # spark-submit jobs/<job>.py (see lakecurate.entry)
-    from lakecurate.entry import unshadow_stdlib
-
-    unshadow_stdlib(__file__)
-
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
