@@ -36,11 +36,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from lakecurate.udfs.table_files import filesystem
 
 from lakecurate import jobkit
 from lakecurate.config import Config, replace
 from lakecurate.errors import ConfigError, JobError
-from lakecurate.lake import Lake, filesystem
+from lakecurate.lake import Lake
 from lakecurate.models import model_id
 
 NAME = "export-embeddings"

@@ -37,7 +37,6 @@ from functools import partial
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.images import ImageLimits
 from lakecurate.udfs.readers.base import ReaderOptions, SourceFile
-from lakecurate.udfs.readers.discover import SourceNotFound, expand_source
 from lakecurate.udfs.readers.task import (
     OUTPUT_SCHEMA,
     PAIRS_SCHEMA,
@@ -48,19 +47,15 @@ from lakecurate.udfs.readers.task import (
     drop_rows,
     ingest_partition,
 )
-from lakecurate.udfs.readers.urls import DownloadOptions, download_list
+from lakecurate.udfs.table_files import FileWritten, delete_table_files, filesystem
 
 from lakecurate import jobkit
 from lakecurate.config import SOURCE_FORMATS, Config, replace
 from lakecurate.errors import ConfigError
 from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import (
-    FileWritten,
-    commit_files,
-    delete_table_files,
-    filesystem,
-    spark_uri,
-)
+from lakecurate.lake import commit_files, spark_uri
+from lakecurate.sources.discover import SourceNotFound, expand_source
+from lakecurate.sources.urls import DownloadOptions, download_list
 
 NAME = "ingest"
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"

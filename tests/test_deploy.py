@@ -138,6 +138,8 @@ def test_spark_submit_dry_run_packages_the_code_and_passes_the_master(tmp_path):
     # the zip is importable on its own, with package data (the tiny model's config)
     names = zipfile.ZipFile(zip_path).namelist()
     assert "lakecurate/jobs/refresh.py" in names and "lakecurate/udfs/clip.py" in names
+    assert "lakecurate/udfs/readers/task.py" in names
+    assert "lakecurate/sources/discover.py" in names
     assert "lakecurate/model_configs/lakecurate-tiny.json" in names
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"

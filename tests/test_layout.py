@@ -25,3 +25,29 @@ def test_no_module_shadows_the_standard_library():
         if name in sys.stdlib_module_names
     }
     assert not clashes, f"rename these modules: {sorted(clashes)}"
+
+
+def _lakecurate_imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return {n for n in names if n == "lakecurate" or n.startswith("lakecurate.")}
+
+
+def test_executor_code_imports_only_executor_code():
+    """udfs/ runs on executors: it may use schemas/ and itself, never the driver's
+    lake, jobs or commands (so core -> udfs is the only direction)."""
+    allowed = ("lakecurate.udfs", "lakecurate.schemas")
+    bad = {
+        f"{path.relative_to(REPO)} imports {name}"
+        for folder in ("udfs", "schemas")
+        for path in (REPO / folder).rglob("*.py")
+        for name in _lakecurate_imports(path)
+        if not name.startswith(allowed)
+    }
+    assert not bad, sorted(bad)

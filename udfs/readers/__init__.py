@@ -2,9 +2,9 @@
 
 `READERS.get(fmt)(source_file, reader_options)` yields `RawRecord`s:
 `webdataset` (tar / tar.gz, streamed), `folder` (sidecar .txt or COCO captions),
-`parquet` and `jsonl` (image bytes or paths). `urls` lists are downloaded with
-img2dataset (`readers.urls`) and then read as `webdataset`. `discover` expands
-SOURCE arguments into units of work; `task` validates records on executors.
+`parquet` and `jsonl` (image bytes or paths). `task` validates records on
+executors. The driver side (expanding SOURCE arguments into units of work, and
+downloading `urls` lists with img2dataset) lives in `lakecurate.sources`.
 """
 
 from lakecurate.udfs.readers import folder, table, tar  # noqa: F401  (register readers)

@@ -2,7 +2,7 @@
 
 `ingest_partition` is the `mapInArrow` function. Its input is a task id per
 Spark task (`spark.range`), naming its group of sources, usually one file. Valid records go
-straight into new Parquet files of the `pairs` table (`lake.TableFileWriter`:
+straight into new Parquet files of the `pairs` table (`table_files.TableFileWriter`:
 uncommitted, so invisible until the driver commits them), so image bytes never
 pass through the JVM or a shuffle. What the task returns is small
 (`OUTPUT_SCHEMA.kind`): one `pair` row per written record (uid, source key and
@@ -24,9 +24,13 @@ import pyarrow as pa
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.images import ImageInfo, ImageLimits, Rejected, probe_image, reencode
 from lakecurate.udfs.readers.base import READERS, RawRecord, ReaderOptions, SourceFile
+from lakecurate.udfs.table_files import (
+    FileWritten,
+    TableFileWriter,
+    delete_table_files,
+    filesystem,
+)
 from lakecurate.udfs.text import make_uid
-
-from lakecurate.lake import FileWritten, TableFileWriter, delete_table_files, filesystem
 
 OUTPUT_SCHEMA = pa.schema(
     [
