@@ -43,7 +43,7 @@ SAME = ("exact", "exact_caption", "phash")  # must match a full run exactly
 
 
 def make_config(lake: Path, sources: list[Path], methods: list[str]):
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     return load_config(
         None,
@@ -64,9 +64,9 @@ def make_config(lake: Path, sources: list[Path], methods: list[str]):
 def write_pairs(spark, lake: Path, rows: list[dict]) -> None:
     """Pairs straight into the lake (ingest is not what this measures)."""
     import pyarrow as pa
-    from lakecurate.schemas import TABLES
 
-    from lakecurate.lake import Commit, Lake
+    from lakecurate.deltaio.lake import Commit, Lake
+    from lakecurate.schemas import TABLES
 
     spec = TABLES["pairs"]
     table = pa.Table.from_pylist(rows, schema=spec.schema)
@@ -76,9 +76,8 @@ def write_pairs(spark, lake: Path, rows: list[dict]) -> None:
 
 def prepare(spark, root: Path, n: int, n_new: int, methods: list[str]) -> Path:
     """An input lake: N pairs embedded (version 0), then N + n_new (latest)."""
+    from lakecurate.demo.sample import generate
     from lakecurate.jobs import embed
-
-    from lakecurate.sample import generate
 
     lake = root / "inputs"
     cfg = make_config(lake, [], methods)
@@ -94,7 +93,7 @@ def prepare(spark, root: Path, n: int, n_new: int, methods: list[str]) -> Path:
 
 def copy_inputs(spark, src: Path, dst: Path, version: int | None, since: int | None) -> None:
     """pairs and embeddings of `src` at `version`, or the rows added after `since`."""
-    from lakecurate.lake import Commit, Lake
+    from lakecurate.deltaio.lake import Commit, Lake
 
     a, b = Lake(str(src)), Lake(str(dst))
     for table in ("pairs", "embeddings"):
@@ -118,7 +117,7 @@ def timed_dedup(spark, lake: Path, methods: list[str]) -> tuple[float, dict]:
 
 def duplicates(spark, lake: Path) -> tuple[set[tuple], dict[str, str]]:
     """(the rows of the SAME methods, minhash duplicate uid -> keeper)."""
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     cols = ["uid", "method", "group_id", "keeper_uid", "similarity", "config_slug"]
     rows = Lake(str(lake)).read(spark, "duplicates").select(*cols).collect()
@@ -149,7 +148,11 @@ def main() -> int:
 
     from pyspark.sql import SparkSession
 
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-dedup-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@
   colour field, as photos have), each copied byte for byte, re-encoded at JPEG
   quality 50-70, resized to 50-80%, and cropped by 2-5% per side.
 
-Each method runs its Spark pipeline from `jobs/dedup_near.py` plus connected
+Each method runs its Spark pipeline from `lakecurate/curation/dedup/near.py` plus connected
 components, and then the greedy keepers dedup applies (a member counts as a
 duplicate only when it is within the method's threshold of its keeper).
 Precision counts every pair among a keeper and its duplicates (what a selection that
@@ -58,10 +58,11 @@ def groups_of(comps) -> dict[str, int]:
 def keepers_of(comps, vectors, kernel: str, min_similarity: float) -> dict[str, str]:
     """uid -> keeper, as dedup writes them: greedy keepers in each component, ranked
     here by uid (no clip scores or resolutions), with the method's threshold
-    (`greedy_verdicts`, the rule of jobs/dedup_groups.py)."""
-    from lakecurate.jobs.dedup_groups import Keeping, greedy_verdicts
+    (`greedy_verdicts`, the rule of lakecurate/curation/dedup/groups.py)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+
+    from lakecurate.curation.dedup.groups import Keeping, greedy_verdicts
 
     w = Window.partitionBy("group_id").orderBy("uid")
     ranked = comps.select(F.col("node").alias("uid"), F.col("root").alias("group_id"))
@@ -136,13 +137,13 @@ def real_caption_quality(spark, n: int) -> dict:
 def caption_scores(spark, texts: list[str], uid: list[str], family: dict, truth: list) -> dict:
     """minhash edges, components and greedy verdicts of `texts` (the default config),
     scored against `family` (uid -> family) and the labelled `truth` pairs."""
-    from lakecurate.jobs.dedup_methods import minhash_params
-    from lakecurate.jobs.dedup_near import minhash_edges
-    from lakecurate.udfs import minhash as mh
     from pyspark.sql import functions as F
 
-    from lakecurate.components import connected_components
-    from lakecurate.config import DedupConfig
+    from lakecurate.curation.dedup.components import connected_components
+    from lakecurate.curation.dedup.methods import minhash_params
+    from lakecurate.curation.dedup.near import minhash_edges
+    from lakecurate.runtime.config import DedupConfig
+    from lakecurate.udfs import minhash as mh
 
     cfg = type("C", (), {"dedup": DedupConfig()})()
     params = minhash_params(cfg)
@@ -171,7 +172,7 @@ def caption_scores(spark, texts: list[str], uid: list[str], family: dict, truth:
 
 
 def base_image(rng: random.Random) -> Image.Image:
-    from lakecurate.sample import random_scene, render
+    from lakecurate.demo.sample import random_scene, render
 
     scene = random_scene(rng)
     img = render(scene, rng)
@@ -213,11 +214,11 @@ def image_set(n: int, seed: int) -> tuple[list[tuple[str, bytes]], list[tuple[st
 
 
 def image_quality(spark, n: int, max_distance: int) -> dict:
-    from lakecurate.jobs.dedup_near import phash_edges
-    from lakecurate.udfs.phash import phash_images
     from pyspark.sql import functions as F
 
-    from lakecurate.components import connected_components
+    from lakecurate.curation.dedup.components import connected_components
+    from lakecurate.curation.dedup.near import phash_edges
+    from lakecurate.udfs.phash import phash_images
 
     rows, truth = image_set(n, seed=5)
     family = {u: u.split("_")[0] for u, _ in rows}
@@ -283,7 +284,7 @@ def print_real(real: dict) -> None:
 
 
 def main() -> None:
-    from lakecurate.config import DedupConfig
+    from lakecurate.runtime.config import DedupConfig
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--captions", type=int, default=2000)

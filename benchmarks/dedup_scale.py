@@ -48,14 +48,14 @@ def generate(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def pipeline(spark, rows: list[tuple[str, str]], cores: int) -> tuple[float, dict]:
-    from lakecurate.jobs.dedup_groups import Keeping, greedy_verdicts
-    from lakecurate.jobs.dedup_near import minhash_edges
-    from lakecurate.udfs import minhash as mh
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from lakecurate.components import connected_components
-    from lakecurate.config import DedupConfig
+    from lakecurate.curation.dedup.components import connected_components
+    from lakecurate.curation.dedup.groups import Keeping, greedy_verdicts
+    from lakecurate.curation.dedup.near import minhash_edges
+    from lakecurate.runtime.config import DedupConfig
+    from lakecurate.udfs import minhash as mh
 
     params = mh.MinHashParams()
     path = f"/tmp/dedup_scale_{len(rows)}.parquet"

@@ -38,10 +38,10 @@ THREADS = 2
 
 def write_pairs(spark, lake_path: str, n: int, seed: int) -> int:
     import pyarrow as pa
-    from lakecurate.schemas import TABLES
 
-    from lakecurate.lake import Commit, Lake
-    from lakecurate.sample import generate
+    from lakecurate.deltaio.lake import Commit, Lake
+    from lakecurate.demo.sample import generate
+    from lakecurate.schemas import TABLES
 
     rows = generate(n=n, seed=seed, prefix=f"b{seed}-").pair_rows()
     spec = TABLES["pairs"]
@@ -52,7 +52,7 @@ def write_pairs(spark, lake_path: str, n: int, seed: int) -> int:
 
 
 def job_config(lake_path: str, name: str, precision: str, batch_size: int):
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     overrides = {
         "lake.path": lake_path,
@@ -78,9 +78,9 @@ def baseline(
 ) -> float:
     """Forward-only images/s on tensors prepared beforehand (not timed)."""
     import torch
-    from lakecurate.udfs import clip as C
 
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.udfs import clip as C
 
     rows = Lake(lake_path).read(spark, "pairs").select("image", "caption").collect()
     torch.set_num_threads(threads)
@@ -140,8 +140,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from pyspark.sql import SparkSession
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
     conf = SparkConfig(master=f"local[{THREADS}]", shuffle_partitions=THREADS)

@@ -1,5 +1,5 @@
 """Finding and reading a refresh's not-yet-embedded pairs: the whole-table join (the old
-`embed.pending`) vs uid-only anti-joins plus `lakecurate.keyed.rows_for_uids`.
+`embed.pending`) vs uid-only anti-joins plus `lakecurate.deltaio.keyed.rows_for_uids`.
 
     .venv/bin/python benchmarks/embed_pending.py LAKE [--repeat 3] [--all] [--generate N]
 
@@ -39,7 +39,7 @@ def old_way(spark, lake, pv: int, done, rejected) -> tuple[int, int]:
 def new_way(spark, lake, pv: int, done, rejected) -> tuple[int, int]:
     from pyspark.sql import functions as F
 
-    from lakecurate.keyed import rows_for_uids
+    from lakecurate.deltaio.keyed import rows_for_uids
 
     uids = lake.read(spark, "pairs", pv).select("uid")
     uids = uids.join(done, "uid", "left_anti").join(rejected.distinct(), "uid", "left_anti")
@@ -57,7 +57,7 @@ def build(spark, lake, n: int) -> None:
     pairs in new files: the state a refresh's embed starts from (no model needed)."""
     from publish_incremental import write_rows
 
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     old = generate(n=n, seed=1, prefix="a").pair_rows()
     write_rows(spark, lake, "pairs", old)
@@ -93,9 +93,13 @@ def main() -> int:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.lake import Lake
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
     cfg = SparkConfig(master="local[2]", shuffle_partitions=4)

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ingest.py [--n 20000] [--shard-size 10000] [--data DIR]
 
-Data: `lakecurate.sample.generate(n)` written as WebDataset tars (kept in
+Data: `lakecurate.demo.sample.generate(n)` written as WebDataset tars (kept in
 `--data` and reused when it already holds the same n); the tars are read once
 before timing so both sides start from the page cache. Baseline: one process
 streams the same tars with `tarfile` and parses each image header with Pillow
@@ -46,7 +46,7 @@ def make_data(data_dir: Path, n: int, shard_size: int) -> list[Path]:
     want = {"n": n, "shard_size": shard_size}
     if marker.exists() and json.loads(marker.read_text()) == want:
         return sorted((data_dir / "wds").glob("*.tar"))
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     shutil.rmtree(data_dir, ignore_errors=True)
     t0 = time.perf_counter()
@@ -60,7 +60,7 @@ def make_data(data_dir: Path, n: int, shard_size: int) -> list[Path]:
 
 def ensure_warm_data(data_dir: Path, cores: int = 2) -> Path:
     """A few small shards, one task per core, so every Python worker starts untimed."""
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     warm = data_dir / "warm"
     if len(list(warm.glob("*.tar"))) < 2 * cores:
@@ -104,8 +104,7 @@ def baseline(paths: list[Path]) -> tuple[int, float]:
 
 def ours(spark, data_dir: Path, lake_dir: Path, decode: str) -> tuple[int, float]:
     from lakecurate.jobs import ingest
-
-    from lakecurate.config import load_config, replace
+    from lakecurate.runtime.config import load_config, replace
 
     def cfg(lake: Path, source: Path):
         c = load_config(None, {"lake.path": str(lake), "spark.shuffle_partitions": 2})
@@ -121,8 +120,12 @@ def ours(spark, data_dir: Path, lake_dir: Path, decode: str) -> tuple[int, float
 def start_spark():
     from pyspark.sql import SparkSession
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
     cfg = SparkConfig(master="local[2]", shuffle_partitions=2)

@@ -27,8 +27,8 @@ from captions import captions  # noqa: E402
 def spark_session(cores: int):
     from pyspark.sql import SparkSession
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.session import configure_builder, configure_environment
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import configure_builder, configure_environment
 
     configure_environment()
     cfg = SparkConfig(
@@ -61,6 +61,7 @@ def run_ours(spark, texts: list[str], params, cores: int) -> tuple[float, dict]:
 
 def run_baseline(texts: list[str], params) -> tuple[float, list]:
     from datasketch import MinHash
+
     from lakecurate.udfs.minhash import shingles
 
     t0 = time.perf_counter()

@@ -37,9 +37,9 @@ log = logging.getLogger("benchmarks.publish_incremental")
 
 def write_rows(spark, lake, table: str, rows: list[dict], mode: str = "append") -> None:
     import pyarrow as pa
-    from lakecurate.schemas import TABLES
 
-    from lakecurate.lake import Commit
+    from lakecurate.deltaio.lake import Commit
+    from lakecurate.schemas import TABLES
 
     spec = TABLES[table]
     df = spark.createDataFrame(
@@ -76,10 +76,10 @@ def timed_publish(spark, cfg) -> tuple[float, dict]:
 
 
 def run(spark, root: Path, args) -> dict:
-    from lakecurate.config import load_config, replace
-    from lakecurate.lake import Lake
-    from lakecurate.recipes import recipe_id_for
-    from lakecurate.sample import generate
+    from lakecurate.curation.selection.recipes import recipe_id_for
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.demo.sample import generate
+    from lakecurate.runtime.config import load_config, replace
 
     t0 = time.time()
     old = generate(n=args.n, seed=1, prefix="a", dup_rate=0).pair_rows()
@@ -131,8 +131,12 @@ def main() -> int:
     logging.getLogger("lakecurate").setLevel(logging.WARNING)
     from pyspark.sql import SparkSession
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
     conf = SparkConfig(master="local[2]", shuffle_partitions=4)

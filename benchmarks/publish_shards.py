@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import webdataset as wds
+
+from lakecurate.demo.sample import generate
 from lakecurate.udfs import shards
 from lakecurate.udfs.text import make_uid, sha256_hex
-
-from lakecurate.sample import generate
 
 SHARD = 1000
 

@@ -384,12 +384,12 @@ def evaluate(spark, items: list[Item], lake_dir: str, cfg_overrides: dict | None
       that reached `not_duplicate` and lost every member there.
     """
     import pyarrow as pa
-    from lakecurate.jobs import dedup, selection
-    from lakecurate.schemas import TABLES
 
-    from lakecurate.config import load_config
-    from lakecurate.lake import Commit, Lake
-    from lakecurate.session import register_sources
+    from lakecurate.deltaio.lake import Commit, Lake
+    from lakecurate.jobs import dedup, selection
+    from lakecurate.runtime.config import load_config
+    from lakecurate.runtime.session import register_sources
+    from lakecurate.schemas import TABLES
 
     register_sources(spark)
     rows, by_uid = pair_rows(items)

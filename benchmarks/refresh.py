@@ -47,7 +47,7 @@ log = logging.getLogger("benchmarks.refresh")
 
 
 def generate_sources(root: Path, n: int, n_new: int, shard_size: int) -> tuple[Path, Path]:
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     t0 = time.time()
     full, new = root / "night1", root / "night2"
@@ -58,13 +58,13 @@ def generate_sources(root: Path, n: int, n_new: int, shard_size: int) -> tuple[P
 
 
 def default_model() -> str:
-    from lakecurate.config import ModelConfig
+    from lakecurate.runtime.config import ModelConfig
 
     return ModelConfig().name
 
 
 def make_config(lake: Path, sources: list[Path], model: str):
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     return load_config(
         None,
@@ -117,7 +117,11 @@ def main() -> int:
 
     from pyspark.sql import SparkSession
 
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-refresh-"))
     n_new = max(1, int(args.n * args.new_fraction))

@@ -120,9 +120,8 @@ def _table(schema: pa.Schema, cols: dict, n: int) -> pa.Table:
 
 def write_lake(spark, lake, tables: dict[str, pa.Table]) -> None:
     """Write each table with the lake layer (one commit each)."""
+    from lakecurate.deltaio.lake import Commit
     from lakecurate.schemas import TABLES
-
-    from lakecurate.lake import Commit
 
     for name, t in tables.items():
         df = spark.createDataFrame(t.to_pandas(), TABLES[name].spark_schema())
@@ -208,7 +207,11 @@ def format_checks(checks: list[dict]) -> str:
 def start_spark(cfg):
     from pyspark.sql import SparkSession
 
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
     spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
@@ -224,13 +227,12 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    from lakecurate.curation.models import model_id
+    from lakecurate.curation.selection.recipes import FunnelStep, format_funnel
+    from lakecurate.curation.selection.rules import DEFAULT_ACCURACY
+    from lakecurate.deltaio.lake import Lake
     from lakecurate.jobs import selection as select_job
-
-    from lakecurate.config import load_config
-    from lakecurate.lake import Lake
-    from lakecurate.models import model_id
-    from lakecurate.recipes import FunnelStep, format_funnel
-    from lakecurate.rules import DEFAULT_ACCURACY
+    from lakecurate.runtime.config import load_config
 
     root = tempfile.mkdtemp(prefix="select-bunny-")
     overrides = {

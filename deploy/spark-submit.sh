@@ -46,6 +46,9 @@ build_zip() {
   local zip=$DIST/lakecurate.zip
   if [[ ! -f $zip ]] || [[ -n $(find "$REPO/lakecurate" "$REPO/jobs" "$REPO/udfs" "$REPO/schemas" "$REPO/pyproject.toml" -newer "$zip" -print -quit) ]]; then
     rm -rf "$DIST/wheel" && mkdir -p "$DIST/wheel"
+    # setuptools builds in REPO/build and never deletes there: a module that moved
+    # would ship twice, the stale copy first
+    rm -rf "$REPO/build"
     "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$DIST/wheel" "$REPO" >&2
     # a pure-Python wheel is a zip with the package at its root: what --py-files wants
     cp "$DIST"/wheel/lakecurate-*.whl "$zip.tmp" && mv "$zip.tmp" "$zip"

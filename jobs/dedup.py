@@ -64,19 +64,24 @@ import sys
 import time
 from functools import partial
 
-from lakecurate.jobs import dedup_methods
-from lakecurate.jobs.dedup_groups import DedupRun, method_counts, write_deferred
-from lakecurate.schemas import TABLES
-from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.errors import ConfigError, JobError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
+from lakecurate.curation.dedup import methods as dedup_methods
+from lakecurate.curation.dedup.groups import DedupRun, method_counts, write_deferred
+from lakecurate.curation.models import (
+    add_model_arguments,
+    apply_model_args,
+    model_id,
+    resolve_model,
+)
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime import jobkit, progress
+from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.errors import ConfigError, JobError
+from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.schemas import TABLES
+from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 
 NAME = "dedup"
 HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
@@ -97,13 +102,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated: exact,phash,minhash,semantic (exact includes exact_caption); "
         "default: the config's dedup.methods (exact,phash)",
     )
+    add_model_arguments(p)  # semantic dedup reads this model's embeddings
 
 
 def command(spark, cfg: Config, args: argparse.Namespace):
     """`dedup` runs the job; `dedup explain UID` prints a pair's verdicts."""
     if getattr(args, "action", None) != "explain":
         return run(spark, cfg)
-    from lakecurate.dedup_explain import explain
+    from lakecurate.curation.dedup.explain import explain
 
     ex = explain(spark, Lake(cfg.lake.path), args.uid)
     if getattr(args, "json", False):
@@ -114,6 +120,7 @@ def command(spark, cfg: Config, args: argparse.Namespace):
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    cfg = apply_model_args(cfg, args)
     if getattr(args, "action", None) == "explain":
         if not args.uid:
             raise ConfigError("dedup explain", "name the uid to explain: dedup explain UID")
@@ -137,6 +144,7 @@ def check_inputs(lake: Lake, cfg: Config) -> None:
     if not lake.exists("pairs"):
         raise JobError(f"lake {lake.root} has no `pairs` table: run `lakecurate ingest` first")
     if "semantic" in cfg.dedup.methods:
+        cfg = resolve_model(lake, cfg)
         mid = model_id(cfg.model)
         held = lake.exists("embeddings") and any(
             (a.get("min.model_id") or "") <= mid <= (a.get("max.model_id") or "")
@@ -184,6 +192,8 @@ def expand_methods(methods: tuple[str, ...]) -> list[str]:
 
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
+    if "semantic" in expand_methods(cfg.dedup.methods):
+        cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     check_inputs(ctx.lake, cfg)
     pairs = ctx.read(spark, "pairs")
     added = update_signals(spark, ctx, pairs)
@@ -194,6 +204,7 @@ def run(spark, cfg: Config) -> JobResult:
     try:
         for method in expand_methods(cfg.dedup.methods):
             t0 = time.perf_counter()
+            progress.describe(spark, f"{method} over {counts['rows']:,} rows")
             with state.method():
                 counts.update(dedup_methods.METHODS[method](state))
             log.info("dedup: %s in %.1f s", method, time.perf_counter() - t0)

@@ -7,7 +7,7 @@ embedded_at) for the uids of `pairs` that have no row for this `model_id` yet, a
 found on the uid column alone; on a refresh their images are then read from only the
 `pairs` files that hold them, so a +1% night reads about 1% of the image bytes.
 
-* `model_id` = `<name>/<weights>/<precision>` (`lakecurate.models.model_id`); a second
+* `model_id` = `<name>/<weights>/<precision>` (`lakecurate.curation.models.model_id`); a second
   model adds its own rows, a re-run adds none. Uids already rejected at the embed
   stage are not retried (decoding the same bytes fails the same way).
 * `image_emb`/`text_emb` are L2-normalised float32 lists (4 bytes a dimension: 2 KiB
@@ -25,14 +25,21 @@ import logging
 import math
 import sys
 
+from lakecurate.curation.models import (
+    add_model_arguments,
+    apply_model_args,
+    ensure_weights,
+    model_id,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+)
+from lakecurate.deltaio.keyed import rows_for_uids
+from lakecurate.runtime import jobkit, progress
+from lakecurate.runtime.config import Config, ModelConfig, replace
+from lakecurate.runtime.errors import JobError
+from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.udfs.clip import ClipSpec, clip_udf
-
-from lakecurate import jobkit
-from lakecurate.config import Config, ModelConfig, replace
-from lakecurate.errors import JobError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.keyed import rows_for_uids
-from lakecurate.models import ensure_weights, model_id, resolve_device, resolve_precision
 
 NAME = "embed"
 HELP = "compute CLIP image/text embeddings and CLIP scores for pairs not yet embedded"
@@ -41,9 +48,7 @@ REQUIRED_PAIRS_COLUMNS = ("uid", "caption", "image", "source_uri", "source_key")
 
 log = logging.getLogger(__name__)
 
-FLAGS = {  # flag dest -> ModelConfig key
-    "model": "name",
-    "pretrained": "pretrained",
+FLAGS = {  # flag dest -> ModelConfig key (besides --model/--pretrained)
     "device": "device",
     "precision": "precision",
     "batch_size": "batch_size",
@@ -52,8 +57,7 @@ FLAGS = {  # flag dest -> ModelConfig key
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="open_clip model name (default ViT-B-32)")
-    p.add_argument("--pretrained", help="weights: an open_clip tag, a checkpoint file, or none")
+    add_model_arguments(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, help="images per model batch")
@@ -61,6 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    cfg = apply_model_args(cfg, args)
     changes = {key: getattr(args, dest) for dest, key in FLAGS.items()}
     changes = {k: v for k, v in changes.items() if v is not None}
     return replace(cfg, model=changes) if changes else cfg
@@ -105,7 +110,7 @@ def pending_uids(ctx: JobContext, spark, mid: str):
 
 def pending(ctx: JobContext, spark, uids, n: int):
     """The pairs columns the model needs for `uids` (`n` of them): on a refresh, read from
-    only the `pairs` files that hold them (`lakecurate.keyed.rows_for_uids`)."""
+    only the `pairs` files that hold them (`lakecurate.deltaio.keyed.rows_for_uids`)."""
     version = ctx.result.read_versions["pairs"]
     cols = REQUIRED_PAIRS_COLUMNS
     return rows_for_uids(spark, ctx.lake, "pairs", version, uids, n, cols)
@@ -155,6 +160,7 @@ def reject_rows(out, run_id: str):
 
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
+    cfg = resolve_model(ctx.lake, cfg)
     mid, spec = plan(spark, cfg.model)  # fails in seconds on unusable weights
     log.info("embed: model_id=%s, %d torch threads per task", mid, spec.torch_threads)
     uids = pending_uids(ctx, spark, mid).persist()
@@ -163,6 +169,7 @@ def run(spark, cfg: Config) -> JobResult:
         uids.unpersist()
         return ctx.done(f"nothing to embed for {mid}", model_id=mid, embedded=0, rejected=0)
     log.info("embed: %d pairs to embed with %s", n, mid)
+    progress.describe(spark, f"{n:,} pairs, {mid}")
     out = compute(spark, pending(ctx, spark, uids, n), n, spec)
     try:
         bad = out.filter(out.reject_reason.isNotNull()).count()  # runs the model, once

@@ -36,13 +36,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from lakecurate.udfs.table_files import filesystem
 
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.errors import ConfigError, JobError
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
+from lakecurate.curation.models import (
+    add_model_arguments,
+    apply_model_args,
+    model_id,
+    resolve_model,
+)
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime import jobkit
+from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.errors import ConfigError, JobError
+from lakecurate.udfs.table_files import filesystem
 
 NAME = "export-embeddings"
 HELP = "export embeddings as clip-retrieval npy/parquet files (img_emb/, text_emb/, metadata/)"
@@ -71,8 +76,7 @@ class ExportOptions:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="output directory or URI")
     p.add_argument("--format", choices=["npy", "parquet"], default="npy")
-    p.add_argument("--model", help="open_clip model name (default: the config's model)")
-    p.add_argument("--pretrained", help="weights tag/path/none (with --model: picks the rows)")
+    add_model_arguments(p)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--model-id", help="export this exact model_id (see `lakecurate sql`)")
     p.add_argument(
@@ -84,9 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     """--model/--pretrained/--precision pick the model_id exactly as `embed` names it."""
-    flags = {"name": args.model, "pretrained": args.pretrained, "precision": args.precision}
-    changes = {k: v for k, v in flags.items() if v is not None}
-    return replace(cfg, model=changes) if changes else cfg
+    cfg = apply_model_args(cfg, args)
+    return replace(cfg, model={"precision": args.precision}) if args.precision else cfg
 
 
 def options_from_args(cfg: Config, args: argparse.Namespace) -> ExportOptions:
@@ -103,6 +106,10 @@ def options_from_args(cfg: Config, args: argparse.Namespace) -> ExportOptions:
 
 
 def command(spark, cfg: Config, args: argparse.Namespace) -> int:
+    if not args.model_id:
+        from lakecurate.deltaio.lake import Lake
+
+        cfg = resolve_model(Lake(cfg.lake.path, cfg.lake.engine), cfg)
     summary = export(spark, cfg, options_from_args(cfg, args))
     if getattr(args, "json", False):
         print(json.dumps(summary))

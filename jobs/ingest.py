@@ -34,7 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 
+from lakecurate.deltaio.lake import commit_files, spark_uri
+from lakecurate.runtime import jobkit, progress
+from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.schemas import TABLES
+from lakecurate.sources.discover import SourceNotFound, expand_source
+from lakecurate.sources.urls import DownloadOptions, download_list, require_img2dataset
 from lakecurate.udfs.images import ImageLimits
 from lakecurate.udfs.readers.base import ReaderOptions, SourceFile
 from lakecurate.udfs.readers.task import (
@@ -48,14 +55,6 @@ from lakecurate.udfs.readers.task import (
     ingest_partition,
 )
 from lakecurate.udfs.table_files import FileWritten, delete_table_files, filesystem
-
-from lakecurate import jobkit
-from lakecurate.config import SOURCE_FORMATS, Config, replace
-from lakecurate.errors import ConfigError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import commit_files, spark_uri
-from lakecurate.sources.discover import SourceNotFound, expand_source
-from lakecurate.sources.urls import DownloadOptions, download_list
 
 NAME = "ingest"
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"
@@ -164,6 +163,8 @@ def download(
 ) -> tuple[list[SourceFile], list[dict]]:
     """Run img2dataset on each new URL list: its shards, plus rejects and ledger rows."""
     shards, rows = [], []
+    if lists:
+        require_img2dataset(f"sources: {lists[0].uri}")
     for u in lists:
         if "://" in u.uri and not u.uri.startswith("file://"):
             raise ConfigError("sources", f"{u.uri}: URL lists are read from local paths")
@@ -475,6 +476,7 @@ def run(spark, cfg: Config) -> JobResult:
     shards, extra = download(cfg, [u for u in units if u.format == "urls"], known)
     files, skipped = recheck(spark, [u for u in units if u.format != "urls"] + shards, known)
     log.info("ingest: %d source files to read, %d already ingested", len(files), skipped)
+    progress.describe(spark, f"{len(files):,} source files")
     counts = {"sources": 0, "skipped": 0, "pairs_added": 0}
     if files or extra:
         counts = write(spark, ingest_frame(spark, cfg, files, extra, ctx, known), ctx)

@@ -17,7 +17,7 @@ A re-run reuses a finished manifest whose inputs match and whose shards verify b
 Layout: with a parent (the newest live version of the name whose manifest verifies),
 the new version reuses the parent's untouched shards (hard links or copies), rewrites
 the ones that lost members and appends the added samples in new shards
-(`jobs/publish_layout.py`), so a refresh costs what changed. Without one, with
+(`lakecurate/curation/publish/layout.py`), so a refresh costs what changed. Without one, with
 `--full` (`publish.incremental: false`), or when the reusable shards would hold less
 than `publish.min_reuse` of the samples (small changes scattered over every shard),
 samples are ordered by sha256(seed:uid) and shard boundaries come from that order.
@@ -39,21 +39,23 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from lakecurate.jobs import publish_layout as layouts
-from lakecurate.jobs.publish_files import FORMAT, MANIFEST, _fs, clear_leftovers, find_parent
-from lakecurate.jobs.publish_files import reusable_manifest as reusable_manifest
-from lakecurate.jobs.publish_layout import HEADER_ESTIMATE as HEADER_ESTIMATE
+from lakecurate.catalog.dataset import PUBLISHED, check_name, samples_frame, selection_hash_of
+from lakecurate.curation.models import model_id
+from lakecurate.curation.publish import layout as layouts
+from lakecurate.curation.publish.files import (
+    FORMAT,
+    MANIFEST,
+    clear_leftovers,
+    find_parent,
+    open_fs,
+    reusable_manifest,
+)
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime import jobkit
+from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.errors import ConfigError, JobError
+from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.udfs import shards as shardlib
-
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.dataset import PUBLISHED, check_name, samples_frame
-from lakecurate.dataset import selection_hash as selection_hash  # re-exported (refresh)
-from lakecurate.dataset import selection_hash_of as selection_hash_of
-from lakecurate.errors import ConfigError, JobError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
 
 NAME = "publish"
 HELP = "write the current selection as the next version of a dataset (WebDataset shards)"
@@ -113,9 +115,26 @@ def pin_versions(lake: Lake) -> dict[str, int]:
 
 def resolve_recipe_id(spark, lake: Lake, cfg: Config, selection_version: int) -> str:
     """The configured recipe's id; `_plan` checks that the selection has its rows."""
-    from lakecurate.recipes import recipe_id_for
+    from lakecurate.curation.selection.recipes import recipe_id_for
 
     return recipe_id_for(cfg)
+
+
+def published_model_id(lake: Lake, cfg: Config, recipe_id: str, pins: dict[str, int]) -> str:
+    """The model whose embeddings the pinned selection of `recipe_id` used (its commit
+    records it). A selection that used none: the named model, else the lake's only
+    model (the shards' clip_score comes from it), else ""."""
+    for h in sorted(lake.history("selection"), key=lambda h: -h["version"]):
+        if h["version"] <= pins["selection"] and h.get("recipe_id") == recipe_id:
+            if h.get("model_id"):
+                return h["model_id"]
+            break
+    if "embeddings" not in pins:
+        return ""
+    if cfg.model.name:
+        return model_id(cfg.model)
+    held = lake.distinct_values("embeddings", "model_id")
+    return held[0] if len(held) == 1 else ""
 
 
 def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_hash: str):
@@ -268,7 +287,7 @@ def materialise(
 ) -> dict:
     """Write shards to staging (laid out over `parent` if given), move them into place,
     then write the manifest; return it."""
-    fs, fspath = _fs(path)
+    fs, fspath = open_fs(path)
     staging = path.rsplit("/", 1)[0] + f"/.{path.rsplit('/', 1)[1]}.staging-{run_id}"
     if parent is None:
         shards, layout = full_layout(spark, cfg, plan, samples, staging), {"mode": "full"}
@@ -287,7 +306,7 @@ def materialise(
         else:
             shards, layout = laid
     written = sum(s["num_samples"] for s in shards)
-    sfs, spath = _fs(staging)
+    sfs, spath = open_fs(staging)
     if written == 0:
         if sfs.exists(spath):
             sfs.rm(spath, recursive=True)
@@ -357,7 +376,7 @@ def run(spark, cfg: Config) -> JobResult:
     for t, v in pins.items():
         ctx.result.read_versions[t] = v
     recipe_id = resolve_recipe_id(spark, ctx.lake, cfg, pins["selection"])
-    mid = model_id(cfg.model)
+    mid = published_model_id(ctx.lake, cfg, recipe_id, pins)
     sel_hash = selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"])
     same = None if cfg.publish.force else up_to_date(spark, ctx.lake, cfg, recipe_id, mid, sel_hash)
     if same is not None:
@@ -379,7 +398,7 @@ def run(spark, cfg: Config) -> JobResult:
     path = out_dir(cfg, version)
     parent = find_parent(spark, ctx.lake, cfg, name, path)
     plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, parent, sel_hash)
-    fs, fspath = _fs(path)
+    fs, fspath = open_fs(path)
     manifest = reusable_manifest(fs, fspath, plan)
     if manifest is not None:
         log.info("publish: finishing %s@%d from its verified manifest", name, version)

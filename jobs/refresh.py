@@ -1,7 +1,7 @@
 """`lakecurate refresh [SOURCE ...]`: the nightly incremental run, one per lake at a time.
 
 Runs the stage jobs in order, each at the latest table versions the previous one
-left, under the lake's lease (`lakecurate.lease`):
+left, under the lake's lease (`lakecurate.runtime.lease`):
 
   ingest   sources (default: the config's `sources`) -> pairs, rejects, sources
            (a source already in the ledger with the same checksum is skipped)
@@ -32,18 +32,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lakecurate import jobkit
-from lakecurate.config import SOURCE_FORMATS, Config, replace
-from lakecurate.errors import ConfigError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lease import Lease, lease_dir_for
-from lakecurate.logs import (
+from lakecurate.catalog.dataset import selection_hash_of
+from lakecurate.runtime import jobkit
+from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.runtime.lease import Lease, lease_dir_for
+from lakecurate.runtime.logs import (
     RunSummary,
     StageSummary,
     configure_logging,
     event,
     format_run,
 )
+from lakecurate.runtime.runs import record_run
 
 NAME = "refresh"
 HELP = "incremental nightly run: ingest new sources, embed, dedup, select, publish if changed"
@@ -105,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", help="also write the logs (JSON lines) to this file")
     p.add_argument("--lease-timeout", type=int, help="seconds before a lease is stale")
     _job("embed").add_arguments(p)  # --model, --pretrained, --device, ... (same flags as embed)
-    _job("selection").add_arguments(p)  # --recipe
+    _job("selection").add_recipe_argument(p)  # --recipe
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -131,9 +133,9 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     """Logs, lease, then a Spark session; prints the summary (or one JSON document)."""
     configure_logging(cfg.refresh.log_json, cfg.refresh.log_file, getattr(args, "log_level", None))
     with lease_for(cfg) as lease:
-        from lakecurate.session import spark_session
+        from lakecurate.runtime.session import spark_session
 
-        with spark_session(cfg.spark) as session:
+        with spark_session(cfg.spark, getattr(args, "log_level", None)) as session:
             result = refresh(session, cfg, lease)
     if getattr(args, "json", False):
         print(result.to_json())
@@ -181,6 +183,14 @@ def refresh(spark, cfg: Config, lease: Lease) -> JobResult:
     finally:
         event(log, "refresh_summary", summary.outcome, summary=summary.to_dict())
         log.info("%s", summary.text())
+        record_run(
+            cfg.lake.path,
+            NAME,
+            "failed" if summary.outcome.startswith("failed") else "ok",
+            run_id=ctx.run_id,
+            outcome=summary.outcome,
+            stages=summary.to_dict()["stages"],
+        )
     for s in summary.stages:
         ctx.result.read_versions.update(
             {t: v for t, v in s.read_versions.items() if t not in ctx.result.read_versions}
@@ -200,7 +210,7 @@ def _run_stage(spark, cfg: Config, stage: Stage, st: StageSummary) -> None:
     event(log, "stage_start", f"{stage.name}: started", stage=stage.name)
     t0 = time.time()
     try:
-        result: JobResult = _job_module(stage).run(spark, cfg)
+        result: JobResult = jobkit.run_job(_job_module(stage), spark, cfg)
     except BaseException as e:
         st.status, st.seconds, st.message = "failed", time.time() - t0, f"{type(e).__name__}: {e}"
         event(log, "stage_failed", f"{stage.name}: {st.message}", stage=stage.name)
@@ -228,7 +238,7 @@ def _job_module(stage: Stage):
     except ModuleNotFoundError as e:
         if e.name != stage.module:
             raise
-        from lakecurate.errors import JobError
+        from lakecurate.runtime.errors import JobError
 
         raise JobError(
             f"refresh needs the {stage.name} job ({stage.module}), not installed"
@@ -284,7 +294,7 @@ def selection_change(spark, cfg: Config, ctx: JobContext) -> tuple[str, dict | N
     lake = ctx.lake
     sel_version = lake.version("selection")
     rid = publish.resolve_recipe_id(spark, lake, cfg, sel_version)
-    new_hash = publish.selection_hash_of(spark, lake, rid, sel_version)
+    new_hash = selection_hash_of(spark, lake, rid, sel_version)
     if not lake.exists("datasets"):
         return new_hash, None
     rows = (

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from lakecurate import jobkit
-from lakecurate.config import Config, replace
-from lakecurate.errors import JobError
-from lakecurate.jobkit import JobContext, JobResult
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
-from lakecurate.recipes import (
+from lakecurate.curation.models import (
+    add_model_arguments,
+    apply_model_args,
+    model_id,
+    resolve_model,
+)
+from lakecurate.curation.selection.recipes import (
     Recipe,
     builtin_recipes,
     duplicate_drops,
@@ -45,7 +45,12 @@ from lakecurate.recipes import (
     load_recipe,
     recipe_for,
 )
-from lakecurate.rules import COLUMNS
+from lakecurate.curation.selection.rules import COLUMNS
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime import jobkit, progress
+from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.errors import JobError
+from lakecurate.runtime.jobkit import JobContext, JobResult
 
 NAME = "select"
 HELP = "apply a selection recipe (default, datacomp-clip, bunny, or a YAML file)"
@@ -288,6 +293,11 @@ def _log_missing(frame: DataFrame, tables: dict[str, list[str]]) -> int:
 
 
 def add_arguments(p) -> None:
+    add_recipe_argument(p)
+    add_model_arguments(p)  # the model whose embeddings and CLIP scores rules read
+
+
+def add_recipe_argument(p) -> None:
     p.add_argument(
         "--recipe",
         default=None,
@@ -297,6 +307,7 @@ def add_arguments(p) -> None:
 
 
 def apply_args(cfg: Config, args) -> Config:
+    cfg = apply_model_args(cfg, args)
     if getattr(args, "recipe", None):
         cfg = replace(cfg, select={"recipe": args.recipe})
     # a bad recipe fails here, before a Spark session starts. Missing inputs are checked
@@ -308,9 +319,12 @@ def apply_args(cfg: Config, args) -> Config:
 def run(spark, cfg: Config) -> JobResult:
     recipe = load_recipe(cfg.select.recipe)
     ctx = JobContext(NAME, cfg)
+    if "embeddings" in needed_columns(recipe):
+        cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     tables = check_inputs(recipe, cfg, ctx.lake)
     rid = recipe.recipe_id
     log.info("select: recipe %s (%s) from %s: %s", recipe.name, rid, recipe.origin, recipe.rules)
+    progress.describe(spark, f"recipe {recipe.name}")
     check_semantic_eps(spark, ctx, recipe)
     frame = build_frame(spark, ctx, tables).persist()
     try:

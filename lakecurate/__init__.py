@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    "open_dataset": "lakecurate.dataset",
-    "Lake": "lakecurate.lake",
-    "load_config": "lakecurate.config",
+    "open_dataset": "lakecurate.catalog.dataset",
+    "Lake": "lakecurate.deltaio.lake",
+    "load_config": "lakecurate.runtime.config",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,7 +1,7 @@
 """`lakecurate [--lake PATH] [--config FILE] [--master URL] COMMAND ...`
 
 One console script; each subcommand is a module with the job protocol of
-`lakecurate.jobkit` (NAME, HELP, add_arguments, apply_args, run).
+`lakecurate.runtime.jobkit` (NAME, HELP, add_arguments, apply_args, run).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from lakecurate.jobkit import add_global_arguments, execute
+from lakecurate.runtime.jobkit import add_global_arguments, execute
 
 COMMANDS: dict[str, str] = {
     "ingest": "lakecurate.jobs.ingest",
@@ -20,13 +20,14 @@ COMMANDS: dict[str, str] = {
     "select": "lakecurate.jobs.selection",
     "publish": "lakecurate.jobs.publish",
     "refresh": "lakecurate.jobs.refresh",
-    "versions": "lakecurate.versions",
-    "tables": "lakecurate.tables:Tables",
-    "history": "lakecurate.tables:History",
-    "sql": "lakecurate.sql",
-    "report": "lakecurate.report",
-    "vacuum": "lakecurate.maintenance",
-    "demo": "lakecurate.demo",
+    "status": "lakecurate.catalog.status",
+    "versions": "lakecurate.catalog.versions",
+    "tables": "lakecurate.catalog.tables:Tables",
+    "history": "lakecurate.catalog.tables:History",
+    "sql": "lakecurate.catalog.sql",
+    "report": "lakecurate.catalog.report",
+    "vacuum": "lakecurate.deltaio.maintenance",
+    "demo": "lakecurate.jobs.demo",
 }
 
 

@@ -1,6 +1,7 @@
 """`datasets`: one row per published dataset version (the last thing publish writes)."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

@@ -10,6 +10,7 @@ captions only; it is null for the other methods (pHash lives in `signals`).
 """
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TableSpec, field
 
 SPEC = TableSpec(

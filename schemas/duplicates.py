@@ -1,6 +1,7 @@
 """`duplicates`: one row per (uid, method) for every member of a duplicate group."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TableSpec, field
 
 METHODS = ("exact", "exact_caption", "phash", "minhash", "semantic")

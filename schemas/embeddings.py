@@ -1,6 +1,7 @@
 """`embeddings`: one row per (uid, model_id); L2-normalised float32 vectors."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

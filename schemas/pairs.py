@@ -1,6 +1,7 @@
 """`pairs`: one row per image-text pair (bronze). Never deleted from."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

@@ -5,6 +5,7 @@ it); `detail` is the human explanation for that one record.
 """
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

@@ -1,6 +1,7 @@
 """`selection`: one row per (uid, recipe_id): kept, or the first rule that dropped it."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TableSpec, field
 
 SPEC = TableSpec(

@@ -9,6 +9,7 @@ when it was fitted (the base of `dedup.semantic_refit_growth`).
 """
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

@@ -1,6 +1,7 @@
 """`signals`: one row per uid of cheap per-sample signals used by dedup and select."""
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TableSpec, field
 
 SPEC = TableSpec(

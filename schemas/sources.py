@@ -6,6 +6,7 @@ is fully in the lake, so a re-run skips it (same `source_uri` and `checksum`).
 """
 
 import pyarrow as pa
+
 from lakecurate.schemas.base import TIMESTAMP, TableSpec, field
 
 SPEC = TableSpec(

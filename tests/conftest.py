@@ -17,11 +17,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def spark():
     from pyspark.sql import SparkSession
 
-    from lakecurate.config import SparkConfig
-    from lakecurate.session import configure_builder, configure_environment, register_sources
+    from lakecurate.runtime.config import SparkConfig
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
 
     configure_environment()
-    cfg = SparkConfig(master="local[2]", shuffle_partitions=2, arrow_batch_rows=256)
+    cfg = SparkConfig(master="local[2]", shuffle_partitions=2, arrow_batch_rows=256, ui=False)
     session = configure_builder(SparkSession.builder, cfg).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     register_sources(session)
@@ -36,7 +40,7 @@ def lake_path(tmp_path) -> str:
 
 @pytest.fixture
 def lake(lake_path):
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     return Lake(lake_path)
 
@@ -44,7 +48,7 @@ def lake(lake_path):
 @pytest.fixture
 def cfg(lake_path):
     """A Config for tests: the tmp lake, local[2], the tiny model."""
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     return load_config(
         None,
@@ -62,7 +66,7 @@ def cfg(lake_path):
 @pytest.fixture(scope="session")
 def sample_set():
     """~300 generated records with injected duplicates and bad records (labels included)."""
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     return generate(n=300, seed=7)
 
@@ -78,9 +82,9 @@ def wds_dir(tmp_path, sample_set):
 def pairs_lake(spark, lake, sample_set):
     """A lake whose `pairs` table holds the sample set (written directly, not through ingest)."""
     import pyarrow as pa
-    from lakecurate.schemas import TABLES
 
-    from lakecurate.lake import Commit
+    from lakecurate.deltaio.lake import Commit
+    from lakecurate.schemas import TABLES
 
     table = pa.Table.from_pylist(sample_set.pair_rows(), schema=TABLES["pairs"].schema)
     df = spark.createDataFrame(table.to_pandas(), TABLES["pairs"].spark_schema())

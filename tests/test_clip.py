@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lakecurate.udfs import clip as C
 from PIL import Image
 
-from lakecurate.config import ModelConfig
-from lakecurate.errors import ConfigError
-from lakecurate.models import ensure_weights, model_id
+from lakecurate.curation.models import ensure_weights, model_id
+from lakecurate.runtime.config import ModelConfig
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.udfs import clip as C
 
 TINY = C.ClipSpec("lakecurate-tiny", "none", "fp32", "cpu", batch_size=8)
 

@@ -176,8 +176,8 @@ def cluster(request, tmp_path_factory):
 WRITE_APP = """
 import sys
 from pyspark.sql import SparkSession, functions as F
-from lakecurate.lake import Commit, Lake
-from lakecurate.session import register_sources
+from lakecurate.deltaio.lake import Commit, Lake
+from lakecurate.runtime.session import register_sources
 
 spark = SparkSession.builder.getOrCreate()
 register_sources(spark)
@@ -227,13 +227,13 @@ def test_refresh_via_spark_submit_on_the_cluster_equals_local_mode(cluster, spar
     """deploy/spark-submit.sh (code shipped as a --py-files zip) against the standalone
     cluster, then the same refresh in local mode: equal tables and dataset version."""
     import yaml
-    from lakecurate.jobs import refresh
     from test_refresh_crash import CONFIG, published, table_differences
 
-    from lakecurate.config import load_config
-    from lakecurate.lake import Lake
-    from lakecurate.logs import read_events
-    from lakecurate.sample import generate
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.demo.sample import generate
+    from lakecurate.jobs import refresh
+    from lakecurate.runtime.config import load_config
+    from lakecurate.runtime.logs import read_events
 
     src = tmp_path / "src"
     generate(n=40, seed=31, prefix="c").write_webdataset(src, shard_size=20)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from lakecurate.components import connected_components
+from lakecurate.curation.dedup.components import connected_components
 
 
 def reference_components(edges: list[tuple[str, str]]) -> dict[str, str]:

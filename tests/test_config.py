@@ -1,14 +1,14 @@
 import pytest
 
-from lakecurate.config import Config, config_hash, load_config, replace
-from lakecurate.errors import ConfigError
+from lakecurate.runtime.config import Config, config_hash, load_config, replace
+from lakecurate.runtime.errors import ConfigError
 
 
 def test_defaults_work_without_a_file():
     cfg = load_config()
     assert isinstance(cfg, Config)
     assert cfg.lake.path == "./lake"
-    assert cfg.model.name == "ViT-B-32"
+    assert cfg.model.name == ""  # the lake's model, ViT-B-32 on a lake without embeddings
 
 
 def test_yaml_file_and_overrides(tmp_path):

@@ -11,8 +11,9 @@ import pytest
 from test_publish_support import COMMIT, copy_lake, curated_template
 
 import lakecurate
-from lakecurate import maintenance, sql, versions
-from lakecurate.errors import ConfigError, JobError
+from lakecurate.catalog import sql, versions
+from lakecurate.deltaio import maintenance
+from lakecurate.runtime.errors import ConfigError, JobError
 
 
 @pytest.fixture
@@ -121,7 +122,7 @@ def test_import_lakecurate_is_light():
     code = (
         "import sys, lakecurate; assert 'pyspark' not in sys.modules; "
         "assert 'deltalake' not in sys.modules; f = lakecurate.open_dataset; "
-        "assert 'lakecurate.dataset' in sys.modules; print('ok')"
+        "assert 'lakecurate.catalog.dataset' in sys.modules; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from lakecurate.jobs import dedup
-from lakecurate.schemas import TABLES
 
-from lakecurate.config import replace
-from lakecurate.errors import JobError
-from lakecurate.lake import Commit
-from lakecurate.models import model_id
+from lakecurate.curation.models import model_id
+from lakecurate.deltaio.lake import Commit
+from lakecurate.jobs import dedup
+from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import JobError
+from lakecurate.schemas import TABLES
 
 
 def _rows(spark, lake, table, **eq):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from lakecurate.jobs import dedup, dedup_near
 from test_dedup import _embeddings, _groups, _rows, _together, _write
 
-from lakecurate.config import replace
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
+from lakecurate.curation.dedup import near as dedup_near
+from lakecurate.curation.models import model_id
+from lakecurate.deltaio.lake import Lake
+from lakecurate.jobs import dedup
+from lakecurate.runtime.config import replace
 
 VERDICT = ("uid", "method", "group_id", "keeper_uid", "similarity", "config_slug")
 

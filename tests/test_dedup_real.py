@@ -34,10 +34,9 @@ def test_default_dedup_keeps_distinct_pictures_and_finds_copies(spark, tmp_path,
 def test_explain_shows_the_verification_of_a_copy_and_a_look_alike(spark, tmp_path, capsys):
     import json
 
+    from lakecurate.curation.dedup.explain import explain
+    from lakecurate.deltaio.lake import Lake
     from lakecurate.jobs import dedup
-
-    from lakecurate.dedup_explain import explain
-    from lakecurate.lake import Lake
 
     # a few emoji with their look-alikes, each with a copy by every transform
     items = real_images.build(emoji=12, icons=0, photos=False, copy_fraction=1.0, seed=1)

@@ -78,7 +78,7 @@ def test_airflow_dag_compiles_and_runs_the_cron_command(tmp_path):
 
 def test_k8s_manifest_parses_and_points_at_real_entry_points(tmp_path):
     from lakecurate.cli import COMMANDS
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "scheduled-refresh.yaml").read_text()))
     kinds = {d["kind"]: d for d in docs}
@@ -140,14 +140,15 @@ def test_spark_submit_dry_run_packages_the_code_and_passes_the_master(tmp_path):
     assert "lakecurate/jobs/refresh.py" in names and "lakecurate/udfs/clip.py" in names
     assert "lakecurate/udfs/readers/task.py" in names
     assert "lakecurate/sources/discover.py" in names
-    assert "lakecurate/model_configs/lakecurate-tiny.json" in names
+    assert "lakecurate/udfs/model_configs/lakecurate-tiny.json" in names
+    assert "lakecurate/config.py" not in names  # nothing left over from an older layout
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import lakecurate.jobs.refresh as r, lakecurate.udfs.text as t;"
         "from importlib import resources;"
         "print(r.__file__); print(t.__file__);"
-        "print((resources.files('lakecurate') / 'model_configs' / 'lakecurate-tiny.json').is_file());"
-        "from lakecurate.models import check_model_name; check_model_name('lakecurate-tiny')"
+        "print((resources.files('lakecurate.udfs') / 'model_configs' / 'lakecurate-tiny.json').is_file());"
+        "from lakecurate.curation.models import check_model_name; check_model_name('lakecurate-tiny')"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe, str(zip_path)], capture_output=True, text=True
@@ -197,7 +198,7 @@ def installed_command(tmp_path):
 
 
 def test_cron_command_refuses_while_another_refresh_holds_the_lease(installed_command, tmp_path):
-    from lakecurate.lease import Lease
+    from lakecurate.runtime.lease import Lease
 
     cmd, env_file = installed_command
     lake = tmp_path / "lake"

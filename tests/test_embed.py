@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from lakecurate.curation.models import model_id
+from lakecurate.deltaio.lake import Commit
 from lakecurate.jobs import embed
+from lakecurate.runtime.config import replace
 from lakecurate.schemas import TABLES
 from lakecurate.udfs import clip as C
-
-from lakecurate.config import replace
-from lakecurate.lake import Commit
-from lakecurate.models import model_id
 
 
 def _embeddings(spark, lake, mid: str | None = None):
@@ -23,6 +23,7 @@ def _embeddings(spark, lake, mid: str | None = None):
 def _append_truncated_pair(spark, lake, sample_set) -> dict:
     """A pair whose JPEG header is fine (ingest let it in) but whose body is cut short."""
     import pyarrow as pa
+
     from lakecurate.udfs.text import make_uid, sha256_hex
 
     row = dict(sample_set.pair_rows()[0])

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from lakecurate.jobs import export_embeddings as ex
-from lakecurate.schemas import TABLES
 
-from lakecurate.errors import ConfigError
-from lakecurate.lake import Commit
+from lakecurate.deltaio.lake import Commit
+from lakecurate.jobs import export_embeddings as ex
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.schemas import TABLES
 
 MODEL_A = "lakecurate-tiny/none/fp32"
 MODEL_B = "other/none/bf16"

@@ -6,17 +6,17 @@ import os
 
 import pytest
 import webdataset as wds
-from lakecurate.schemas import TABLES
 
-from lakecurate.config import replace
-from lakecurate.demo import stages
+from lakecurate.jobs.demo import stages
+from lakecurate.runtime.config import replace
+from lakecurate.schemas import TABLES
 
 
 @pytest.fixture(scope="module")
 def curated(spark, tmp_path_factory):
-    from lakecurate.config import load_config
-    from lakecurate.lake import Lake
-    from lakecurate.sample import generate
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.demo.sample import generate
+    from lakecurate.runtime.config import load_config
 
     root = tmp_path_factory.mktemp("e2e")
     samples = generate(n=240, seed=3)

@@ -9,11 +9,11 @@ import tarfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from lakecurate.jobs import ingest
 from PIL import Image
 
-from lakecurate.config import replace
-from lakecurate.errors import ConfigError
+from lakecurate.jobs import ingest
+from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import ConfigError
 
 
 def configured(cfg, *sources: str, fmt: str = "auto", **ingest_changes):
@@ -98,7 +98,7 @@ def test_sources_checksummed_with_sha256_by_an_older_run_are_still_skipped(
 ):
     import hashlib
 
-    from lakecurate.lake import Commit
+    from lakecurate.deltaio.lake import Commit
 
     c = configured(cfg, str(wds_dir))
     ingest.run(spark, c)

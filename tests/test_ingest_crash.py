@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from lakecurate.jobs import ingest
 
-from lakecurate.config import replace
-from lakecurate.lake import VOLATILE_COLUMNS
+from lakecurate.deltaio.lake import VOLATILE_COLUMNS
+from lakecurate.jobs import ingest
+from lakecurate.runtime.config import replace
 
 TABLES = ("pairs", "rejects", "sources")
 
@@ -79,7 +79,7 @@ def _assert_every_version_is_whole(root: Path) -> None:
 
 @pytest.mark.slow
 def test_killed_ingest_reruns_to_the_same_lake(spark, cfg, wds_dir, tmp_path):
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     killed_root = tmp_path / "killed"
     cmd = [sys.executable, "-m", "lakecurate.cli", "--lake", str(killed_root)]

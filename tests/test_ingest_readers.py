@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xxhash
+from PIL import Image
+
+from lakecurate.sources.discover import SourceNotFound, expand_source
 from lakecurate.udfs.images import ImageLimits, ImageRejected, probe_image
 from lakecurate.udfs.readers.base import SourceFile
 from lakecurate.udfs.readers.task import IngestOptions, checksum_source, ingest_source
 from lakecurate.udfs.text import make_uid, sha256_hex
-from PIL import Image
-
-from lakecurate.sources.discover import SourceNotFound, expand_source
 
 
 def img(w: int = 64, h: int = 48, fmt: str = "JPEG", color=(200, 30, 30), **save) -> bytes:

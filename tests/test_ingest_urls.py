@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from lakecurate.jobs import ingest
 from PIL import Image
 
-from lakecurate.config import replace
+from lakecurate.jobs import ingest
+from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import ConfigError
 
 pytest.importorskip("img2dataset")
 
@@ -105,3 +107,15 @@ def test_url_list_is_downloaded_then_ingested(spark, lake, cfg, server, tmp_path
     versions = lake.versions()
     again = ingest.run(spark, c)
     assert again.counts["pairs_added"] == 0 and lake.versions() == versions
+
+
+def test_url_list_without_img2dataset_says_how_to_install(spark, lake, cfg, tmp_path, monkeypatch):
+    """img2dataset is the optional `urls` extra: without it, ingest stops before any
+    write and names the source and the install command."""
+    urls = tmp_path / "urls.csv"
+    urls.write_text("url,caption\nhttp://127.0.0.1:9/x.jpg,a picture\n")
+    monkeypatch.setitem(sys.modules, "img2dataset", None)  # what `import` sees when absent
+    with pytest.raises(ConfigError) as e:
+        ingest.run(spark, replace(cfg, sources=[{"uri": str(urls), "format": "auto"}]))
+    assert str(urls) in str(e.value) and "lakecurate[urls]" in str(e.value)
+    assert not lake.exists("pairs")

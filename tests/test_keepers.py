@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_dedup_incremental import CHAIN
+
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs.keepers import greedy, keepers_batches
-from test_dedup_incremental import CHAIN
 
 
 def test_a_chain_of_captions_gets_a_second_keeper():

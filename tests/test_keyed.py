@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pyarrow as pa
+
+from lakecurate.deltaio import keyed
+from lakecurate.deltaio.lake import Commit
 from lakecurate.jobs import embed
 from lakecurate.schemas import TABLES
-
-from lakecurate import keyed
-from lakecurate.lake import Commit
 
 
 def _append_pairs(spark, lake, rows: list[dict]) -> None:
@@ -19,7 +19,7 @@ def _append_pairs(spark, lake, rows: list[dict]) -> None:
 def test_new_uids_are_read_from_the_new_files_only_and_embed_embeds_just_them(
     spark, pairs_lake, cfg
 ):
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     lake = pairs_lake
     assert embed.run(spark, cfg).counts["embedded"] == lake.count("pairs")

@@ -12,8 +12,8 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from lakecurate import lake as lakemod
-from lakecurate.lake import Commit, Lake
+from lakecurate.deltaio import lake as lakemod
+from lakecurate.deltaio.lake import Commit, Lake
 
 SEL = "uid string, recipe_id string, kept boolean, reason string, run_id string"
 
@@ -120,10 +120,10 @@ def test_killed_mid_write_leaves_previous_version(spark, lake, tmp_path):
         textwrap.dedent(f"""
         import time
         from pyspark.sql import functions as F
-        from lakecurate.config import SparkConfig
-        from lakecurate.lake import Commit, Lake
+        from lakecurate.runtime.config import SparkConfig
+        from lakecurate.deltaio.lake import Commit, Lake
         from pyspark.sql.types import StringType
-        from lakecurate.session import spark_session
+        from lakecurate.runtime.session import spark_session
 
         @F.udf(StringType())
         def slow(uid):
@@ -163,7 +163,7 @@ def test_stats_are_valid_delta_json(spark, lake):
 
 
 def test_unknown_engine_is_refused(tmp_path):
-    from lakecurate.errors import JobError
+    from lakecurate.runtime.errors import JobError
 
     with pytest.raises(JobError, match="unknown lake engine"):
         Lake(str(tmp_path), engine="hudi")
@@ -171,7 +171,7 @@ def test_unknown_engine_is_refused(tmp_path):
 
 def test_delta_spark_engine_behind_the_same_interface(spark, tmp_path):
     """Runs where Delta's jars are on the classpath; here (no Maven Central) it skips."""
-    from lakecurate.lake import delta_spark_available
+    from lakecurate.deltaio.lake import delta_spark_available
 
     if not delta_spark_available(spark):
         pytest.skip("Delta Lake's Spark jars are not on the classpath (io.delta.tables.DeltaTable)")

@@ -51,3 +51,50 @@ def test_executor_code_imports_only_executor_code():
         if not name.startswith(allowed)
     }
     assert not bad, sorted(bad)
+
+
+def test_core_does_not_import_jobs():
+    """jobs/ holds the entry points (arguments, then `run(spark, cfg)`); they use the
+    core, never the other way round. Only the CLI's command table names them."""
+    bad = {
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in (REPO / "lakecurate").rglob("*.py")
+        if path.name != "cli.py"
+        for name in _lakecurate_imports(path)
+        if name.startswith("lakecurate.jobs")
+    }
+    assert not bad, sorted(bad)
+
+
+def test_core_is_grouped_by_role():
+    """The core package holds subpackages by role, not a flat grab bag of modules."""
+    loose = sorted(p.name for p in (REPO / "lakecurate").glob("*.py"))
+    assert loose == ["__init__.py", "cli.py"], loose
+    roles = {p.name for p in (REPO / "lakecurate").iterdir() if (p / "__init__.py").exists()}
+    assert roles == {"runtime", "deltaio", "curation", "catalog", "sources", "demo"}, roles
+
+
+OPTIONAL = ("img2dataset", "cv2", "albumentations", "wandb", "datasketch", "delta")
+
+
+def test_the_default_install_imports_no_optional_dependency():
+    """`pip install lakecurate` (no extras) runs every command but urls ingest: no module
+    imports an extra's package at import time (img2dataset pulls opencv and wandb)."""
+    import subprocess
+
+    code = f"""
+import importlib, importlib.abc, pkgutil, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {OPTIONAL!r}:
+            raise ImportError("blocked optional dependency: " + name)
+sys.meta_path.insert(0, Block())
+import lakecurate
+for m in pkgutil.walk_packages(lakecurate.__path__, "lakecurate."):
+    importlib.import_module(m.name)
+from lakecurate.cli import build_parser
+build_parser()
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

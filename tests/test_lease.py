@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from lakecurate.config import load_config
-from lakecurate.errors import ConfigError
-from lakecurate.lease import (
+from lakecurate.runtime.config import load_config
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.runtime.lease import (
     LEASE_FILE,
     Lease,
     LeaseHeldError,

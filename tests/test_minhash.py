@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from datasketch import MinHash, MinHashLSH
+
 from lakecurate.udfs import minhash as mh
 
 TEXTS = [
@@ -72,7 +73,7 @@ def test_binary_round_trip():
 
 
 def test_band_rows_hash_each_band_of_the_signature_in_spark(spark):
-    from lakecurate.jobs.dedup_near import band_rows
+    from lakecurate.curation.dedup.near import band_rows
 
     params = mh.MinHashParams(num_perm=32, bands=4, rows=8)
     sigs = mh.minhash_signatures(TEXTS, params)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from lakecurate.udfs import phash
 from PIL import Image
 from scipy.fft import dct
 
-from lakecurate.sample import generate, jpeg
+from lakecurate.demo.sample import generate, jpeg
+from lakecurate.udfs import phash
 
 
 def reference_phash(pixels: np.ndarray) -> int:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from lakecurate.jobs import publish
 from pyspark.sql import functions as F
 from test_publish_support import copy_lake, curated_template, recipe_id, write_selection
 
-from lakecurate.config import replace
-from lakecurate.errors import ConfigError, JobError
+from lakecurate.catalog.dataset import selection_hash
+from lakecurate.curation.publish.files import open_fs, reusable_manifest
+from lakecurate.curation.publish.layout import HEADER_ESTIMATE
+from lakecurate.jobs import publish
+from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import ConfigError, JobError
 
 
 def _cfg(cfg, **pub):
@@ -42,7 +45,7 @@ def _manifest(res) -> tuple[Path, dict]:
 
 
 def test_publish_writes_shards_manifest_and_row_that_agree(spark, tpl):
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     cfg, kept, res = tpl["cfg"], tpl["kept"][0], tpl["results"][1]
     out, man = _manifest(res)
@@ -60,7 +63,7 @@ def test_publish_writes_shards_manifest_and_row_that_agree(spark, tpl):
         "duplicates",
     }
     assert man["recipe_id"] == recipe_id(cfg) == row["recipe_id"]
-    assert row["selection_hash"] == publish.selection_hash(kept) == man["selection_hash"]
+    assert row["selection_hash"] == selection_hash(kept) == man["selection_hash"]
     assert man["funnel"]["kept"] == len(kept)
     assert sum(man["funnel"]["dropped"].values()) + len(kept) == man["funnel"]["total"]
     # every shard's sha256 and count are what is on disk
@@ -169,7 +172,7 @@ def test_shard_boundaries_by_count_and_by_bytes(spark, monkeypatch):
     by_bytes = assign(100, 8000).collect()
     per = {}
     for r in sorted(by_bytes, key=lambda r: r["pos"]):
-        per.setdefault(r["shard"], []).append(len(r["image"]) + 1 + publish.HEADER_ESTIMATE)
+        per.setdefault(r["shard"], []).append(len(r["image"]) + 1 + HEADER_ESTIMATE)
     assert sorted(per) == list(range(len(per))) and len(per) > 3
     for sizes in per.values():  # a shard closes at the first sample starting past the limit
         assert sum(sizes[:-1]) < 8000
@@ -231,7 +234,7 @@ def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark
     shard = base / "v4" / "shard-000000.tar"
     good = shard.read_bytes()
     damage(shard, b"corrupt")
-    assert publish.reusable_manifest(publish._fs(str(base))[0], str(base / "v4"), plan(4)) is None
+    assert reusable_manifest(open_fs(str(base))[0], str(base / "v4"), plan(4)) is None
     damage(shard, good)
     res2 = publish.run(spark, c)
     assert res2.counts["version"] == 4
@@ -269,6 +272,7 @@ def test_cli_publish_json(spark, tpl, tmp_path, capsys):
             "--shard-size",
             "100",
             "--json",
+            "--force",  # demo@2 holds this selection, with the lake's model
             "--out",
             "file://" + str(tmp_path / "out" / "{name}-v{version}"),
         ]
@@ -280,6 +284,8 @@ def test_cli_publish_json(spark, tpl, tmp_path, capsys):
     assert doc["read_versions"]["selection"] == tpl["results"][2].read_versions["selection"]
     assert doc["counts"]["shard_dir"].startswith("file://")
     out = Path(doc["counts"]["shard_dir"][len("file://") :])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_id"] == "lakecurate-tiny/none/fp32"  # no model named: the lake's
     man = json.loads((out / "manifest.json").read_text())
     assert all(_sha(out / s["name"]) == s["sha256"] for s in man["shards"])
     rows = _datasets(spark, lake)

@@ -12,8 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import webdataset as wds
-from lakecurate.jobs import publish
-from lakecurate.jobs.publish_layout import DROP, MERGE, REUSE, REWRITE, ShardStat, decide
 from test_publish_support import (
     publish_config,
     recipe_id,
@@ -22,12 +20,14 @@ from test_publish_support import (
     write_rows,
 )
 
-from lakecurate import versions
-from lakecurate.config import load_config, replace
-from lakecurate.dataset import resolve
-from lakecurate.errors import ConfigError
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
+from lakecurate.catalog import versions
+from lakecurate.catalog.dataset import resolve
+from lakecurate.curation.models import model_id
+from lakecurate.curation.publish.layout import DROP, MERGE, REUSE, REWRITE, ShardStat, decide
+from lakecurate.deltaio.lake import Lake
+from lakecurate.jobs import publish
+from lakecurate.runtime.config import load_config, replace
+from lakecurate.runtime.errors import ConfigError
 
 SHARD = 32
 HELD_BACK = 12  # pairs ingested only before the second version

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
-from lakecurate.schemas import TABLES
 
-from lakecurate.lake import Commit
-from lakecurate.models import model_id
+from lakecurate.curation.models import model_id
+from lakecurate.deltaio.lake import Commit
+from lakecurate.schemas import TABLES
 
 COMMIT = Commit("test", "test-run")
 
@@ -21,7 +21,7 @@ COMMIT = Commit("test", "test-run")
 def recipe_id(cfg) -> str:
     """The recipe id publish will look for (select's `recipe_id_for` once it exists)."""
     try:
-        from lakecurate.recipes import recipe_id_for
+        from lakecurate.curation.selection.recipes import recipe_id_for
     except ImportError:
         return "test-recipe"
     return recipe_id_for(cfg)
@@ -131,7 +131,7 @@ _TEMPLATE: dict = {}
 
 def publish_config(path: str, name: str, shard_size: int):
     """A config for these tests: the lake at `path`, the tiny model, dataset `name`."""
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     return load_config(
         None,
@@ -153,9 +153,8 @@ def curated_template(spark, tmp_path_factory, sample_set) -> dict:
     """
     if _TEMPLATE:
         return _TEMPLATE
+    from lakecurate.deltaio.lake import Lake
     from lakecurate.jobs import publish
-
-    from lakecurate.lake import Lake
 
     root = tmp_path_factory.mktemp("curated")
     path = str(root / "lake")
@@ -181,8 +180,8 @@ def copy_lake(template: dict, dest) -> tuple:
     """A private copy of the template's tables (shards stay where the template wrote them)."""
     import shutil
 
-    from lakecurate.config import replace
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.runtime.config import replace
 
     path = str(dest / "lake")
     shutil.copytree(template["path"], path, ignore=shutil.ignore_patterns("_published"))

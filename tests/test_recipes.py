@@ -6,10 +6,15 @@ import textwrap
 
 import pytest
 
-from lakecurate.config import replace
-from lakecurate.errors import ConfigError
-from lakecurate.recipes import builtin_recipes, load_recipe, parse_recipe, recipe_id_for
-from lakecurate.rules import RULES
+from lakecurate.curation.selection.recipes import (
+    builtin_recipes,
+    load_recipe,
+    parse_recipe,
+    recipe_id_for,
+)
+from lakecurate.curation.selection.rules import RULES
+from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import ConfigError
 
 
 def write(tmp_path, text: str, name: str = "r.yaml") -> str:
@@ -114,7 +119,7 @@ def test_recipe_imports_register_user_rules(tmp_path, monkeypatch):
         textwrap.dedent(
             """\
             from pyspark.sql import functions as F
-            from lakecurate.rules import Param, register_rule
+            from lakecurate.curation.selection.rules import Param, register_rule
 
             @register_rule("test_caption_mentions", params={"word": Param("str")},
                            columns=("caption",))

@@ -6,12 +6,12 @@ import argparse
 import os
 
 import pytest
-from lakecurate.jobs import refresh
 
-from lakecurate.config import load_config
-from lakecurate.errors import ConfigError
-from lakecurate.lease import LEASE_FILE, Lease, LeaseHeldError
-from lakecurate.sample import generate
+from lakecurate.demo.sample import generate
+from lakecurate.jobs import refresh
+from lakecurate.runtime.config import load_config
+from lakecurate.runtime.errors import ConfigError
+from lakecurate.runtime.lease import LEASE_FILE, Lease, LeaseHeldError
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_a_second_refresh_is_refused_while_the_lease_is_held(spark, cfg, batches
     with Lease(cfg.lake.path, owner="nightly-1", timeout_s=600):
         with pytest.raises(LeaseHeldError, match="nightly-1"):
             refresh.run(spark, cfg)
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     assert Lake(cfg.lake.path).versions() == {}  # the refused refresh wrote nothing
 
@@ -122,13 +122,13 @@ def test_bad_flags_are_config_errors():
 
 
 def _with_sources(cfg, *dirs):
-    from lakecurate.config import replace
+    from lakecurate.runtime.config import replace
 
     return replace(cfg, sources=[{"uri": str(d), "format": "webdataset"} for d in dirs])
 
 
 def _datasets(spark, lake: str) -> list[dict]:
-    from lakecurate.lake import Lake
+    from lakecurate.deltaio.lake import Lake
 
     rows = Lake(lake).read(spark, "datasets").orderBy("version").collect()
     return [{k: r[k] for k in ("version", "selection_hash", "num_samples")} for r in rows]

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from lakecurate.schemas import TABLES
 
-from lakecurate.lake import VOLATILE_COLUMNS, Lake
-from lakecurate.logs import read_events
+from lakecurate.deltaio.lake import VOLATILE_COLUMNS, Lake
+from lakecurate.runtime.logs import read_events
+from lakecurate.schemas import TABLES
 
 pytestmark = pytest.mark.slow
 
@@ -141,7 +141,7 @@ def published(spark, lake: Lake, name: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def crash_inputs(tmp_path_factory):
-    from lakecurate.sample import generate
+    from lakecurate.demo.sample import generate
 
     root = tmp_path_factory.mktemp("crash")
     generate(n=40, seed=21, prefix="k").write_webdataset(root / "src", shard_size=20)
@@ -162,8 +162,7 @@ def test_killed_refreshes_resume_to_the_uninterrupted_result(
     request, spark, crash_inputs, tmp_path
 ):
     from lakecurate.jobs import refresh
-
-    from lakecurate.config import load_config
+    from lakecurate.runtime.config import load_config
 
     config, src = crash_inputs / "lakecurate.yaml", crash_inputs / "src"
     killed_lake = tmp_path / "killed"

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from lakecurate.logs import RunSummary, configure_logging, event, read_events
+from lakecurate.runtime.logs import RunSummary, configure_logging, event, read_events
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_publish_support import curated_template
 
-from lakecurate import report
+from lakecurate.catalog import report
 
 CHROMIUM = "/usr/bin/chromium"
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "report_screenshot.sh"

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from lakecurate.recipes import duplicate_drops, funnel, label_rows
-from lakecurate.rules import (
+from lakecurate.curation.selection.recipes import duplicate_drops, funnel, label_rows
+from lakecurate.curation.selection.rules import (
     RULES,
     Param,
     Rule,

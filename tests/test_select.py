@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from lakecurate.jobs import selection as select_job
-from lakecurate.schemas import TABLES
 
-from lakecurate.config import load_config, replace
-from lakecurate.errors import JobError
-from lakecurate.lake import Lake
-from lakecurate.models import model_id
-from lakecurate.recipes import load_recipe
-from lakecurate.rules import DEFAULT_ACCURACY
+from lakecurate.curation.models import model_id
+from lakecurate.curation.selection.recipes import load_recipe
+from lakecurate.curation.selection.rules import DEFAULT_ACCURACY
+from lakecurate.deltaio.lake import Lake
+from lakecurate.jobs import selection as select_job
+from lakecurate.runtime.config import load_config, replace
+from lakecurate.runtime.errors import JobError
+from lakecurate.schemas import TABLES
 
 N = 3000
 NO_EMBEDDING = 40  # pairs whose embedding row is missing
@@ -200,7 +200,7 @@ def test_default_recipe_through_the_cli(spark, synth, capsys):
 
 
 def test_columns_derived_from_pairs(spark, lake, cfg):
-    from lakecurate.jobkit import JobContext
+    from lakecurate.runtime.jobkit import JobContext
 
     rows = {
         "uid": ["a", "b", "c", "d"],

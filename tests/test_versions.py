@@ -7,7 +7,7 @@ import json
 import pytest
 from test_publish_support import copy_lake, curated_template, verdict
 
-from lakecurate import versions
+from lakecurate.catalog import versions
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ def register_model_configs() -> None:
     # Copied out by name: inside a zip (the code shipped with spark-submit --py-files)
     # there is no directory to point open_clip at, and open_clip names a model by its
     # file's stem.
-    for entry in (resources.files("lakecurate") / "model_configs").iterdir():
+    for entry in (resources.files("lakecurate.udfs") / "model_configs").iterdir():
         if entry.name.endswith(".json"):
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / entry.name

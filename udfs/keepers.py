@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from lakecurate.udfs import phash as ph
 
 KERNELS = ("minhash", "hamming", "cosine", "phash_verified")

@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
 from lakecurate.udfs.text import normalize_caption
 
 MAX_HASH = np.uint32(0xFFFFFFFF)  # datasketch's empty-slot value for affine32

@@ -2,7 +2,7 @@
 table, with the Delta `stats` of each file.
 
 A file written here is part of no table version until the driver commits it
-(`lakecurate.lake.commit_files`). Used by the lake's Spark data source and by ingest
+(`lakecurate.deltaio.lake.commit_files`). Used by the lake's Spark data source and by ingest
 tasks. Imports pyarrow only (no pyspark, no driver code), so any executor can use it.
 """
 

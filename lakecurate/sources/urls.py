@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from lakecurate.runtime.errors import ConfigError
 from lakecurate.udfs.readers.base import SourceFile, local_path
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,27 @@ def _stdout_to_stderr() -> Iterator[None]:
             signal.signal(signal.SIGINT, old_sigint)
 
 
-def run_img2dataset(src: SourceFile, out_dir: str, opts: DownloadOptions) -> None:
+INSTALL_HINT = "pip install 'lakecurate[urls]'"
+
+
+def require_img2dataset(where: str) -> None:
+    """Stop with a ConfigError naming `where` (a source) when img2dataset, an optional
+    dependency (it pulls opencv, albumentations and wandb), is not installed."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
-        from img2dataset import download
+        import img2dataset  # noqa: F401
     except ImportError as e:
-        raise RuntimeError(
-            f"the urls format needs img2dataset (pip install img2dataset): {e}"
+        raise ConfigError(
+            where,
+            f"the urls format downloads with img2dataset, which is not installed ({e}); "
+            f"install it with: {INSTALL_HINT}",
         ) from None
+
+
+def run_img2dataset(src: SourceFile, out_dir: str, opts: DownloadOptions) -> None:
+    require_img2dataset(src.uri)
+    from img2dataset import download
+
     with _stdout_to_stderr():
         download(
             url_list=local_path(src.uri),

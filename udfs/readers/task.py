@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import pyarrow as pa
+
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.images import ImageInfo, ImageLimits, Rejected, probe_image, reencode
 from lakecurate.udfs.readers.base import READERS, RawRecord, ReaderOptions, SourceFile
@@ -380,6 +381,7 @@ def checksum_source(src: SourceFile, algorithm: str = FILE_HASH) -> SourceFile:
     """The source with its checksum and size: a hash of its bytes (`algorithm`, xxh3_128
     by default, at several GB/s; or sha256); a folder: sha256 of its listing."""
     import xxhash
+
     from lakecurate.udfs.readers.base import open_binary
     from lakecurate.udfs.readers.folder import list_dir
 

@@ -1,0 +1,2 @@
+"""Duplicate detection: candidate pairs per method (`methods`, `near`, `semantic`),
+connected components (`components`), keeper verdicts (`groups`) and `explain`."""

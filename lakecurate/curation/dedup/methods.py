@@ -1,0 +1,184 @@
+"""The methods of `dedup`: each turns the lake's rows into `duplicates` rows.
+
+`METHODS` maps a `duplicates` method name to a function `(DedupRun) -> counts` (extra
+counts only: every method's group and duplicate counts come from `method_counts`). Every
+method is incremental through `dedup_index` (see `jobs/dedup.py`): a run matches the
+uids missing from the index, rebuilds only the groups they touch
+(`lakecurate/curation/dedup/groups.py`) and then records them in the index. Semantic dedup lives in
+`lakecurate/curation/dedup/semantic.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from lakecurate.curation.dedup import near
+from lakecurate.curation.dedup import semantic as dedup_semantic
+from lakecurate.curation.dedup.components import cut_lineage
+from lakecurate.curation.dedup.groups import (
+    DedupRun,
+    Keeping,
+    index_frame,
+    index_rows,
+    merge_groups,
+    record_index,
+    write_groups,
+    write_mode,
+)
+from lakecurate.runtime.config import Config
+from lakecurate.udfs import minhash as mh
+from lakecurate.udfs import phash as ph
+
+# --- exact ------------------------------------------------------------------------------
+
+
+def _hash_groups(rows: DataFrame, column: str, method: str) -> DataFrame:
+    """(uid, group_id) for rows sharing a non-null `column` value with another row."""
+    rows = rows.filter(F.col(column).isNotNull())
+    shared = rows.groupBy(column).count().filter(F.col("count") > 1).select(column)
+    return rows.join(shared, column).select(
+        "uid", F.concat(F.lit(f"{method}:"), F.substring(column, 1, 32)).alias("group_id")
+    )
+
+
+def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
+    """Groups of rows sharing `column`; incrementally only the values of new rows."""
+    idx, full = index_rows(run, method, slug)
+    new = run.cache(rows.join(idx.select("uid"), "uid", "left_anti"))
+    if full:
+        members = _hash_groups(rows, column, method)
+    else:  # only groups holding a new row can change
+        values = new.select(column).filter(F.col(column).isNotNull()).distinct()
+        members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
+        members = cut_lineage(members)  # used twice below
+    touched = members.select("group_id").distinct()
+    write_mode(run, method, slug, members, touched, full)
+    record_index(run, method, index_frame(run, new, method, slug), full)
+    return {}
+
+
+def exact_images(run: DedupRun) -> dict[str, int]:
+    rows = run.pairs.select("uid", "image_sha256")
+    return _exact(run, "exact", "sha256", rows, "image_sha256")
+
+
+def exact_captions(run: DedupRun) -> dict[str, int]:
+    rows = run.signals.select("uid", "caption_sha256")
+    return _exact(run, "exact_caption", "normalized_sha256", rows, "caption_sha256")
+
+
+# --- near-duplicate methods -----------------------------------------------------------------
+
+
+def minhash_params(cfg: Config) -> mh.MinHashParams:
+    d = cfg.dedup
+    return mh.MinHashParams(
+        num_perm=d.minhash_num_perm,
+        seed=d.minhash_seed,
+        shingle=d.minhash_shingle,
+        ngram=d.minhash_ngram,
+        bands=d.minhash_bands,
+        rows=d.minhash_rows,
+        threshold=d.minhash_threshold,
+        fn_weight=d.minhash_fn_weight,
+    )
+
+
+def minhash_slug(p: mh.MinHashParams) -> str:
+    """Signature identity, banding (`xxh`: bands hashed with Spark's xxhash64) and threshold."""
+    b, r = p.band_rows
+    return f"{p.slug}_b{b}r{r}xxh_t{p.threshold:g}"
+
+
+def _edges(items: DataFrame, full: bool, edges_fn) -> DataFrame:
+    """edges_fn(items), or no edges at all when an incremental run has no new item."""
+    if not full and items.filter("is_new").isEmpty():
+        return items.sparkSession.createDataFrame([], "a string, b string, similarity float")
+    return edges_fn(items)
+
+
+def caption_minhash(run: DedupRun) -> dict[str, int]:
+    params = minhash_params(run.cfg)
+    slug = minhash_slug(params)
+    idx, full = index_rows(run, "minhash", slug)
+    known = idx.select("uid", "signature")
+    todo = run.pairs.select("uid", "caption").join(known, "uid", "left_anti")
+    fresh = run.cache(
+        todo.mapInArrow(
+            partial(mh.signature_batches, params=params), "uid string, signature binary"
+        )
+    )
+    # a caption with no text has the empty signature: it is nobody's near-duplicate
+    empty = F.lit(bytes(b"\xff" * 4 * params.num_perm))
+    items = (
+        known.withColumn("is_new", F.lit(False))
+        .unionByName(fresh.withColumn("is_new", F.lit(True)))
+        .filter(F.col("signature") != empty)
+    )
+    vectors = items.select("uid", F.col("signature").alias("vector"))
+    keeping = Keeping(vectors=vectors, kernel="minhash", min_similarity=params.threshold)
+    if full:
+        edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit)
+        write_groups(run, "minhash", slug, edges, True, keeping)
+    else:
+        members, touched = minhash_regroup(run, items, params)
+        write_mode(run, "minhash", slug, members, touched, False, keeping)
+    record_index(run, "minhash", index_frame(run, fresh, "minhash", slug, F.col("signature")), full)
+    return {}
+
+
+def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame, DataFrame]:
+    """(members, replaced group ids) of the groups new captions build or grow."""
+    existing = run.existing("minhash")
+    if items.filter("is_new").isEmpty():  # nothing new: no bucket changed
+        return existing.select("uid", "group_id").limit(0), existing.select("group_id").limit(0)
+    edges = near.minhash_edges(items, params, run.cfg.dedup.bucket_limit, full=False)
+    return merge_groups("minhash", edges, existing)
+
+
+def phash_vector() -> Column:
+    """The `phash_verified` vector of a signals row: the pHash as 8 big-endian bytes, then
+    the colour thumbnail (absent in rows older than verification: never a duplicate)."""
+    as_bytes = F.unhex(F.lpad(F.hex("phash"), 16, "0"))
+    return F.concat(as_bytes, F.coalesce(F.col("thumb"), F.lit(b"")))
+
+
+def perceptual(run: DedupRun) -> dict[str, int]:
+    """pHash candidates within `phash_max_distance` bits, each verified against its
+    keeper with the colour thumbnails (`udfs/phash.py`): distinct pictures that share a
+    grey hash (flags, colour variants, skin tones) are never duplicates."""
+    d = run.cfg.dedup.phash_max_distance
+    slug = f"phash64_d{d}_{ph.VERIFY_SLUG}"
+    idx, full = index_rows(run, "phash", slug)
+    signals = run.signals.filter(F.col("phash").isNotNull())
+    hashes = signals.select("uid", "phash")
+    known = idx.select("uid", F.lit(False).alias("is_new"))
+    items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
+    write_groups(
+        run,
+        "phash",
+        slug,
+        _edges(items, full, lambda it: near.phash_edges(it, d)),
+        full,
+        Keeping(
+            vectors=signals.select("uid", phash_vector().alias("vector")),
+            kernel="phash_verified",
+            min_similarity=1 - d / 64,
+        ),
+    )
+    new = items.filter("is_new")
+    record_index(run, "phash", index_frame(run, new, "phash", slug), full)
+    return {}
+
+
+METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {
+    "exact": exact_images,
+    "exact_caption": exact_captions,
+    "phash": perceptual,
+    "minhash": caption_minhash,
+    "semantic": dedup_semantic.semantic,
+}

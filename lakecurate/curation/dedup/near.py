@@ -1,0 +1,290 @@
+"""Candidate pairs for the near-duplicate methods of `dedup`, as Spark DataFrames.
+
+Every function takes the items of one method with an `is_new` flag and returns the
+verified edges `(a, b, similarity)` that involve at least one new item; the caller
+adds the edges of groups already in the lake and runs connected components. Nothing
+here compares all pairs:
+
+* identical sketches (same MinHash signature, same pHash) are collapsed first and
+  linked to their smallest uid, so exact copies never reach the buckets;
+* MinHash: one row per (band, band hash); buckets of at most `bucket_limit` members
+  give all their pairs, larger buckets (stock phrases) link each member to the
+  bucket's leader and to its neighbour in signature order, so the work stays linear
+  (incrementally: each new member to the leader and its neighbours; the old links
+  stay, so a large bucket may be linked a little differently from a full run's);
+* pHash: 4 bands of 16 bits; each band value is also emitted with every flip of up to
+  `distance // 4` bits, so by pigeonhole every pair within the distance meets in some
+  band; candidates are verified with a popcount.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import numpy as np
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from lakecurate.curation.dedup.components import cut_lineage
+from lakecurate.udfs import minhash as mh
+from lakecurate.udfs import semantic as sem
+
+EDGE_COLUMNS = ("a", "b", "similarity")
+BROADCAST_KEYS = 2_000_000  # new MinHash band keys up to which they are broadcast
+
+
+def collapse_identical(items: DataFrame, value: str) -> tuple[DataFrame, DataFrame]:
+    """(representatives, edges): one item per distinct `value`, the rest linked to it."""
+    reps = items.groupBy(value).agg(
+        F.min("uid").alias("rep"), F.max(F.col("is_new").cast("int")).alias("any_new")
+    )
+    edges = (
+        items.join(reps.filter(F.col("any_new") == 1), value)
+        .filter(F.col("uid") != F.col("rep"))
+        .select(F.col("rep").alias("a"), F.col("uid").alias("b"), F.lit(1.0).alias("similarity"))
+    )
+    rep_items = reps.select(
+        F.col("rep").alias("uid"), value, (F.col("any_new") == 1).alias("is_new")
+    )
+    return rep_items, edges
+
+
+def bucket_pairs(rows: DataFrame, keys: list[str], order: str, limit: int) -> DataFrame:
+    """Candidate (a, b) with a < b from rows sharing `keys`; linear for large buckets."""
+    w = Window.partitionBy(*keys)
+    rows = (
+        rows.withColumn("size", F.count("*").over(w))
+        .withColumn("bucket_new", F.max(F.col("is_new").cast("int")).over(w))
+        .filter((F.col("size") > 1) & (F.col("bucket_new") == 1))
+    )
+    small = rows.filter(F.col("size") <= limit).select(*keys, "uid", "is_new")
+    x, y = small.alias("x"), small.alias("y")
+    pairs = (
+        x.join(y, keys)
+        .filter((F.col("x.uid") < F.col("y.uid")) & (F.col("x.is_new") | F.col("y.is_new")))
+        .select(F.col("x.uid").alias("a"), F.col("y.uid").alias("b"))
+    )
+    large = rows.filter(F.col("size") > limit)
+    ordered = Window.partitionBy(*keys).orderBy(order, "uid")
+    large = (
+        large.withColumn("leader", F.first("uid").over(ordered))
+        .withColumn("leader_new", F.first("is_new").over(ordered))
+        .withColumn("prev", F.lag("uid").over(ordered))
+        .withColumn("prev_new", F.lag("is_new").over(ordered))
+    )
+    # only links that touch a new item: the old ones are in the groups already
+    star = large.filter(
+        (F.col("uid") != F.col("leader")) & (F.col("is_new") | F.col("leader_new"))
+    ).select(F.col("leader").alias("x"), F.col("uid").alias("y"))
+    chain = large.filter(F.col("prev").isNotNull() & (F.col("is_new") | F.col("prev_new"))).select(
+        F.col("prev").alias("x"), F.col("uid").alias("y")
+    )
+    linear = star.unionByName(chain).select(
+        F.least("x", "y").alias("a"), F.greatest("x", "y").alias("b")
+    )
+    return pairs.unionByName(linear).distinct()
+
+
+# --- MinHash ----------------------------------------------------------------------------
+
+
+def band_rows(reps: DataFrame, params: mh.MinHashParams) -> DataFrame:
+    """reps (uid, signature, is_new) -> one row per (uid, band, bucket) with `order`.
+
+    Computed in the JVM (no Python worker): the bucket is xxhash64 of the band's bytes
+    of the little-endian signature, and `order` (its first two slots) sorts a large
+    bucket so that neighbours tend to be similar without shuffling whole signatures.
+    """
+    b, r = params.band_rows
+    width = 4 * r
+    band = [
+        F.struct(
+            F.lit(i).alias("band"),
+            F.xxhash64(F.substring("signature", 1 + i * width, width)).alias("bucket"),
+        )
+        for i in range(b)
+    ]
+    return reps.select(
+        "uid",
+        "is_new",
+        F.substring("signature", 1, 8).alias("order"),
+        F.explode(F.array(*band)).alias("bb"),
+    ).select("uid", "bb.band", "bb.bucket", "order", "is_new")
+
+
+def minhash_edges(
+    items: DataFrame, params: mh.MinHashParams, limit: int, full: bool = True
+) -> DataFrame:
+    """items (uid, signature, is_new) -> verified edges with estimated Jaccard.
+
+    Unless `full` (every item new), only the buckets that hold a new item are paired,
+    and only pairs with a new item are made: in a large bucket, a new item is linked to
+    the bucket's leader and to its neighbours in signature order. The new items' band
+    keys are few, so they are broadcast and the lake's band rows filtered by them
+    before any shuffle; the touched rows are materialized once (the pairing reads
+    them three times).
+    """
+    reps, same = collapse_identical(items, "signature")
+    keys = ["band", "bucket"]
+    if full:
+        bands = band_rows(reps, params)
+    else:
+        reps = cut_lineage(reps)
+        bands = band_rows(reps, params)
+        new_keys = cut_lineage(bands.filter("is_new").select(*keys).distinct())
+        if new_keys.count() <= BROADCAST_KEYS:  # a nightly increment, not a bulk load
+            new_keys = F.broadcast(new_keys)
+        bands = cut_lineage(bands.join(new_keys, keys, "left_semi"))
+    cand = bucket_pairs(bands, keys, "order", limit)
+    sigs = reps.select("uid", "signature")
+    joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")
+    scored = joined.select("a", "b", "sig_a", "sig_b").mapInArrow(
+        partial(mh.jaccard_batches, params=params), "a string, b string, similarity float"
+    )
+    verified = scored.filter(F.col("similarity") >= params.threshold)
+    return same.unionByName(verified)
+
+
+# --- pHash ------------------------------------------------------------------------------
+
+PHASH_BANDS = 4
+PHASH_BAND_BITS = 16
+
+
+def flip_masks(radius: int, bits: int = PHASH_BAND_BITS) -> list[int]:
+    """Every mask of at most `radius` set bits within a band (0 included)."""
+    masks = [0]
+    for r in range(1, radius + 1):
+        for combo in itertools.combinations(range(bits), r):
+            masks.append(sum(1 << i for i in combo))
+    return masks
+
+
+def _band_values(df: DataFrame) -> DataFrame:
+    bands = [
+        F.struct(
+            F.lit(k).alias("band"),
+            F.shiftrightunsigned("phash", k * PHASH_BAND_BITS).bitwiseAND(0xFFFF).alias("value"),
+        )
+        for k in range(PHASH_BANDS)
+    ]
+    return df.select("uid", "phash", "is_new", F.explode(F.array(*bands)).alias("bv")).select(
+        "uid", "phash", "is_new", "bv.band", "bv.value"
+    )
+
+
+def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
+    """items (uid, phash, is_new) -> verified edges with similarity 1 - distance / 64.
+
+    Only new items probe: the flips are symmetric, so a probe of a new item meets the
+    band value of every item within the distance, and old pairs are not looked at.
+    """
+    reps, same = collapse_identical(items, "phash")
+    keys = _band_values(reps)
+    masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
+    probes = (
+        keys.filter("is_new")
+        .select("uid", "phash", "band", F.explode(masks).alias("mask"), "value")
+        .select("uid", "phash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
+    )
+    # probes are up to (1 + 16 + 120) per band of every new item: never broadcast them
+    # (the planner's size estimate of an explode ignores the fan-out)
+    x, y = keys.alias("x"), probes.hint("merge").alias("y")
+    dist = F.bit_count(F.col("x.phash").bitwiseXOR(F.col("y.phash")))
+    verified = (
+        x.join(y, ["band", "value"])
+        .filter((F.col("x.uid") != F.col("y.uid")) & (dist <= max_distance))
+        .select(
+            F.least("x.uid", "y.uid").alias("a"),
+            F.greatest("x.uid", "y.uid").alias("b"),
+            (1 - dist / 64.0).cast("float").alias("similarity"),
+        )
+        .dropDuplicates(["a", "b"])
+    )
+    return same.unionByName(verified)
+
+
+# --- semantic (SemDeDup) ------------------------------------------------------------------
+
+
+def semantic_clusters(emb: DataFrame, n: int, dcfg) -> tuple[DataFrame, np.ndarray]:
+    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim), centroids.
+
+    k-means is fitted on the driver over a seeded sample of at most `semantic_sample`
+    embeddings and applied to every row in Spark.
+    """
+    k = dcfg.semantic_clusters or max(1, round((n / 2) ** 0.5))
+    frac = min(1.0, 1.2 * dcfg.semantic_sample / max(n, 1))
+    rows = (
+        emb.sample(fraction=frac, seed=dcfg.seed).orderBy("uid").limit(dcfg.semantic_sample)
+        if frac < 1.0
+        else emb.orderBy("uid")
+    ).collect()
+    x = np.asarray([r["image_emb"] for r in rows], dtype=np.float32)
+    centroids = sem.fit_kmeans(x, k, dcfg.semantic_iterations, dcfg.seed)
+    return assign_clusters(emb, centroids), centroids
+
+
+def assign_clusters(emb: DataFrame, centroids: np.ndarray) -> DataFrame:
+    """emb (uid, image_emb) -> (uid, image_emb, semantic_cluster, centroid_sim)."""
+    schema = "uid string, image_emb array<float>, semantic_cluster int, centroid_sim float"
+    return emb.mapInArrow(partial(sem.assign_batches, centroids=centroids), schema)
+
+
+def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
+    """Pairs with cosine >= 1 - eps inside each cluster, in blocks of `semantic_block`.
+
+    A cluster of c members is cut into ceil(c / block) chunks by uid order and every
+    pair of chunks is one task, so no task holds more than 2 * block embeddings.
+    """
+    block = dcfg.semantic_block
+    w = Window.partitionBy("semantic_cluster")
+    chunked = assigned.withColumn(
+        "chunk", ((F.row_number().over(w.orderBy("uid")) - 1) / block).cast("int")
+    ).withColumn("chunks", F.ceil(F.count("*").over(w) / block).cast("int"))
+    other = F.explode(F.sequence(F.lit(0), F.col("chunks") - 1)).alias("other")
+    spread = chunked.select("semantic_cluster", "chunk", "uid", "image_emb", other).select(
+        "semantic_cluster",
+        F.least("chunk", "other").alias("lo"),
+        F.greatest("chunk", "other").alias("hi"),
+        "chunk",
+        "uid",
+        "image_emb",
+    )
+    min_cos = 1.0 - dcfg.semantic_eps
+    return spread.groupBy("semantic_cluster", "lo", "hi").applyInPandas(
+        sem.block_pairs_fn(min_cos), "a string, b string, similarity float"
+    )
+
+
+def semantic_new_edges(members: DataFrame, dcfg) -> DataFrame:
+    """Pairs with cosine >= 1 - eps between new members and any member of their cluster.
+
+    members (uid, image_emb, semantic_cluster, is_new) hold only the clusters of new
+    uids. The new members of a cluster are cut into probe chunks and all its members
+    into base chunks of `semantic_block`; each (probe chunk, base chunk) is one task,
+    so the work is new x cluster size and no task holds more than 2 * block embeddings.
+    """
+    block = dcfg.semantic_block
+    w = Window.partitionBy("semantic_cluster")
+    chunk = lambda: ((F.row_number().over(w.orderBy("uid")) - 1) / block).cast("int")  # noqa: E731
+    count = lambda: F.ceil(F.count("*").over(w) / block).cast("int")  # noqa: E731
+    probe = members.filter("is_new").withColumn("pc", chunk()).withColumn("np", count())
+    base = members.withColumn("bc", chunk()).withColumn("nb", count())
+    sizes = probe.select("semantic_cluster", "np").distinct()
+    nbs = base.select("semantic_cluster", "nb").distinct()
+    cols = ("semantic_cluster", "pc", "bc", "uid", "image_emb", "is_new", "probe")
+    every = lambda c: F.explode(F.sequence(F.lit(0), F.col(c) - 1))  # noqa: E731
+    probes = probe.join(nbs, "semantic_cluster").select(
+        *cols[:2], every("nb").alias("bc"), *cols[3:6], F.lit(True).alias("probe")
+    )
+    bases = base.join(sizes, "semantic_cluster").select(
+        "semantic_cluster", every("np").alias("pc"), *cols[2:6], F.lit(False).alias("probe")
+    )
+    min_cos = 1.0 - dcfg.semantic_eps
+    return (
+        probes.unionByName(bases)
+        .groupBy("semantic_cluster", "pc", "bc")
+        .applyInPandas(sem.probe_pairs_fn(min_cos), "a string, b string, similarity float")
+    )

@@ -1,0 +1,2 @@
+"""Publishing: which samples go in which shard (`layout`) and the shard and manifest
+files themselves (`files`)."""

@@ -1,0 +1,179 @@
+"""The files of published versions: finding and checking a parent version, putting its
+shards into a new one without re-encoding them, and the leftovers of crashed publishes.
+
+The parent of a new version is the newest live (not retired) version of the same name
+whose manifest verifies: it reads, names that version, has this `FORMAT` and the same
+`shard_size`, `shard_bytes` and `seed`, and every shard and index it lists exists (each
+tar with the size the manifest records). Reused files are hard links when both
+versions are on the same local filesystem, else copies: a version's files must never
+be modified in place (they may be shared with other versions); publish itself only
+ever writes new files and renames them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+
+from lakecurate.catalog.dataset import RETIRED, DatasetVersion, dataset_rows
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime.config import Config
+from lakecurate.runtime.errors import ConfigError, JobError
+from lakecurate.udfs import shards as shardlib
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+FORMAT = "lakecurate-dataset/1"
+SAME_SETTINGS = ("shard_size", "shard_bytes", "seed")
+
+
+# --- the parent version --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The version a new one is laid out from: its shard directory and manifest."""
+
+    version: int
+    uri: str
+    manifest: dict
+
+    @property
+    def shards(self) -> list[dict]:
+        return self.manifest["shards"]
+
+    def describe(self) -> dict:
+        """What the manifest records (and `inputs_hash` covers) about the parent."""
+        blob = json.dumps(self.shards, sort_keys=True).encode()
+        return {
+            "version": self.version,
+            "shard_uri": self.uri,
+            "shards_sha256": hashlib.sha256(blob).hexdigest(),
+        }
+
+
+def find_parent(spark, lake: Lake, cfg: Config, name: str, path: str) -> Parent | None:
+    """The newest live version of `name` whose manifest verifies, or None (full layout)."""
+    if not cfg.publish.incremental:
+        log.info("publish: full layout (publish.incremental is false)")
+        return None
+    live = [r for r in dataset_rows(spark, lake, name) if r.status != RETIRED]
+    if not live:
+        return None
+    parent, why = verify_parent(live[-1], cfg, path)
+    if parent is None:
+        log.warning("publish: %s cannot be the parent (%s); full layout", live[-1].ref, why)
+    return parent
+
+
+def verify_parent(dv: DatasetVersion, cfg: Config, path: str) -> tuple[Parent | None, str]:
+    """(Parent, "") when `dv`'s manifest and files check out, else (None, the reason)."""
+    if dv.shard_uri.rstrip("/") == path.rstrip("/"):
+        return None, f"the new version would be written into its directory {path}"
+    try:
+        man = dv.manifest()
+    except (OSError, ValueError, JobError) as e:
+        return None, f"manifest unreadable: {e}"
+    if (man.get("format"), man.get("name"), man.get("version")) != (FORMAT, dv.name, dv.version):
+        return None, "manifest does not describe this version"
+    settings = vars(cfg.publish)
+    for key in SAME_SETTINGS:
+        if man.get(key) != settings[key]:
+            return None, f"its {key} is {man.get(key)!r}, now {settings[key]!r}"
+    fs, root = open_fs(dv.shard_uri)
+    for s in man.get("shards") or []:
+        tar, idx = f"{root}/{s['name']}", f"{root}/{s['index']}"
+        if not fs.exists(idx) or not fs.exists(tar) or fs.size(tar) != s["num_bytes"]:
+            return None, f"shard {s['name']} is missing or changed size"
+    return Parent(dv.version, dv.shard_uri, man), ""
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """Put the bytes of `src` at `dst` without re-encoding: a hard link when both are on
+    the same local filesystem, else a copy. Returns "link" or "copy"."""
+    sfs, spath = open_fs(src)
+    dfs, dpath = open_fs(dst)
+    local = "file" in _protocols(sfs) and "file" in _protocols(dfs)
+    if local:
+        try:
+            os.link(spath, dpath)
+            return "link"
+        except OSError:  # another device, or a filesystem without hard links
+            shutil.copyfile(spath, dpath)
+            return "copy"
+    if type(sfs) is type(dfs) and _protocols(sfs) == _protocols(dfs):
+        dfs.copy(spath, dpath)
+    else:
+        with sfs.open(spath, "rb") as fi, dfs.open(dpath, "wb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+    return "copy"
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    p = fs.protocol
+    return tuple(p) if isinstance(p, list | tuple) else (p,)
+
+
+# --- leftovers of crashed publishes -----------------------------------------------------------
+
+
+def open_fs(uri: str):
+    """(filesystem, path) for a local path or URL (s3://, file://, ...)."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(uri)
+
+
+def _ours(fs, path: str) -> bool:
+    """True if `path` is absent, empty, or only holds what publish writes."""
+    if not fs.exists(path):
+        return True
+    for p in fs.ls(path, detail=False):
+        base = p.rstrip("/").rsplit("/", 1)[-1]
+        if not base.lstrip(".").startswith(("shard-", MANIFEST)):
+            return False
+    return True
+
+
+def reusable_manifest(fs, path: str, plan: dict) -> dict | None:
+    """A leftover manifest for the same inputs whose shards all verify, else None."""
+    mpath = f"{path}/{MANIFEST}"
+    if not fs.exists(mpath):
+        return None
+    try:
+        with fs.open(mpath, "r") as f:
+            man = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if man.get("inputs_hash") != plan["inputs_hash"] or man.get("name") != plan["name"]:
+        return None
+    if man.get("version") != plan["version"]:
+        return None
+    for s in man.get("shards", []):
+        p = f"{path}/{s['name']}"
+        if not fs.exists(p) or shardlib.file_sha256(fs, p) != s["sha256"]:
+            return None
+    return man
+
+
+def clear_leftovers(fs, path: str) -> None:
+    """Remove an unregistered version directory and stale staging dirs next to it."""
+    if not _ours(fs, path):
+        raise ConfigError(
+            "--out",
+            f"{path} holds files publish did not write; choose an empty or new directory",
+        )
+    if fs.exists(path):
+        log.warning("publish: replacing unfinished version directory %s", path)
+        fs.rm(path, recursive=True)
+    parent, base = path.rsplit("/", 1)
+    if fs.exists(parent):
+        for p in fs.ls(parent, detail=False):
+            if p.rstrip("/").rsplit("/", 1)[-1].startswith(f".{base}.staging-"):
+                log.warning("publish: removing stale staging directory %s", p)
+                fs.rm(p, recursive=True)

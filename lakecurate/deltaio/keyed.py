@@ -1,0 +1,58 @@
+"""Reading the rows of a few uids from a wide table without reading the whole table.
+
+`pairs` holds every image's bytes; a nightly refresh needs those of 1% of the uids
+(embed: the uids not yet embedded; publish: the samples added since the parent
+version). Filters on `uid` prune nothing (uids are hashes, so every file's min/max
+spans them all), and a join of the wide table with the uids makes Spark read, and
+often shuffle, every image. `rows_for_uids` instead finds the files that hold the
+uids with a narrow scan (uid and file name only), reads just those files, and keeps
+their rows with a broadcast semi-join: the cost follows the new data, not the lake.
+New uids come from newly ingested sources, so they sit in new files.
+
+(This is a read of one table version and belongs on `Lake` as a method; it lives
+here while lake.py is being reworked.)
+"""
+
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import unquote
+
+from lakecurate.deltaio.lake import Lake, spark_uri
+
+BROADCAST_UIDS = 200_000  # more uids than this: a plain semi-join (a full run, say)
+
+
+def _basename(uri: str) -> str:
+    return posixpath.basename(unquote(uri))
+
+
+def files_holding(spark, lake: Lake, table: str, version: int, uids) -> list[str]:
+    """Spark URIs of the files of `table@version` that hold any uid of `uids` (a frame
+    with a `uid` column), from a scan of the uid column alone."""
+    from pyspark.sql import functions as F
+
+    located = lake.read(spark, table, version).select("uid", F.input_file_name().alias("f"))
+    hits = located.join(uids, "uid", "left_semi").select("f").distinct().collect()
+    names = {_basename(r["f"]) for r in hits}
+    files = lake.delta(table, version).file_uris()
+    return [spark_uri(u) for u in files if _basename(u) in names]
+
+
+def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, columns):
+    """`columns` of the rows of `table@version` whose uid is in `uids` (`n` of them).
+
+    Few uids (at most BROADCAST_UIDS, deltalake engine): only the files holding them are
+    read, joined with a broadcast of the uids. Otherwise a semi-join with the table.
+    Same rows either way.
+    """
+    from pyspark.sql import functions as F
+
+    if n > BROADCAST_UIDS or lake.engine != "deltalake":
+        return lake.read(spark, table, version).select(*columns).join(uids, "uid", "left_semi")
+    files = files_holding(spark, lake, table, version, uids)
+    schema = lake.spec(table).spark_schema()
+    if not files:
+        return spark.createDataFrame([], schema).select(*columns)
+    rows = spark.read.schema(schema).parquet(*files).select(*columns)
+    return rows.join(F.broadcast(uids), "uid", "left_semi")

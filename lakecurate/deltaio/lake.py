@@ -1,0 +1,516 @@
+"""The lake: Delta tables written from Spark and committed with delta-rs.
+
+Delta's Spark jars cannot be fetched on the machines this project targets, so
+the table layer speaks the Delta protocol through `deltalake` and keeps Spark for
+compute (DESIGN.md, "Delta without Delta's jars"):
+
+* write: `DeltaCommitDataSource` is a PySpark Python data source. Each executor
+  task streams its Arrow batches into one Parquet file inside the table directory
+  (under a temporary name, renamed when the task finishes) and returns the file's
+  add-action. The driver-side `commit()` checks every file and commits them all in
+  ONE Delta transaction, with the job, run id and config hash in the commit's
+  metadata. `abort()` removes the files of finished tasks; a failed task leaves at
+  most an `.inprogress` file that no table version references.
+* read: the file list of a version comes from delta-rs; Spark reads the Parquet
+  files natively with the table's schema.
+
+Where a cluster does have Delta's jars (Databricks, EMR), `lake.engine: delta-spark`
+writes and reads through delta-spark (`format("delta")`, `versionAsOf`,
+`replaceWhere`, commit metadata in `userMetadata`) behind the same `Lake` methods.
+Tables written either way are plain Delta and read the same way by delta-rs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
+
+from lakecurate.runtime.errors import JobError
+from lakecurate.schemas import TABLES, TableSpec
+from lakecurate.udfs.table_files import (
+    FileWritten,
+    TableFileWriter,
+    delete_table_files,
+    filesystem,
+)
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lakecurate_delta"
+META_PREFIX = "lakecurate."
+VOLATILE_COLUMNS = ("run_id", "ingested_at", "rejected_at", "embedded_at", "created_at")
+
+
+# --- executor side: lakecurate.udfs.table_files writes the files ------------------------
+
+
+@dataclass
+class TaskFile(FileWritten, WriterCommitMessage):
+    """A task's `FileWritten`, as the commit message Spark hands to the driver."""
+
+
+class _TaskWriter(DataSourceArrowWriter):
+    def __init__(self, table_uri: str, schema: pa.Schema, options: dict[str, str]):
+        self.table_uri = table_uri
+        self.schema = schema
+        self.options = options
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> FileWritten:
+        out = TableFileWriter(self.table_uri, self.schema)
+        try:
+            for batch in iterator:
+                out.write_batch(batch)
+            return TaskFile(**asdict(out.close()))
+        except BaseException:
+            out.discard()
+            raise
+
+    def commit(self, messages: list[FileWritten | None]) -> None:
+        files = [m for m in messages if m is not None and m.num_rows > 0]
+        commit_files(
+            self.table_uri,
+            self.schema,
+            files,
+            mode=self.options.get("mode", "append"),
+            remove=json.loads(self.options.get("remove", "[]")),
+            metadata=json.loads(self.options.get("metadata", "{}")),
+        )
+
+    def abort(self, messages: list[FileWritten | None]) -> None:
+        fs, root = filesystem(self.table_uri)
+        delete_table_files(fs, root, [m.path for m in messages if m is not None and m.path])
+
+
+class DeltaCommitDataSource(DataSource):
+    """`df.write.format("lakecurate_delta").option("table", name).save(uri)`."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FORMAT
+
+    def writer(self, schema, overwrite: bool) -> _TaskWriter:
+        table = self.options["table"]
+        uri = self.options["path"]
+        opts = dict(self.options)
+        if overwrite:
+            opts["mode"] = "overwrite"
+        return _TaskWriter(uri, TABLES[table].schema, opts)
+
+
+# --- driver side ------------------------------------------------------------------------
+
+
+def commit_files(
+    table_uri: str,
+    schema: pa.Schema,
+    files: list[FileWritten],
+    mode: str = "append",
+    remove: list[dict] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Check that every file exists, then commit adds (and removes) in one transaction."""
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+    fs, root = filesystem(table_uri)
+    now = int(time.time() * 1000)
+    adds = []
+    for f in files:
+        info = fs.get_file_info(f"{root}/{f.path}")
+        if info.type != pafs.FileType.File or info.size != f.size:
+            raise JobError(
+                f"{table_uri}: written file {f.path} is missing or changed; not committed"
+            )
+        adds.append(AddAction(f.path, f.size, {}, now, True, f.stats))
+    removes = [RemoveAction(r["path"], True, now, r.get("size")) for r in (remove or [])]
+    props = CommitProperties(custom_metadata=metadata or {})
+    if not DeltaTable.is_deltatable(table_uri):
+        create_table_with_add_actions(
+            table_uri, DeltaSchema.from_arrow(schema), adds, mode="error", commit_properties=props
+        )
+        return
+    if not adds and not removes and mode == "append":
+        return
+    dt = DeltaTable(table_uri)
+    add_missing_columns(dt, schema)
+    dt.create_write_transaction(
+        adds + removes, mode, DeltaSchema.from_arrow(schema), commit_properties=props
+    )
+
+
+def add_missing_columns(dt, schema: pa.Schema) -> None:
+    """Add the table spec's nullable columns that a table made by an older lakecurate
+    lacks (e.g. `signals.thumb`), so Delta readers see them; old files read as null."""
+    from deltalake import Field
+    from deltalake import Schema as DeltaSchema
+
+    have = {f.name for f in dt.schema().fields}
+    new = [f for f in schema if f.name not in have]
+    if not new:
+        return
+    if any(not f.nullable for f in new):
+        raise JobError(
+            f"{dt.table_uri}: columns {[f.name for f in new]} are missing and not nullable; "
+            "this lake needs a migration"
+        )
+    fields = DeltaSchema.from_arrow(pa.schema(new)).fields
+    dt.alter.add_columns([Field(f.name, f.type, nullable=True) for f in fields])
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Who writes a commit: stored under `lakecurate.*` keys in its metadata."""
+
+    job: str
+    run_id: str
+    config_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self, **more: Any) -> dict[str, Any]:
+        meta = {"job": self.job, "run_id": self.run_id, "config_hash": self.config_hash}
+        meta.update(self.extra)
+        meta.update(more)
+        return {META_PREFIX + k: v for k, v in meta.items()}
+
+
+ENGINES = ("deltalake", "delta-spark")
+SMALL_APPEND = 20_000  # rows up to which `Lake.append_new` appends from the driver
+
+
+class Lake:
+    """A directory (or object-store prefix) of Delta tables named in `schemas.TABLES`.
+
+    `engine`: "deltalake" (Spark writes files, delta-rs commits) or "delta-spark"
+    (Delta's own Spark data source, where its jars are on the classpath).
+    """
+
+    def __init__(self, root: str, engine: str = "deltalake"):
+        if engine not in ENGINES:
+            raise JobError(f"unknown lake engine {engine!r}; engines: {', '.join(ENGINES)}")
+        self.root = root.rstrip("/")
+        self.engine = engine
+
+    def uri(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    @staticmethod
+    def spec(table: str) -> TableSpec:
+        if table not in TABLES:
+            raise JobError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+        return TABLES[table]
+
+    def exists(self, table: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.uri(table))
+
+    def delta(self, table: str, version: int | str | None = None):
+        from deltalake import DeltaTable
+
+        if not self.exists(table):
+            raise JobError(f"table {table!r} does not exist yet in lake {self.root}")
+        return DeltaTable(self.uri(table), version=version)
+
+    def version(self, table: str) -> int | None:
+        return self.delta(table).version() if self.exists(table) else None
+
+    def versions(self) -> dict[str, int]:
+        return {t: v for t in TABLES if (v := self.version(t)) is not None}
+
+    def ensure(self, table: str, commit: Commit) -> int:
+        """Create `table` empty if it does not exist; return its version."""
+        if not self.exists(table):
+            commit_files(self.uri(table), self.spec(table).schema, [], metadata=commit.metadata())
+        return self.version(table)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, spark, table: str, version: int | str | None = None):
+        """The table at `version` (int, ISO timestamp, or None for the latest) as a DataFrame."""
+        spec = self.spec(table)
+        sschema = spec.spark_schema()
+        if version is None and not self.exists(table):
+            return spark.createDataFrame([], sschema)
+        if self.engine == "delta-spark":
+            return _delta_spark_read(spark, self.uri(table), version)
+        dt = self.delta(table)
+        if isinstance(version, str):
+            from datetime import datetime
+
+            dt.load_as_version(datetime.fromisoformat(version))
+        elif version is not None:
+            dt.load_as_version(int(version))
+        files = [spark_uri(u) for u in dt.file_uris()]
+        if not files:
+            return spark.createDataFrame([], sschema)
+        return spark.read.schema(sschema).parquet(*files)
+
+    def history(self, table: str) -> list[dict[str, Any]]:
+        rows = []
+        for h in self.delta(table).history():
+            h = {**_user_metadata(h), **h}
+            rows.append(
+                {
+                    "version": h.get("version"),
+                    "timestamp": h.get("timestamp"),
+                    "operation": h.get("operation"),
+                    **{k[len(META_PREFIX) :]: v for k, v in h.items() if k.startswith(META_PREFIX)},
+                }
+            )
+        return rows
+
+    def count(self, table: str) -> int:
+        if not self.exists(table):
+            return 0
+        return sum(int(a.get("num_records") or 0) for a in self.add_actions(table))
+
+    def add_actions(self, table: str) -> list[dict[str, Any]]:
+        """The current files of `table` with flattened stats (`min.<col>`, `max.<col>`)."""
+        return pa.table(self.delta(table).get_add_actions(flatten=True)).to_pylist()
+
+    def distinct_values(self, table: str, column: str) -> list:
+        """The values `column` takes in `table`, sorted. From the files' min/max stats
+        when every file holds one value (embed writes one model per file); otherwise
+        from a read of that one column."""
+        if not self.exists(table):
+            return []
+        actions = self.add_actions(table)
+        bounds = [(a.get(f"min.{column}"), a.get(f"max.{column}")) for a in actions]
+        if all(lo is not None and lo == hi for lo, hi in bounds):
+            return sorted({lo for lo, _ in bounds})
+        import pyarrow.compute as pc
+
+        col = self.delta(table).to_pyarrow_dataset().to_table(columns=[column]).column(0)
+        return sorted(v for v in pc.unique(col).to_pylist() if v is not None)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        df,
+        table: str,
+        commit: Commit,
+        mode: str = "append",
+        remove: list[dict] | None = None,
+        **metadata: Any,
+    ) -> int:
+        """Write `df` to `table` in one Delta commit; return the table's version after it."""
+        spec = self.spec(table)
+        df = df.select(*spec.columns)
+        if self.engine == "delta-spark":
+            _delta_spark_write(df, self.uri(table), mode, commit.metadata(**metadata))
+            return self.version(table)
+        (
+            df.write.format(FORMAT)
+            .mode("overwrite" if mode == "overwrite" else "append")
+            .option("table", table)
+            .option("remove", json.dumps(remove or []))
+            .option("metadata", json.dumps(commit.metadata(**metadata), default=str))
+            .save(self.uri(table))
+        )
+        if not self.exists(table):  # nothing written to a new table: still create it
+            self.ensure(table, commit)
+        return self.version(table)
+
+    def append_new(self, df, table: str, commit: Commit, **metadata: Any) -> tuple[int, int]:
+        """Append the rows of `df` whose key is not in the table yet; return (version, rows).
+
+        At most `SMALL_APPEND` rows (a nightly increment) of a table keyed by uid are
+        collected and appended from the driver (`append_new_rows`, present keys looked up
+        by uid); more, or other tables, are matched against the table and written by Spark.
+        """
+        spec = self.spec(table)
+        df = df.select(*spec.columns).persist()
+        try:
+            n = df.count()
+            if n == 0:
+                return self.ensure(table, commit), 0
+            spark = self.spark_of(df)
+            if n <= SMALL_APPEND and self.engine == "deltalake" and "uid" in spec.key:
+                rows = df.toArrow()
+                return self.append_new_rows(spark, rows, table, commit, "uid", **metadata)
+            new = df.dropDuplicates(list(spec.key))
+            if self.exists(table):
+                current = self.read(spark, table).select(*spec.key)
+                new = new.join(current, on=list(spec.key), how="left_anti")
+            new = new.persist()
+            try:
+                n = new.count()
+                if n == 0:
+                    return self.ensure(table, commit), 0
+                return self.write(new, table, commit, rows_added=n, **metadata), n
+            finally:
+                new.unpersist()
+        finally:
+            df.unpersist()
+
+    def append_new_rows(
+        self,
+        spark,
+        rows: pa.Table,
+        table: str,
+        commit: Commit,
+        within: str | None = None,
+        **metadata: Any,
+    ) -> tuple[int, int]:
+        """`append_new` for a small Arrow table built on the driver: no Spark job unless
+        the engine is delta-spark. `within`: a key column; only existing rows sharing
+        one of its values with `rows` are read to find present keys. Returns
+        (version, rows added)."""
+        spec = self.spec(table)
+        rows = rows.select(spec.columns).cast(spec.schema)
+        values = rows.column(within).unique().to_pylist() if within and rows.num_rows else None
+        seen = self._keys(table, within, values) if rows.num_rows else set()
+        keep = []
+        for k in zip(*(rows.column(c).to_pylist() for c in spec.key), strict=True):
+            keep.append(k not in seen)
+            seen.add(k)
+        rows = rows.filter(pa.array(keep, pa.bool_()))
+        n = rows.num_rows
+        if n == 0:
+            return self.ensure(table, commit), 0
+        if self.engine == "delta-spark":
+            df = spark.createDataFrame(rows.to_pandas(), spec.spark_schema())
+            return self.write(df, table, commit, rows_added=n, **metadata), n
+        from deltalake import CommitProperties, write_deltalake
+
+        props = CommitProperties(custom_metadata=commit.metadata(rows_added=n, **metadata))
+        write_deltalake(self.uri(table), rows, mode="append", commit_properties=props)
+        return self.version(table), n
+
+    def _keys(self, table: str, column: str | None = None, values: list | None = None) -> set:
+        """The key tuples of `table` (only rows whose `column` is in `values`, if given),
+        read on the driver."""
+        import pyarrow.compute as pc
+
+        if not self.exists(table):
+            return set()
+        key = list(self.spec(table).key)
+        where = pc.field(column).isin(values) if column else None
+        cols = self.delta(table).to_pyarrow_dataset().to_table(columns=key, filter=where).columns
+        return set(zip(*(c.to_pylist() for c in cols), strict=True))
+
+    def replace_where(
+        self, df, table: str, column: str, value: str, commit: Commit, **metadata: Any
+    ) -> tuple[int, bool]:
+        """Make the rows with `column == value` exactly those of `df`, in one commit.
+
+        Files holding only that value are removed and the new files added in the same
+        transaction; a file that mixes values is rewritten without them. When the
+        content (ignoring run ids and timestamps) is unchanged, nothing is committed.
+        Returns (version, changed).
+        """
+        from pyspark.sql import functions as F
+
+        spec = self.spec(table)
+        df = df.select(*spec.columns).persist()
+        try:
+            if not self.exists(table):
+                return self.write(df, table, commit, **metadata), True
+            spark = self.spark_of(df)
+            current = self.read(spark, table).filter(F.col(column) == value)
+            if fingerprint(current, spec) == fingerprint(df, spec):
+                return self.version(table), False
+            if self.engine == "delta-spark":
+                where = f"{column} = '{value}'"
+                meta = commit.metadata(**metadata)
+                _delta_spark_write(df, self.uri(table), "overwrite", meta, replace_where=where)
+                return self.version(table), True
+            whole, mixed = self._files_holding(table, column, value)
+            new = df
+            if mixed:
+                keep = spark.read.schema(spec.spark_schema()).parquet(
+                    *[spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
+                )
+                new = df.unionByName(keep.filter(F.col(column) != value))
+            return self.write(new, table, commit, remove=whole + mixed, **metadata), True
+        finally:
+            df.unpersist()
+
+    def _files_holding(self, table: str, column: str, value: str) -> tuple[list, list]:
+        whole, mixed = [], []
+        for a in self.add_actions(table):
+            lo, hi = a.get(f"min.{column}"), a.get(f"max.{column}")
+            entry = {"path": a["path"], "size": a["size_bytes"]}
+            if lo == hi == value:
+                whole.append(entry)
+            elif lo is None or hi is None or lo <= value <= hi:
+                mixed.append(entry)
+        return whole, mixed
+
+    @staticmethod
+    def spark_of(df):
+        return df.sparkSession
+
+
+def fingerprint(df, spec: TableSpec) -> tuple[int, str]:
+    """(row count, order-independent content hash) ignoring run ids and timestamps."""
+    from pyspark.sql import functions as F
+
+    cols = [c for c in spec.columns if c not in VOLATILE_COLUMNS]
+    row = (
+        df.select(F.xxhash64(*cols).cast("decimal(38,0)").alias("h"))
+        .agg(F.count("*").alias("n"), F.sum("h").alias("s"))
+        .first()
+    )
+    return int(row["n"]), str(row["s"])
+
+
+def _delta_spark_write(df, uri: str, mode: str, meta: dict, replace_where: str = "") -> None:
+    writer = (
+        df.write.format("delta").mode(mode).option("userMetadata", json.dumps(meta, default=str))
+    )
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    writer.save(spark_uri(uri))
+
+
+def _delta_spark_read(spark, uri: str, version: int | str | None):
+    reader = spark.read.format("delta")
+    if isinstance(version, str):
+        reader = reader.option("timestampAsOf", version)
+    elif version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    return reader.load(spark_uri(uri))
+
+
+def _user_metadata(commit_info: dict) -> dict:
+    """delta-spark keeps our commit metadata as a JSON string in `userMetadata`."""
+    raw = commit_info.get("userMetadata")
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def delta_spark_available(spark) -> bool:
+    """True when Delta's Spark jars are on the classpath (Databricks, EMR, --packages)."""
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")
+        return True
+    except Exception:
+        return False
+
+
+def spark_uri(uri: str) -> str:
+    """delta-rs object-store schemes -> Hadoop's (s3:// -> s3a://)."""
+    if uri.startswith("s3://"):
+        return "s3a://" + uri[len("s3://") :]
+    return uri
+
+
+def new_run_id(job: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{job}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,125 @@
+"""SparkSession building: reuse an active session, stop only the one we created."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from importlib import resources
+from urllib.parse import urlparse
+
+from lakecurate.runtime.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+# Spark WARN lines an operator cannot act on: hidden unless --log-level DEBUG.
+QUIET_LOGGERS = (
+    "org.apache.spark.sql.execution.window.WindowExec",  # "No Partition Defined ..."
+    "org.apache.hadoop.util.NativeCodeLoader",  # "Unable to load native-hadoop library"
+)
+
+
+def is_loopback_master(master: str | None) -> bool:
+    """True for local mode and for a cluster master on this host's loopback address:
+    only then may the driver listen on 127.0.0.1 (executors elsewhere cannot reach it)."""
+    if not master or master.startswith("local"):
+        return True
+    host = urlparse(master).hostname or ""
+    return host in LOOPBACK_HOSTS
+
+
+def configure_environment(master: str | None = "local") -> None:
+    """Point Spark's Python workers at this interpreter; keep Spark on loopback only
+    for local mode and loopback masters (SPARK_LOCAL_IP, when set, always wins)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if is_loopback_master(master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def configure_builder(builder, cfg: SparkConfig, quiet: bool = True):
+    """Apply lakecurate's settings to a SparkSession builder and return it."""
+    master = cfg.master or (None if launched_by_spark_submit() else "local[*]")
+    conf = {
+        "spark.ui.enabled": str(cfg.ui).lower(),
+        "spark.ui.showConsoleProgress": "false",  # lakecurate.runtime.progress reports
+        "spark.sql.shuffle.partitions": str(cfg.shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(cfg.arrow_batch_rows),
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.python.worker.reuse": "true",
+    }
+    host = os.environ.get("SPARK_LOCAL_IP") or (
+        "127.0.0.1" if master and is_loopback_master(master) else ""
+    )
+    if host:
+        conf["spark.driver.host"] = host
+    if quiet and master:  # the JVM starts with our log4j2 settings (not under spark-submit)
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_log4j2_file()}"
+    conf.update({k: str(v) for k, v in cfg.conf.items()})
+    if master:
+        builder = builder.master(master)
+    builder = builder.appName(cfg.app_name)
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    return builder
+
+
+def _log4j2_file() -> str:
+    return str(resources.files(__package__) / "log4j2.properties")
+
+
+def quiet_spark_logs(spark, level: str | None) -> None:
+    """WARN for Spark, and nothing from the loggers whose lines nobody can act on;
+    `--log-level DEBUG` keeps them all."""
+    if (level or "").upper() == "DEBUG":
+        spark.sparkContext.setLogLevel("INFO")
+        return
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        jvm = spark.sparkContext._jvm
+        error = jvm.org.apache.logging.log4j.Level.ERROR
+        for name in QUIET_LOGGERS:
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(name, error)
+    except Exception as e:  # another logging backend on the cluster: leave it be
+        log.debug("could not quiet Spark's loggers: %s", e)
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands the Python driver its gateway port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def register_sources(spark) -> None:
+    from lakecurate.deltaio.lake import DeltaCommitDataSource
+
+    spark.dataSource.register(DeltaCommitDataSource)
+
+
+@contextlib.contextmanager
+def spark_session(cfg: SparkConfig, log_level: str | None = None) -> Iterator:
+    """Yield an active SparkSession (reused if one exists); stop it after only if we made it."""
+    from pyspark.sql import SparkSession
+
+    configure_environment(cfg.master or None)
+    active = SparkSession.getActiveSession()
+    owned = active is None
+    quiet = (log_level or "").upper() != "DEBUG"
+    spark = active or configure_builder(SparkSession.builder, cfg, quiet).getOrCreate()
+    if owned:
+        quiet_spark_logs(spark, log_level)
+        sc = spark.sparkContext
+        log.info("started Spark %s on %s", spark.version, sc.master)
+        if sc.uiWebUrl:
+            log.info("Spark UI: %s", sc.uiWebUrl)
+    register_sources(spark)
+    try:
+        yield spark
+    finally:
+        if owned:
+            spark.stop()

@@ -1,0 +1,128 @@
+"""What an operator sees of a run: job groups and descriptions, progress as a bar or as
+events, Spark's noise hidden, the UI's address, and the driver's address."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from lakecurate.runtime import progress
+from lakecurate.runtime.config import SparkConfig
+from lakecurate.runtime.logs import JsonLinesFormatter
+from lakecurate.runtime.session import (
+    QUIET_LOGGERS,
+    configure_builder,
+    is_loopback_master,
+    quiet_spark_logs,
+)
+
+
+@pytest.fixture
+def mode():
+    yield progress.configure
+    progress.configure("auto")
+
+
+def _work(spark, partitions: int = 4) -> int:
+    return spark.sparkContext.parallelize(range(400), partitions).map(lambda x: x * 2).count()
+
+
+def test_a_stage_runs_under_its_job_group_and_reports_events(spark, mode, caplog):
+    mode("events")
+    caplog.set_level(logging.INFO, logger="lakecurate.progress")
+    tracker = spark.sparkContext.statusTracker()
+    with progress.stage(spark, "embed") as st:
+        progress.describe(spark, "400 pairs, lakecurate-tiny")
+        assert _work(spark) == 400
+        group = st.group
+        assert st.description == "embed: 400 pairs, lakecurate-tiny"
+    (job_id,) = tracker.getJobIdsForGroup(group)
+    assert progress.snapshot(spark.sparkContext, group).tasks_done == 4
+    final = [r for r in caplog.records if r.fields.get("final")]
+    assert len(final) == 1
+    f = final[0].fields
+    assert (f["event"], f["stage"], f["tasks_done"], f["tasks_total"]) == (
+        "progress",
+        "embed",
+        4,
+        4,
+    )
+    assert f["description"] == "embed: 400 pairs, lakecurate-tiny" and f["spark_jobs"] == 1
+    doc = json.loads(JsonLinesFormatter().format(final[0]))  # what --log-json prints
+    assert doc["event"] == "progress" and doc["tasks_done"] == 4
+    # jobs after the stage are not counted in it
+    _work(spark, 2)
+    assert tracker.getJobIdsForGroup(group) == [job_id]
+
+
+def test_a_nested_stage_reports_as_the_outer_one(spark, mode):
+    mode("off")
+    with progress.stage(spark, "refresh") as outer:
+        with progress.stage(spark, "embed") as inner:
+            assert inner is outer
+        _work(spark)
+    assert progress.snapshot(spark.sparkContext, outer.group).jobs == 1
+
+
+def test_the_bar_shows_tasks_on_a_terminal_and_nothing_otherwise(spark, mode, capsys):
+    mode("bar")
+    with progress.stage(spark, "dedup"):
+        _work(spark, 3)
+    err = capsys.readouterr().err
+    assert "dedup" in err and "3/3" in err and "task" in err
+    mode("auto")  # pytest's stderr is not a terminal
+    assert progress.effective_mode() == "off"
+    with progress.stage(spark, "select"):
+        _work(spark, 3)
+    assert capsys.readouterr().err == ""
+
+
+def test_spark_lines_nobody_can_act_on_are_hidden_unless_debug(spark):
+    jvm = spark.sparkContext._jvm
+
+    def level(name: str) -> str:
+        return str(jvm.org.apache.logging.log4j.LogManager.getLogger(name).getLevel())
+
+    quiet_spark_logs(spark, None)
+    assert {level(n) for n in QUIET_LOGGERS} == {"ERROR"}
+    quiet_spark_logs(spark, "DEBUG")
+    assert level("org.apache.spark") == "INFO"
+    spark.sparkContext.setLogLevel("ERROR")  # the suite's level
+
+
+class _Builder:
+    """Records what configure_builder asks of a SparkSession builder."""
+
+    def __init__(self):
+        self.conf: dict[str, str] = {}
+
+    def master(self, m):
+        self.conf["master"] = m
+        return self
+
+    def appName(self, n):
+        return self
+
+    def config(self, k, v):
+        self.conf[k] = v
+        return self
+
+
+def test_the_driver_listens_on_loopback_only_for_local_and_loopback_masters(monkeypatch):
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    assert is_loopback_master("local[4]") and is_loopback_master("spark://127.0.0.1:7077")
+    assert not is_loopback_master("spark://10.0.0.5:7077")
+    assert not is_loopback_master("k8s://https://api.cluster:6443")
+
+    remote = configure_builder(_Builder(), SparkConfig(master="spark://10.0.0.5:7077")).conf
+    assert "spark.driver.host" not in remote and remote["spark.ui.enabled"] == "true"
+    local = configure_builder(_Builder(), SparkConfig(master="local[2]", ui=False)).conf
+    assert local["spark.driver.host"] == "127.0.0.1" and local["spark.ui.enabled"] == "false"
+    assert "log4j2.properties" in local["spark.driver.extraJavaOptions"]
+    debug = configure_builder(_Builder(), SparkConfig(master="local[2]"), quiet=False).conf
+    assert "spark.driver.extraJavaOptions" not in debug
+    monkeypatch.setenv("SPARK_LOCAL_IP", "10.0.0.9")  # the operator's choice wins
+    remote = configure_builder(_Builder(), SparkConfig(master="spark://10.0.0.5:7077")).conf
+    assert remote["spark.driver.host"] == "10.0.0.9"
