@@ -88,6 +88,11 @@ HELP = "find exact, perceptual, caption and semantic duplicate groups (never del
 log = logging.getLogger(__name__)
 
 
+def writes(args: argparse.Namespace) -> bool:
+    """`dedup explain` only reads."""
+    return getattr(args, "action", None) != "explain"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",

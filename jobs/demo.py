@@ -19,6 +19,7 @@ from lakecurate.runtime.config import Config, replace
 from lakecurate.runtime.jobkit import JobResult, run_job
 
 NAME = "demo"
+WRITES = True
 HELP = "run the whole curation end to end on generated sample data (offline, tiny model)"
 NEEDS_SPARK = True
 

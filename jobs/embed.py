@@ -42,6 +42,7 @@ from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.udfs.clip import ClipSpec, clip_udf
 
 NAME = "embed"
+WRITES = True
 HELP = "compute CLIP image/text embeddings and CLIP scores for pairs not yet embedded"
 ROWS_PER_TASK_BATCHES = 16  # a task gets about this many model batches (>= one per core)
 REQUIRED_PAIRS_COLUMNS = ("uid", "caption", "image", "source_uri", "source_key")
@@ -61,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, help="images per model batch")
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        help="pairs per commit (default 200000): a killed run keeps them",
+    )
     p.add_argument("--decode-threads", type=int, help="JPEG decode threads per task")
 
 
@@ -68,6 +74,8 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     cfg = apply_model_args(cfg, args)
     changes = {key: getattr(args, dest) for dest, key in FLAGS.items()}
     changes = {k: v for k, v in changes.items() if v is not None}
+    if getattr(args, "commit_every", None) is not None:
+        cfg = replace(cfg, embed={"commit_every": args.commit_every})
     return replace(cfg, model=changes) if changes else cfg
 
 
@@ -168,8 +176,41 @@ def run(spark, cfg: Config) -> JobResult:
     if n == 0:
         uids.unpersist()
         return ctx.done(f"nothing to embed for {mid}", model_id=mid, embedded=0, rejected=0)
-    log.info("embed: %d pairs to embed with %s", n, mid)
-    progress.describe(spark, f"{n:,} pairs, {mid}")
+    chunks = math.ceil(n / cfg.embed.commit_every)
+    log.info("embed: %d pairs to embed with %s, in %d commit(s)", n, mid, chunks)
+    embedded = rejected = 0
+    try:
+        for i, part in enumerate(chunked(uids, chunks)):
+            part = part.persist()
+            m = part.count()
+            said = f"chunk {i + 1}/{chunks}: " if chunks > 1 else ""
+            progress.describe(spark, f"{said}{m:,} of {n:,} pairs, {mid}")
+            e, r = embed_chunk(spark, ctx, part, m, spec, mid)
+            part.unpersist()
+            embedded, rejected = embedded + e, rejected + r
+            if chunks > 1:
+                log.info("embed: committed chunk %d/%d (%d pairs)", i + 1, chunks, e + r)
+    finally:
+        uids.unpersist()
+    message = f"embedded {embedded} pairs with {mid}"
+    return ctx.done(message, model_id=mid, embedded=embedded, rejected=rejected)
+
+
+def chunked(uids, chunks: int):
+    """`uids` cut into `chunks` parts by a hash of the uid (stable across re-runs)."""
+    from pyspark.sql import functions as F
+
+    if chunks == 1:
+        yield uids
+        return
+    part = F.pmod(F.xxhash64("uid"), F.lit(chunks))
+    for i in range(chunks):
+        yield uids.filter(part == i)
+
+
+def embed_chunk(spark, ctx: JobContext, uids, n: int, spec: ClipSpec, mid: str) -> tuple[int, int]:
+    """Embed the pairs of `uids` and commit them (embeddings, then rejects): a run
+    killed later keeps them. Returns (embedded, rejected)."""
     out = compute(spark, pending(ctx, spark, uids, n), n, spec)
     try:
         bad = out.filter(out.reject_reason.isNotNull()).count()  # runs the model, once
@@ -183,9 +224,7 @@ def run(spark, cfg: Config) -> JobResult:
             log.warning("embed: %d images failed to decode; see `rejects` (stage embed)", bad)
     finally:
         out.unpersist()
-        uids.unpersist()
-    message = f"embedded {embedded} pairs with {mid}"
-    return ctx.done(message, model_id=mid, embedded=embedded, rejected=rejected)
+    return embedded, rejected
 
 
 build_parser, main = jobkit.entry_points(__name__)

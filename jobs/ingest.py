@@ -34,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
 
-from lakecurate.deltaio.lake import commit_files, spark_uri
+from lakecurate.deltaio.conflicts import ReadScope
+from lakecurate.deltaio.lake import commit_files, discard_files, spark_uri
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
 from lakecurate.runtime.errors import ConfigError
@@ -57,6 +58,7 @@ from lakecurate.udfs.readers.task import (
 from lakecurate.udfs.table_files import FileWritten, delete_table_files, filesystem
 
 NAME = "ingest"
+WRITES = True
 HELP = "ingest WebDataset tars, Parquet/JSONL, image folders or URL lists into the lake"
 log = logging.getLogger(__name__)
 DONE_STATUSES = ("ok", "partial")  # a failed source is tried again on the next run
@@ -269,8 +271,8 @@ def losers_on_driver(ctx: JobContext) -> dict[str, list]:
     repeat = pc.equal(uid.slice(1), uid.slice(0, len(uid) - 1))
     lose = pa.concat_arrays([pa.array([False]), repeat.fill_null(False)])
     if ctx.lake.exists("pairs"):
-        ctx.result.read_versions["pairs"] = ctx.lake.version("pairs")
-        present = ctx.lake.delta("pairs").to_pyarrow_dataset()
+        ctx.result.read_versions["pairs"] = read = ctx.lake.version("pairs")
+        present = ctx.lake.delta("pairs", read).to_pyarrow_dataset()
         have = present.to_table(columns=["uid"], filter=pc.field("uid").isin(uid.unique()))
         lose = pc.or_(lose, pc.is_in(uid, have.column("uid")))
     out: dict[str, list] = {}
@@ -329,10 +331,21 @@ def commit_pairs(spark, staged, ctx: JobContext, pairs_in_run: int) -> int:
             ctx.lake.write(df, "pairs", ctx.commit, rows_added=added)
         elif added:
             meta = ctx.commit.metadata(rows_added=added)
-            commit_files(ctx.lake.uri("pairs"), PAIRS_SCHEMA, files, metadata=meta)
+            commit_files(
+                ctx.lake.uri("pairs"),
+                PAIRS_SCHEMA,
+                files,
+                metadata=meta,
+                read_version=ctx.result.read_versions.get("pairs", -1),
+                scope=ReadScope.keys(),  # uids were matched against pairs at that version
+                txn=ctx.commit.next_txn("pairs"),
+            )
             names = []  # committed: they are the table's now
     finally:
-        delete_table_files(fs, root, names)  # uncommitted (failure) or copied (delta-spark)
+        if ctx.lake.engine == "delta-spark":
+            delete_table_files(fs, root, names)  # copied into Delta's own files
+        else:
+            discard_files(ctx.lake.uri("pairs"), names)  # only what the log does not hold
     ctx.wrote("pairs", ctx.lake.ensure("pairs", ctx.commit))
     return added
 
@@ -478,8 +491,16 @@ def run(spark, cfg: Config) -> JobResult:
     log.info("ingest: %d source files to read, %d already ingested", len(files), skipped)
     progress.describe(spark, f"{len(files):,} source files")
     counts = {"sources": 0, "skipped": 0, "pairs_added": 0}
-    if files or extra:
-        counts = write(spark, ingest_frame(spark, cfg, files, extra, ctx, known), ctx)
+    step = cfg.ingest.commit_every_files
+    groups = [files[i : i + step] for i in range(0, len(files), step)] or [[]]
+    for i, group in enumerate(groups):
+        rows = extra if i == 0 else []  # url-list ledger rows and download rejects
+        if not group and not rows:
+            continue
+        if len(groups) > 1:
+            progress.describe(spark, f"commit {i + 1}/{len(groups)}: {len(group):,} source files")
+        done = write(spark, ingest_frame(spark, cfg, group, rows, ctx, known), ctx)
+        counts = {k: counts.get(k, 0) + v for k, v in done.items()}
     counts["skipped"] += skipped
     if not counts["sources"]:
         return ctx.done("nothing new to ingest", **counts)

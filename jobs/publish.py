@@ -50,6 +50,7 @@ from lakecurate.curation.publish.files import (
     open_fs,
     reusable_manifest,
 )
+from lakecurate.deltaio.conflicts import ReadScope
 from lakecurate.deltaio.lake import Lake
 from lakecurate.runtime import jobkit
 from lakecurate.runtime.config import Config, replace
@@ -58,6 +59,7 @@ from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.udfs import shards as shardlib
 
 NAME = "publish"
+WRITES = True
 HELP = "write the current selection as the next version of a dataset (WebDataset shards)"
 log = logging.getLogger(__name__)
 
@@ -164,12 +166,13 @@ def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_has
     return row
 
 
-def next_version(spark, lake: Lake, name: str) -> int:
+def next_version(spark, lake: Lake, name: str, at: int | None = None) -> int:
+    """The version a new publish of `name` gets (reading `datasets` at version `at`)."""
     from pyspark.sql import functions as F
 
     if not lake.exists("datasets"):
         return 1
-    df = lake.read(spark, "datasets").filter(F.col("name") == name)
+    df = lake.read(spark, "datasets", at).filter(F.col("name") == name)
     top = df.agg(F.max("version").alias("v")).first()["v"]
     return 1 if top is None else int(top) + 1
 
@@ -341,7 +344,8 @@ def materialise(
 
 def register(spark, ctx: JobContext, manifest: dict, path: str) -> int:
     """Append the `datasets` row: the version exists for readers from this commit on."""
-    if next_version(spark, ctx.lake, manifest["name"]) != manifest["version"]:
+    read = ctx.lake.version("datasets")
+    if next_version(spark, ctx.lake, manifest["name"], read) != manifest["version"]:
         # one publish per dataset name at a time (refresh holds a lease); never two rows
         raise JobError(
             f"{manifest['name']}@{manifest['version']} was registered by another publish "
@@ -366,7 +370,16 @@ def register(spark, ctx: JobContext, manifest: dict, path: str) -> int:
         "created_at": datetime.fromisoformat(manifest["created_at"]),
     }
     df = spark.createDataFrame([tuple(row[c] for c in spec.columns)], spec.spark_schema())
-    return ctx.lake.write(df, "datasets", ctx.commit, dataset=f"{row['name']}@{row['version']}")
+    # a concurrent commit of a row of this name since `read` fails the write
+    # (ConflictError): never two rows of one version
+    return ctx.lake.write(
+        df,
+        "datasets",
+        ctx.commit,
+        read_version=-1 if read is None else read,
+        scope=ReadScope.rows_where("name", row["name"]),
+        dataset=f"{row['name']}@{row['version']}",
+    )
 
 
 def run(spark, cfg: Config) -> JobResult:

@@ -53,6 +53,7 @@ from lakecurate.runtime.errors import JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
 
 NAME = "select"
+WRITES = True
 HELP = "apply a selection recipe (default, datacomp-clip, bunny, or a YAML file)"
 
 log = logging.getLogger(__name__)

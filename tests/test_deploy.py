@@ -209,6 +209,6 @@ def test_cron_command_refuses_while_another_refresh_holds_the_lease(installed_co
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     out = done.stdout + done.stderr  # spark-submit merges the driver's stderr into stdout
     assert done.returncode == 1, out[-3000:]
-    assert "another refresh holds the lease" in out and "the-other-refresh" in out
+    assert "another writer holds this lake's lease" in out and "the-other-refresh" in out
     logs = list((tmp_path / "logs").glob("refresh-*.jsonl"))
     assert len(logs) == 1  # the structured log file was written

@@ -37,6 +37,11 @@ NEEDS_SPARK = True
 SAMPLE = 10
 
 
+def writes(args: argparse.Namespace) -> bool:
+    """`tag` and `retire` write `datasets`; the rest only read."""
+    return getattr(args, "action", None) in ("tag", "retire")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     s = sub.add_parser("list", help="every version: status, tags, counts, date")

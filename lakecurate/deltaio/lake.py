@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from pyspark.sql.datasource import DataSource, DataSourceArrowWriter, WriterCommitMessage
 
+from lakecurate.deltaio import conflicts
+from lakecurate.deltaio.conflicts import ReadScope
 from lakecurate.runtime.errors import JobError
 from lakecurate.schemas import TABLES, TableSpec
 from lakecurate.udfs.table_files import (
@@ -76,6 +78,14 @@ class _TaskWriter(DataSourceArrowWriter):
 
     def commit(self, messages: list[FileWritten | None]) -> None:
         files = [m for m in messages if m is not None and m.num_rows > 0]
+        read = self.options.get("read_version", "")
+        try:
+            self._commit(files, read)
+        except BaseException:  # a conflict, or an outcome the log must tell
+            discard_files(self.table_uri, [f.path for f in files])
+            raise
+
+    def _commit(self, files: list[FileWritten], read: str) -> None:
         commit_files(
             self.table_uri,
             self.schema,
@@ -83,11 +93,30 @@ class _TaskWriter(DataSourceArrowWriter):
             mode=self.options.get("mode", "append"),
             remove=json.loads(self.options.get("remove", "[]")),
             metadata=json.loads(self.options.get("metadata", "{}")),
+            read_version=int(read) if read else None,
+            scope=ReadScope(**json.loads(self.options.get("scope", "{}"))),
+            txn=tuple(json.loads(self.options["txn"])) if self.options.get("txn") else None,
         )
 
     def abort(self, messages: list[FileWritten | None]) -> None:
-        fs, root = filesystem(self.table_uri)
-        delete_table_files(fs, root, [m.path for m in messages if m is not None and m.path])
+        paths = [m.path for m in messages if m is not None and m.path]
+        discard_files(self.table_uri, paths)
+
+
+def discard_files(table_uri: str, paths: list[str]) -> None:
+    """Delete the written files that no table version references. A commit whose
+    outcome is unknown (a timeout after the log entry was written) is resolved by
+    reading the log: files it committed are never deleted."""
+    from deltalake import DeltaTable
+
+    committed: set[str] = set()
+    if paths and DeltaTable.is_deltatable(table_uri):
+        actions = DeltaTable(table_uri).get_add_actions(flatten=False)
+        committed = set(pa.table(actions).column("path").to_pylist())
+    if committed & set(paths):
+        log.warning("%s: the failed write's files are in the log (committed); kept", table_uri)
+    fs, root = filesystem(table_uri)
+    delete_table_files(fs, root, [p for p in paths if p not in committed])
 
 
 class DeltaCommitDataSource(DataSource):
@@ -116,11 +145,26 @@ def commit_files(
     mode: str = "append",
     remove: list[dict] | None = None,
     metadata: dict[str, Any] | None = None,
+    read_version: int | None = None,
+    scope: ReadScope | None = None,
+    txn: tuple[str, int] | None = None,
 ) -> None:
-    """Check that every file exists, then commit adds (and removes) in one transaction."""
+    """Check that every file exists, then commit adds (and removes) in one transaction.
+
+    `read_version`/`scope`: the table version the write read and what it read of it;
+    a concurrent commit that changed that raises ConflictError (conflicts.py).
+    `txn`: (run id, per-run commit number), recorded as a Delta application
+    transaction, so a commit that is retried, or whose outcome was unknown, is applied
+    once.
+    """
     from deltalake import CommitProperties, DeltaTable
     from deltalake import Schema as DeltaSchema
-    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+    from deltalake.transaction import (
+        AddAction,
+        RemoveAction,
+        Transaction,
+        create_table_with_add_actions,
+    )
 
     fs, root = filesystem(table_uri)
     now = int(time.time() * 1000)
@@ -133,7 +177,8 @@ def commit_files(
             )
         adds.append(AddAction(f.path, f.size, {}, now, True, f.stats))
     removes = [RemoveAction(r["path"], True, now, r.get("size")) for r in (remove or [])]
-    props = CommitProperties(custom_metadata=metadata or {})
+    txns = [Transaction(txn[0], txn[1], now)] if txn else None
+    props = CommitProperties(custom_metadata=metadata or {}, app_transactions=txns)
     if not DeltaTable.is_deltatable(table_uri):
         create_table_with_add_actions(
             table_uri, DeltaSchema.from_arrow(schema), adds, mode="error", commit_properties=props
@@ -141,11 +186,23 @@ def commit_files(
         return
     if not adds and not removes and mode == "append":
         return
-    dt = DeltaTable(table_uri)
+    scope = scope or (ReadScope.whole() if mode == "overwrite" else ReadScope.nothing())
+    latest = DeltaTable(table_uri).version()
+    base = conflicts.check(table_uri, latest if read_version is None else read_version, scope)
+    dt = DeltaTable(table_uri, version=base)
+    if txn and conflicts.already_committed(dt, *txn):
+        log.info("%s: transaction %s/%d is already in the log", table_uri, *txn)
+        return
     add_missing_columns(dt, schema)
-    dt.create_write_transaction(
-        adds + removes, mode, DeltaSchema.from_arrow(schema), commit_properties=props
-    )
+    try:
+        dt.create_write_transaction(
+            adds + removes, mode, DeltaSchema.from_arrow(schema), commit_properties=props
+        )
+    except Exception:
+        if txn and conflicts.already_committed(DeltaTable(table_uri), *txn):
+            log.warning("%s: the commit raised but its transaction is in the log", table_uri)
+            return
+        raise
 
 
 def add_missing_columns(dt, schema: pa.Schema) -> None:
@@ -175,6 +232,15 @@ class Commit:
     run_id: str
     config_hash: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    _txns: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _writer: str = field(default_factory=lambda: uuid.uuid4().hex[:8], compare=False, repr=False)
+
+    def next_txn(self, table: str) -> tuple[str, int]:
+        """(app id, version) of this writer's next commit to `table`: the Delta `txn`.
+        The app id is the run id plus this Commit's own tag, so two Commit objects that
+        share a run id never mistake each other's commits for their own."""
+        self._txns[table] = self._txns.get(table, 0) + 1
+        return f"lakecurate:{self.run_id}:{self._writer}", self._txns[table]
 
     def metadata(self, **more: Any) -> dict[str, Any]:
         meta = {"job": self.job, "run_id": self.run_id, "config_hash": self.config_hash}
@@ -274,9 +340,10 @@ class Lake:
             return 0
         return sum(int(a.get("num_records") or 0) for a in self.add_actions(table))
 
-    def add_actions(self, table: str) -> list[dict[str, Any]]:
-        """The current files of `table` with flattened stats (`min.<col>`, `max.<col>`)."""
-        return pa.table(self.delta(table).get_add_actions(flatten=True)).to_pylist()
+    def add_actions(self, table: str, version: int | None = None) -> list[dict[str, Any]]:
+        """The files of `table` (at `version`, default latest) with flattened stats
+        (`min.<col>`, `max.<col>`)."""
+        return pa.table(self.delta(table, version).get_add_actions(flatten=True)).to_pylist()
 
     def distinct_values(self, table: str, column: str) -> list:
         """The values `column` takes in `table`, sorted. From the files' min/max stats
@@ -302,22 +369,42 @@ class Lake:
         commit: Commit,
         mode: str = "append",
         remove: list[dict] | None = None,
+        read_version: int | None = None,
+        scope: ReadScope | None = None,
         **metadata: Any,
     ) -> int:
-        """Write `df` to `table` in one Delta commit; return the table's version after it."""
+        """Write `df` to `table` in one Delta commit; return the table's version after it.
+
+        `read_version`/`scope`: the version the caller read and what it read of it
+        (default: the version now, and the whole table for an overwrite, nothing for
+        an append); a concurrent commit that changed that raises ConflictError."""
         spec = self.spec(table)
         df = df.select(*spec.columns)
         if self.engine == "delta-spark":
             _delta_spark_write(df, self.uri(table), mode, commit.metadata(**metadata))
             return self.version(table)
-        (
+        if read_version is None:
+            read_version = self.version(table)
+        if read_version is None:
+            read_version = -1  # absent: a table created meanwhile is a concurrent change
+        scope = scope or (ReadScope.whole() if mode == "overwrite" else ReadScope.nothing())
+        writer = (
             df.write.format(FORMAT)
             .mode("overwrite" if mode == "overwrite" else "append")
             .option("table", table)
             .option("remove", json.dumps(remove or []))
             .option("metadata", json.dumps(commit.metadata(**metadata), default=str))
-            .save(self.uri(table))
+            .option("read_version", "" if read_version is None else str(read_version))
+            .option("scope", json.dumps(asdict(scope), default=str))
+            .option("txn", json.dumps(commit.next_txn(table)))
         )
+        try:
+            writer.save(self.uri(table))
+        except Exception as e:  # the commit runs in a Python worker: its error comes wrapped
+            said = _raised(e, "ConflictError")
+            if said is not None:
+                raise conflicts.ConflictError(said) from None
+            raise
         if not self.exists(table):  # nothing written to a new table: still create it
             self.ensure(table, commit)
         return self.version(table)
@@ -340,15 +427,24 @@ class Lake:
                 rows = df.toArrow()
                 return self.append_new_rows(spark, rows, table, commit, "uid", **metadata)
             new = df.dropDuplicates(list(spec.key))
-            if self.exists(table):
-                current = self.read(spark, table).select(*spec.key)
+            read = self.version(table)
+            if read is not None:
+                current = self.read(spark, table, read).select(*spec.key)
                 new = new.join(current, on=list(spec.key), how="left_anti")
             new = new.persist()
             try:
                 n = new.count()
                 if n == 0:
                     return self.ensure(table, commit), 0
-                return self.write(new, table, commit, rows_added=n, **metadata), n
+                return self.write(
+                    new,
+                    table,
+                    commit,
+                    read_version=-1 if read is None else read,
+                    scope=ReadScope.keys(),
+                    rows_added=n,
+                    **metadata,
+                ), n
             finally:
                 new.unpersist()
         finally:
@@ -370,7 +466,8 @@ class Lake:
         spec = self.spec(table)
         rows = rows.select(spec.columns).cast(spec.schema)
         values = rows.column(within).unique().to_pylist() if within and rows.num_rows else None
-        seen = self._keys(table, within, values) if rows.num_rows else set()
+        read = self.version(table)
+        seen = self._keys(table, within, values, read) if rows.num_rows else set()
         keep = []
         for k in zip(*(rows.column(c).to_pylist() for c in spec.key), strict=True):
             keep.append(k not in seen)
@@ -382,22 +479,43 @@ class Lake:
         if self.engine == "delta-spark":
             df = spark.createDataFrame(rows.to_pandas(), spec.spark_schema())
             return self.write(df, table, commit, rows_added=n, **metadata), n
-        from deltalake import CommitProperties, write_deltalake
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+        from deltalake.transaction import Transaction
 
-        props = CommitProperties(custom_metadata=commit.metadata(rows_added=n, **metadata))
-        write_deltalake(self.uri(table), rows, mode="append", commit_properties=props)
+        target: Any = self.uri(table)
+        if self.exists(table):  # commit on the snapshot checked against the keys read
+            read = -1 if read is None else read
+            base = conflicts.check(self.uri(table), read, ReadScope.keys())
+            target = DeltaTable(self.uri(table), version=base)
+        app, txn = commit.next_txn(table)
+        props = CommitProperties(
+            custom_metadata=commit.metadata(rows_added=n, **metadata),
+            app_transactions=[Transaction(app, txn, int(time.time() * 1000))],
+        )
+        write_deltalake(target, rows, mode="append", commit_properties=props)
         return self.version(table), n
 
-    def _keys(self, table: str, column: str | None = None, values: list | None = None) -> set:
-        """The key tuples of `table` (only rows whose `column` is in `values`, if given),
-        read on the driver."""
+    def _keys(
+        self,
+        table: str,
+        column: str | None = None,
+        values: list | None = None,
+        version: int | None = None,
+    ) -> set:
+        """The key tuples of `table` at `version` (default latest; only rows whose
+        `column` is in `values`, if given), read on the driver."""
         import pyarrow.compute as pc
 
         if not self.exists(table):
             return set()
         key = list(self.spec(table).key)
         where = pc.field(column).isin(values) if column else None
-        cols = self.delta(table).to_pyarrow_dataset().to_table(columns=key, filter=where).columns
+        cols = (
+            self.delta(table, version)
+            .to_pyarrow_dataset()
+            .to_table(columns=key, filter=where)
+            .columns
+        )
         return set(zip(*(c.to_pylist() for c in cols), strict=True))
 
     def replace_where(
@@ -418,28 +536,35 @@ class Lake:
             if not self.exists(table):
                 return self.write(df, table, commit, **metadata), True
             spark = self.spark_of(df)
-            current = self.read(spark, table).filter(F.col(column) == value)
+            read = self.version(table)  # one snapshot: the rows compared, the files removed
+            current = self.read(spark, table, read).filter(F.col(column) == value)
             if fingerprint(current, spec) == fingerprint(df, spec):
-                return self.version(table), False
+                return read, False
             if self.engine == "delta-spark":
                 where = f"{column} = '{value}'"
                 meta = commit.metadata(**metadata)
                 _delta_spark_write(df, self.uri(table), "overwrite", meta, replace_where=where)
                 return self.version(table), True
-            whole, mixed = self._files_holding(table, column, value)
+            whole, mixed = self._files_holding(table, column, value, read)
             new = df
             if mixed:
                 keep = spark.read.schema(spec.spark_schema()).parquet(
                     *[spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
                 )
                 new = df.unionByName(keep.filter(F.col(column) != value))
-            return self.write(new, table, commit, remove=whole + mixed, **metadata), True
+            scope = ReadScope.rows_where(column, value)
+            version = self.write(
+                new, table, commit, remove=whole + mixed, read_version=read, scope=scope, **metadata
+            )
+            return version, True
         finally:
             df.unpersist()
 
-    def _files_holding(self, table: str, column: str, value: str) -> tuple[list, list]:
+    def _files_holding(
+        self, table: str, column: str, value: str, version: int | None = None
+    ) -> tuple[list, list]:
         whole, mixed = [], []
-        for a in self.add_actions(table):
+        for a in self.add_actions(table, version):
             lo, hi = a.get(f"min.{column}"), a.get(f"max.{column}")
             entry = {"path": a["path"], "size": a["size_bytes"]}
             if lo == hi == value:
@@ -451,6 +576,15 @@ class Lake:
     @staticmethod
     def spark_of(df):
         return df.sparkSession
+
+
+def _raised(e: Exception, name: str) -> str | None:
+    """The message of a `name` exception raised in a Python worker and wrapped by Spark."""
+    for line in str(e).splitlines():
+        _, sep, said = line.partition(f"{name}: ")
+        if sep:
+            return said.strip()
+    return None
 
 
 def fingerprint(df, spec: TableSpec) -> tuple[int, str]:

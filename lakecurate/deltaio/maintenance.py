@@ -29,6 +29,13 @@ from lakecurate.schemas import TABLES
 NAME = "vacuum"
 HELP = "delete unreferenced table files older than the retention, never ones a dataset pins"
 NEEDS_SPARK = True
+
+
+def writes(args) -> bool:
+    """`--dry-run` only lists."""
+    return not getattr(args, "dry_run", False)
+
+
 log = logging.getLogger(__name__)
 
 

@@ -75,6 +75,10 @@ class IngestConfig:
     url_column: str = "url"
     key_column: str = "key"  # parquet/jsonl: the record key; the row index when absent
     files_per_task: int = 1
+    # source files per commit (pairs, rejects, then their ledger rows): a run killed
+    # mid-way keeps the files it committed, and the re-run skips them by the ledger.
+    # Files, not rows: a shard's row count is only known once it is read.
+    commit_every_files: int = 64
     force: bool = False  # re-ingest sources the ledger already holds
     # header: parse the header (size, EXIF orientation, pixel limit) and check the end
     # marker, so cut-off files are rejected here; the pixels are decoded once, by embed,
@@ -96,6 +100,7 @@ class IngestConfig:
         _check(self.max_caption_chars >= 1, "ingest.max_caption_chars", "must be >= 1")
         _check(self.max_image_bytes > 0, "ingest.max_image_bytes", "must be > 0")
         _check(self.files_per_task >= 1, "ingest.files_per_task", "must be >= 1")
+        _check(self.commit_every_files >= 1, "ingest.commit_every_files", "must be >= 1")
         _one_of(self.decode, ("full", "header"), "ingest.decode")
         _check(bool(self.image_formats), "ingest.image_formats", "must list at least one format")
         _check(self.download_timeout_s >= 1, "ingest.download_timeout_s", "must be >= 1")
@@ -122,6 +127,18 @@ class ModelConfig:
         _one_of(self.device, ("auto", "cpu", "cuda"), "model.device")
         _check(self.batch_size >= 1, "model.batch_size", "must be >= 1")
         _check(self.decode_threads >= 1, "model.decode_threads", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """`embed`: how a long run is cut into commits."""
+
+    # pairs per commit: a run killed after hours keeps every chunk it committed, and
+    # the re-run embeds only what is still pending
+    commit_every: int = 200_000
+
+    def __post_init__(self):
+        _check(self.commit_every >= 1, "embed.commit_every", "must be >= 1 (pairs)")
 
 
 DEDUP_METHODS = ("exact", "phash", "minhash", "semantic")
@@ -299,6 +316,7 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     ingest: IngestConfig = field(default_factory=IngestConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)

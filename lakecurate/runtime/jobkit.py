@@ -12,6 +12,7 @@ and prints its own output (`--json`: one JSON document on stdout).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -136,13 +137,14 @@ def execute(job: ModuleType, args: argparse.Namespace) -> int:
         cfg = load_from_args(args)
         if hasattr(job, "apply_args"):
             cfg = job.apply_args(cfg, args)
-        if getattr(job, "NEEDS_SPARK", True):
-            from lakecurate.runtime.session import spark_session
+        with writer_lease(cfg, job, args):
+            if getattr(job, "NEEDS_SPARK", True):
+                from lakecurate.runtime.session import spark_session
 
-            with spark_session(cfg.spark, getattr(args, "log_level", None)) as spark:
-                result = _call(job, spark, cfg, args)
-        else:
-            result = _call(job, None, cfg, args)
+                with spark_session(cfg.spark, getattr(args, "log_level", None)) as spark:
+                    result = _call(job, spark, cfg, args)
+            else:
+                result = _call(job, None, cfg, args)
     except LakecurateError as e:
         print(f"lakecurate {job.NAME}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -157,6 +159,36 @@ def execute(job: ModuleType, args: argparse.Namespace) -> int:
             print(result.summary())
         return 0
     return int(result or 0)
+
+
+def writes(job: ModuleType, args: argparse.Namespace) -> bool:
+    """Whether this run of `job` writes the lake: its `writes(args)` where that depends
+    on the arguments (`versions tag` writes, `versions list` does not), else `WRITES`."""
+    if hasattr(job, "writes"):
+        return bool(job.writes(args))
+    return bool(getattr(job, "WRITES", False))
+
+
+@contextlib.contextmanager
+def writer_lease(cfg: Config, job: ModuleType, args: argparse.Namespace):
+    """The lake's writer lease around a writing command (refresh takes its own): a
+    second writer is refused with a message naming the holder, so two commands never
+    write one lake at once (commits also detect conflicts, see deltaio/conflicts.py)."""
+    if not writes(job, args):
+        yield None
+        return
+    import getpass
+    import socket
+
+    from lakecurate.runtime.lease import Lease, lease_dir_for
+
+    owner = f"{job.NAME}:{getpass.getuser()}@{socket.gethostname()}"
+    rc = cfg.refresh
+    lease = Lease(
+        lease_dir_for(cfg.lake.path, rc.lease_dir), owner, rc.lease_timeout_s, rc.heartbeat_s
+    )
+    with lease:
+        yield lease
 
 
 def _call(job: ModuleType, spark, cfg: Config, args: argparse.Namespace):

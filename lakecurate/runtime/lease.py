@@ -43,7 +43,7 @@ LEASE_FILE = "_lease.json"
 
 
 class LeaseHeldError(JobError):
-    """Another refresh holds a live lease on this lake."""
+    """Another writer (a refresh, or a writing command) holds a live lease on this lake."""
 
 
 class LeaseLostError(JobError):
@@ -164,7 +164,8 @@ class Lease:
                         return self._started(mine)
                     held = self.current()
                 raise LeaseHeldError(
-                    f"another refresh holds the lease on this lake: {held.describe()}. "
+                    f"another writer holds this lake's lease: {held.describe()}. Run "
+                    f"again when it is done. "
                     f"It is taken over automatically once its heartbeat is older than "
                     f"{self.timeout_s:.0f} s (refresh.lease_timeout_s); lease file: {self.path}"
                 )

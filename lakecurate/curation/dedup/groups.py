@@ -41,6 +41,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.components import connected_components, cut_lineage
+from lakecurate.deltaio.conflicts import ReadScope
 from lakecurate.deltaio.lake import VOLATILE_COLUMNS, Lake
 from lakecurate.runtime.config import Config
 from lakecurate.runtime.errors import JobError
@@ -404,11 +405,12 @@ def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) ->
     spec = lake.spec(table)
     key = list(spec.key)
     drop = drop.select(*key).distinct()
-    current = lake.read(run.spark, table)
+    read = lake.version(table)  # one snapshot: the rows read, the files removed, the commit
+    current = lake.read(run.spark, table, read)
     if lake.engine == "delta-spark" or not lake.exists(table):
         whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
-        return lake.write(whole, table, run.ctx.commit, mode="overwrite")
-    actions = lake.add_actions(table)
+        return lake.write(whole, table, run.ctx.commit, mode="overwrite", read_version=read)
+    actions = lake.add_actions(table, read)
     files: set[str] = set()
     if actions:  # a table without files has no rows to drop (and no file metadata)
         located = current.select(*key, F.col("_metadata.file_path").alias("f"))
@@ -428,4 +430,6 @@ def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) ->
         out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
     # as many files as there are cores: unions of small parts would add one file each
     out = out.coalesce(run.spark.sparkContext.defaultParallelism)
-    return lake.write(out, table, run.ctx.commit, remove=remove)
+    return lake.write(
+        out, table, run.ctx.commit, remove=remove, read_version=read, scope=ReadScope.whole()
+    )

@@ -87,7 +87,7 @@ def stored_fit(run: DedupRun, slug: str, mid: str) -> tuple[np.ndarray, str, int
 
 
 def write_centroids(run: DedupRun, slug: str, mid: str, centroids: np.ndarray, n: int) -> str:
-    """Replace the table with this fit's centroids; return its fit id."""
+    """Make this fit's centroids the model's rows of the table; return its fit id."""
     fid = fit_id(centroids)
     spec = TABLES[CENTROIDS]
     table = pa.Table.from_pylist(
@@ -99,7 +99,10 @@ def write_centroids(run: DedupRun, slug: str, mid: str, centroids: np.ndarray, n
         schema=spec.schema,
     )  # fmt: skip
     df = run.spark.createDataFrame(table.to_pandas(), spec.spark_schema())
-    run.ctx.wrote(CENTROIDS, run.ctx.lake.write(df, CENTROIDS, run.ctx.commit, mode="overwrite"))
+    # one fit per model: another model's centroids stay (alternating models refit nothing)
+    version, changed = run.ctx.lake.replace_where(df, CENTROIDS, "model_id", mid, run.ctx.commit)
+    if changed:
+        run.ctx.wrote(CENTROIDS, version)
     return fid
 
 
