@@ -18,7 +18,7 @@ from __future__ import annotations
 import posixpath
 from urllib.parse import unquote
 
-from lakecurate.deltaio.lake import Lake, spark_uri
+from lakecurate.deltaio.lake import Lake
 
 BROADCAST_UIDS = 200_000  # more uids than this: a plain semi-join (a full run, say)
 
@@ -28,15 +28,15 @@ def _basename(uri: str) -> str:
 
 
 def files_holding(spark, lake: Lake, table: str, version: int, uids) -> list[str]:
-    """Spark URIs of the files of `table@version` that hold any uid of `uids` (a frame
-    with a `uid` column), from a scan of the uid column alone."""
-    from pyspark.sql import functions as F
-
-    located = lake.read(spark, table, version).select("uid", F.input_file_name().alias("f"))
+    """URIs of the files of `table@version` that hold any uid of `uids` (a frame with a
+    `uid` column), from a scan of the uid column alone."""
+    files = lake.delta(table, version).file_uris()
+    if not files:
+        return []
+    located = lake.read_files(spark, table, files, ["uid"], file_column="f")
     hits = located.join(uids, "uid", "left_semi").select("f").distinct().collect()
     names = {_basename(r["f"]) for r in hits}
-    files = lake.delta(table, version).file_uris()
-    return [spark_uri(u) for u in files if _basename(u) in names]
+    return [u for u in files if _basename(u) in names]
 
 
 def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, columns):
@@ -54,5 +54,5 @@ def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, col
     schema = lake.spec(table).spark_schema()
     if not files:
         return spark.createDataFrame([], schema).select(*columns)
-    rows = spark.read.schema(schema).parquet(*files).select(*columns)
+    rows = lake.read_files(spark, table, files, columns).select(*columns)
     return rows.join(F.broadcast(uids), "uid", "left_semi")

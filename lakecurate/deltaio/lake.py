@@ -48,6 +48,7 @@ from lakecurate.udfs.table_files import (
 log = logging.getLogger(__name__)
 
 FORMAT = "lakecurate_delta"
+FILES_FORMAT = "lakecurate_files"
 META_PREFIX = "lakecurate."
 VOLATILE_COLUMNS = ("run_id", "ingested_at", "rejected_at", "embedded_at", "created_at")
 
@@ -133,6 +134,48 @@ class DeltaCommitDataSource(DataSource):
         if overwrite:
             opts["mode"] = "overwrite"
         return _TaskWriter(uri, TABLES[table].schema, opts)
+
+
+class TableFilesDataSource(DataSource):
+    """`spark.read.format("lakecurate_files").option("table", T).option("files", JSON)`:
+    the given Parquet files of table T, read by pyarrow in Python tasks
+    (`lakecurate.udfs.table_reader`): no JVM filesystem connector needed."""
+
+    @classmethod
+    def name(cls) -> str:
+        return FILES_FORMAT
+
+    def _arrow_schema(self) -> pa.Schema:
+        schema = TABLES[self.options["table"]].schema
+        columns = json.loads(self.options.get("columns", "[]"))
+        return pa.schema([schema.field(c) for c in columns]) if columns else schema
+
+    def schema(self):
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        schema = self._arrow_schema()
+        if self.options.get("file_column"):
+            schema = schema.append(pa.field(self.options["file_column"], pa.string()))
+        return from_arrow_schema(schema)
+
+    def reader(self, schema):
+        from lakecurate.udfs.table_reader import TableFilesReader
+
+        files = json.loads(self.options["files"])
+        per_task = int(self.options.get("files_per_task", "4"))
+        file_column = self.options.get("file_column", "")
+        return TableFilesReader(files, self._arrow_schema(), per_task, file_column)
+
+
+def _jvm_reads(spark, uri: str) -> bool:
+    """Whether Spark's JVM has a Hadoop filesystem for `uri`'s scheme (s3a needs hadoop-aws)."""
+    try:
+        jvm = spark.sparkContext._jvm
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
+        jvm.org.apache.hadoop.fs.FileSystem.getFileSystemClass(uri.split("://", 1)[0], conf)
+        return True
+    except Exception:
+        return False
 
 
 # --- driver side ------------------------------------------------------------------------
@@ -260,11 +303,25 @@ class Lake:
     (Delta's own Spark data source, where its jars are on the classpath).
     """
 
-    def __init__(self, root: str, engine: str = "deltalake"):
+    def __init__(self, root: str, engine: str = "deltalake", read_path: str = "auto"):
         if engine not in ENGINES:
             raise JobError(f"unknown lake engine {engine!r}; engines: {', '.join(ENGINES)}")
         self.root = root.rstrip("/")
         self.engine = engine
+        self.read_path = read_path
+        self._arrow: bool | None = None
+
+    def reads_with_arrow(self, spark) -> bool:
+        """Whether Spark reads table files with pyarrow tasks (`TableFilesDataSource`)
+        instead of its own Parquet reader: `lake.read_path`, where `auto` means arrow
+        only for an object store the JVM has no filesystem connector for."""
+        if self._arrow is None:
+            if self.read_path != "auto":
+                self._arrow = self.read_path == "arrow"
+            else:
+                scheme = self.root.split("://", 1)[0] if "://" in self.root else "file"
+                self._arrow = scheme != "file" and not _jvm_reads(spark, spark_uri(self.root))
+        return self._arrow
 
     def uri(self, table: str) -> str:
         return f"{self.root}/{table}"
@@ -301,8 +358,15 @@ class Lake:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def read(self, spark, table: str, version: int | str | None = None):
-        """The table at `version` (int, ISO timestamp, or None for the latest) as a DataFrame."""
+    def read(
+        self, spark, table: str, version: int | str | None = None, columns: list[str] | None = None
+    ):
+        """The table at `version` (int, ISO timestamp, or None for the latest) as a
+        DataFrame; `columns`: only these (the arrow read path cannot prune otherwise)."""
+        df = self._read(spark, table, version, columns)
+        return df.select(*columns) if columns else df
+
+    def _read(self, spark, table: str, version, columns: list[str] | None):
         spec = self.spec(table)
         sschema = spec.spark_schema()
         if version is None and not self.exists(table):
@@ -316,10 +380,36 @@ class Lake:
             dt.load_as_version(datetime.fromisoformat(version))
         elif version is not None:
             dt.load_as_version(int(version))
-        files = [spark_uri(u) for u in dt.file_uris()]
-        if not files:
+        if not dt.file_uris():
             return spark.createDataFrame([], sschema)
-        return spark.read.schema(sschema).parquet(*files)
+        return self.read_files(spark, table, dt.file_uris(), columns)
+
+    def read_files(
+        self,
+        spark,
+        table: str,
+        uris: list[str],
+        columns: list[str] | None = None,
+        file_column: str = "",
+    ):
+        """The rows of some of `table`'s files (absolute URIs), by the lake's read path;
+        `file_column`: also each row's file URI, as delta-rs lists it."""
+        if self.reads_with_arrow(spark):
+            return (
+                spark.read.format(FILES_FORMAT)
+                .option("table", table)
+                .option("files", json.dumps(uris))
+                .option("columns", json.dumps(columns or []))
+                .option("file_column", file_column)
+                .load()
+            )
+        from pyspark.sql import functions as F
+
+        sschema = self.spec(table).spark_schema()
+        df = spark.read.schema(sschema).parquet(*[spark_uri(u) for u in uris])
+        if columns:
+            df = df.select(*columns)
+        return df.withColumn(file_column, F.input_file_name()) if file_column else df
 
     def history(self, table: str) -> list[dict[str, Any]]:
         rows = []
@@ -548,8 +638,8 @@ class Lake:
             whole, mixed = self._files_holding(table, column, value, read)
             new = df
             if mixed:
-                keep = spark.read.schema(spec.spark_schema()).parquet(
-                    *[spark_uri(f"{self.root}/{table}/{m['path']}") for m in mixed]
+                keep = self.read_files(
+                    spark, table, [f"{self.root}/{table}/{m['path']}" for m in mixed]
                 )
                 new = df.unionByName(keep.filter(F.col(column) != value))
             scope = ReadScope.rows_where(column, value)

@@ -30,14 +30,22 @@ def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
     _check(value in allowed, key, f"got {value!r}; allowed: {', '.join(allowed)}")
 
 
+READ_PATHS = ("auto", "spark", "arrow")
+
+
 @dataclass(frozen=True)
 class LakeConfig:
     path: str = "./lake"
     engine: str = "deltalake"  # deltalake (delta-rs commits) | delta-spark (native jars)
+    # how Spark reads table files: spark (its Parquet reader; needs a JVM connector for
+    # object stores, e.g. hadoop-aws for s3a), arrow (pyarrow in Python tasks: no JVM
+    # connector), auto (spark, unless the lake is on an object store the JVM cannot read)
+    read_path: str = "auto"
 
     def __post_init__(self):
         _check(bool(self.path), "lake.path", "must be a non-empty path or URI")
         _one_of(self.engine, ("deltalake", "delta-spark"), "lake.engine")
+        _one_of(self.read_path, READ_PATHS, "lake.read_path")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class JobContext:
     def __init__(self, job: str, cfg: Config):
         self.job = job
         self.cfg = cfg
-        self.lake = Lake(cfg.lake.path, cfg.lake.engine)
+        self.lake = Lake(cfg.lake.path, cfg.lake.engine, cfg.lake.read_path)
         self.run_id = new_run_id(job)
         self.commit = Commit(job=job, run_id=self.run_id, config_hash=config_hash(cfg))
         self.result = JobResult(job=job, run_id=self.run_id)

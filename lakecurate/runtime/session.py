@@ -96,9 +96,10 @@ def launched_by_spark_submit() -> bool:
 
 
 def register_sources(spark) -> None:
-    from lakecurate.deltaio.lake import DeltaCommitDataSource
+    from lakecurate.deltaio.lake import DeltaCommitDataSource, TableFilesDataSource
 
     spark.dataSource.register(DeltaCommitDataSource)
+    spark.dataSource.register(TableFilesDataSource)
 
 
 @contextlib.contextmanager
