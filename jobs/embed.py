@@ -181,12 +181,14 @@ def run(spark, cfg: Config) -> JobResult:
     embedded = rejected = 0
     try:
         for i, part in enumerate(chunked(uids, chunks)):
-            part = part.persist()
-            m = part.count()
+            if chunks > 1:  # one chunk is `uids` itself, already cached
+                part = part.persist()
+            m = part.count() if chunks > 1 else n
             said = f"chunk {i + 1}/{chunks}: " if chunks > 1 else ""
             progress.describe(spark, f"{said}{m:,} of {n:,} pairs, {mid}")
             e, r = embed_chunk(spark, ctx, part, m, spec, mid)
-            part.unpersist()
+            if chunks > 1:
+                part.unpersist()
             embedded, rejected = embedded + e, rejected + r
             if chunks > 1:
                 log.info("embed: committed chunk %d/%d (%d pairs)", i + 1, chunks, e + r)
