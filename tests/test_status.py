@@ -88,3 +88,15 @@ def test_status_says_what_each_stage_has_pending(spark, run_cli, tmp_path, lake_
 
     rc, out = run_cli("status")
     assert rc == 0 and "embed" in out and "published st@2" in out
+
+
+def test_a_run_record_that_cannot_be_written_does_not_fail_the_run(tmp_path, caplog):
+    """Recording is best effort: the work is in the lake whatever happens to the record."""
+    from lakecurate.runtime.runs import last_run, record_run
+
+    blocker = tmp_path / "lake"
+    blocker.write_text("a file where the lake's _runs folder would go")
+    record_run(str(blocker), "select", "ok")  # must not raise
+    assert "could not record the select run" in caplog.text
+    record_run(str(tmp_path / "ok"), "select", "ok", read_versions={"pairs": 3})
+    assert last_run(str(tmp_path / "ok"), "select")["read_versions"] == {"pairs": 3}

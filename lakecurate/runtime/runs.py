@@ -43,7 +43,7 @@ def record_run(lake_root: str, job: str, status: str, **doc: Any) -> None:
         with fs.open(tmp, "w") as f:
             f.write(json.dumps(body, default=str, sort_keys=True))
         fs.mv(tmp, f"{folder}/{job}.json")
-    except OSError as e:
+    except Exception as e:  # e.g. an object store whose fsspec driver is not installed
         log.warning("could not record the %s run under %s/%s: %s", job, lake_root, RUNS_DIR, e)
 
 
