@@ -62,12 +62,12 @@ import json
 import logging
 import sys
 import time
-from functools import partial
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup import methods as dedup_methods
+from lakecurate.curation.dedup import signals as signal_rows
 from lakecurate.curation.dedup.groups import DedupRun, method_counts, write_deferred
 from lakecurate.curation.models import (
     add_model_arguments,
@@ -80,8 +80,6 @@ from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, replace
 from lakecurate.runtime.errors import ConfigError, JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
-from lakecurate.schemas import TABLES
-from lakecurate.udfs.phash import SIGNAL_INPUTS, signal_batches
 
 NAME = "dedup"
 HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
@@ -163,18 +161,6 @@ def check_inputs(lake: Lake, cfg: Config) -> None:
             )
 
 
-def update_signals(spark, ctx: JobContext, pairs: DataFrame) -> int:
-    """Compute `signals` rows for uids that have none; return how many were added."""
-    have = ctx.lake.read(spark, "signals").select("uid")
-    todo = pairs.select(*SIGNAL_INPUTS).join(have, "uid", "left_anti")
-    schema = TABLES["signals"].spark_schema()
-    rows = todo.mapInArrow(partial(signal_batches, run_id=ctx.run_id), schema)
-    version, added = ctx.lake.append_new(rows, "signals", ctx.commit)
-    if added:
-        ctx.wrote("signals", version)
-    return added
-
-
 def keeper_ranks(spark, ctx: JobContext, cfg: Config, signals: DataFrame) -> DataFrame:
     ranks = signals.select("uid", "resolution")
     if "clip_score" in cfg.dedup.keeper and ctx.lake.exists("embeddings"):
@@ -201,7 +187,12 @@ def run(spark, cfg: Config) -> JobResult:
         cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     check_inputs(ctx.lake, cfg)
     pairs = ctx.read(spark, "pairs")
-    added = update_signals(spark, ctx, pairs)
+    added = signal_rows.add_missing(spark, ctx, pairs)
+    if "phash" in cfg.dedup.methods and signal_rows.phash_rematches(
+        spark, ctx, dedup_methods.phash_slug(cfg)
+    ):
+        n = signal_rows.refresh_stale(spark, ctx, pairs)
+        log.info("dedup: recomputed %d signals rows made by an older verification", n)
     signals = ctx.lake.read(spark, "signals").persist()
     ranks = keeper_ranks(spark, ctx, cfg, signals).persist()
     state = DedupRun(spark, ctx, cfg, pairs, signals, ranks)

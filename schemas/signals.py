@@ -10,8 +10,9 @@ SPEC = TableSpec(
         [
             field("uid", pa.string(), False),
             field("phash", pa.int64()),  # 64-bit DCT perceptual hash, as signed int64
-            # 16x16 RGB thumbnail (768 bytes) that verifies a pHash match; null in rows
-            # written before verification existed (those never count as pHash copies)
+            # what verifies a pHash match (udfs/phash.py, VERIFY_BYTES): 16x16 RGB
+            # thumbnail, 64x64 grey detail image, short side as uint16 big-endian. Null
+            # or shorter in rows of older versions: recomputed on the next full phash run
             field("thumb", pa.binary()),
             field("caption_sha256", pa.string()),  # of the normalised caption
             field("caption_chars", pa.int32()),

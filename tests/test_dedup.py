@@ -186,3 +186,63 @@ def test_semantic_without_embeddings_says_to_run_embed(spark, pairs_lake, cfg, c
     assert code == 1
     assert "lakecurate embed" in capsys.readouterr().err
     assert dedup.main(["--lake", cfg.lake.path, "--methods", "exact,bogus"]) == 2
+
+
+def test_signals_of_an_older_verification_are_recomputed_on_upgrade(spark, pairs_lake, cfg):
+    """A lake written by a version whose verification blob was the 16x16 thumbnail alone:
+    the next dedup recomputes those signals rows (keeping their other columns) and finds
+    the same pHash verdicts as a lake that never had them."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from lakecurate.curation.dedup.methods import phash_slug
+    from lakecurate.udfs.phash import THUMB_BYTES, VERIFY_BYTES
+
+    cfg = replace(cfg, dedup={"methods": ["exact", "phash"]})
+    dedup.run(spark, cfg)
+    before = {
+        (r["uid"], r["keeper_uid"]) for r in _rows(spark, pairs_lake, "duplicates", method="phash")
+    }
+    assert any(u != k for u, k in before)
+
+    def rewrite(table, change):
+        t = DeltaTable(pairs_lake.uri(table)).to_pyarrow_table()
+        write_deltalake(pairs_lake.uri(table), change(t), mode="overwrite")
+
+    old_slug = "phash64_d6_v16t28f0"
+
+    def older_signals(t):
+        thumbs = [b[:THUMB_BYTES] if b else b for b in t.column("thumb").to_pylist()]
+        return t.set_column(
+            t.schema.get_field_index("thumb"), "thumb", pa.array(thumbs, pa.binary())
+        )
+
+    def older_slug(t):
+        slugs = [
+            old_slug if m == "phash" else s
+            for m, s in zip(
+                t.column("method").to_pylist(), t.column("config_slug").to_pylist(), strict=True
+            )
+        ]
+        return t.set_column(
+            t.schema.get_field_index("config_slug"), "config_slug", pa.array(slugs, pa.string())
+        )
+
+    rewrite("signals", older_signals)
+    rewrite("dedup_index", older_slug)
+    rewrite("duplicates", older_slug)
+    signals_before = {r["uid"]: r for r in _rows(spark, pairs_lake, "signals")}
+
+    dedup.run(spark, cfg)
+    signals = _rows(spark, pairs_lake, "signals")
+    assert len(signals) == len(signals_before)
+    assert all(len(s["thumb"]) == VERIFY_BYTES for s in signals if s["phash"] is not None)
+    for s in signals:  # the other columns are carried over
+        old = signals_before[s["uid"]]
+        assert (s["phash"], s["caption_sha256"], s["resolution"]) == (
+            old["phash"],
+            old["caption_sha256"],
+            old["resolution"],
+        )
+    after = _rows(spark, pairs_lake, "duplicates", method="phash")
+    assert {r["config_slug"] for r in after} == {phash_slug(cfg)}
+    assert {(r["uid"], r["keeper_uid"]) for r in after} == before

@@ -26,9 +26,10 @@ def test_default_dedup_keeps_distinct_pictures_and_finds_copies(spark, tmp_path,
     # measured 0.013 (2 of 150): Diego Garcia / British Indian Ocean Territory and
     # Clipperton Island / France, whose real flags are one design drawn twice by OpenMoji
     assert got["distinct_picture_loss"] <= 0.02, got["lost_examples"]
-    # verification trades recall for precision (README): measured 0.82 / 0.91 here
-    for kind in ("reencode", "brightness"):
-        assert phash["recall"][kind] >= 0.8, phash["recall"]
+    # re-encodes, resizes (compared at the smaller image's resolution) and light
+    # brightness changes are found
+    for kind in ("reencode", "resize", "brightness"):
+        assert phash["recall"][kind] >= 0.95, phash["recall"]
 
 
 def test_explain_shows_the_verification_of_a_copy_and_a_look_alike(spark, tmp_path, capsys):

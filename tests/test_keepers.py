@@ -63,3 +63,32 @@ def test_past_the_window_only_the_first_and_latest_keepers_are_compared():
     assert keeper[-1] == 8 and sim[-1] < 1 - 6 / 64
     keeper, _ = greedy(hashes, "hamming", 1 - 6 / 64, window=8)
     assert keeper[-1] == 3
+
+
+def test_phash_members_meet_their_keeper_past_the_window():
+    """A copy in a group chained through many look-alikes is compared with the keepers
+    within the hash distance, however many keepers the group has."""
+    from PIL import Image
+
+    from lakecurate.udfs import phash
+
+    def blob(colour):
+        return phash.phash_and_thumbs([_png(Image.new("RGB", (64, 64), colour))])[1][0]
+
+    # 9 keepers 7 bits apart (each a distinct picture), then a copy of keeper 5
+    hashes = [(1 << (7 * i)) - 1 for i in range(9)]
+    colours = [(28 * i, 250 - 28 * i, 128) for i in range(9)]
+    rows = [h.to_bytes(8, "big") + blob(c) for h, c in zip(hashes, colours, strict=True)]
+    rows.append((hashes[5] ^ 1).to_bytes(8, "big") + blob(colours[5]))
+    vectors = phash.verification_rows(rows)
+    keeper, sim = greedy(vectors, "phash_verified", 1 - 6 / 64, window=4)
+    assert keeper.tolist() == list(range(9)) + [5]
+    assert sim[-1] == pytest.approx(1 - 1 / 64)
+
+
+def _png(img) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()

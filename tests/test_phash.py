@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 from scipy.fft import dct
 
 from lakecurate.demo.sample import generate, jpeg
@@ -56,9 +56,32 @@ def test_undecodable_bytes_give_null():
     assert out[0] is None and out[1] is None and isinstance(out[2], int)
 
 
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _vector(h: int, img: Image.Image | None) -> bytes:
-    thumb = b"" if img is None else img.resize((16, 16), Image.Resampling.BOX).tobytes()
-    return h.to_bytes(8, "big", signed=True) + thumb
+    """A `phash_verified` vector: 8 bytes of hash, then the image's verification blob."""
+    blob = b"" if img is None else phash.phash_and_thumbs([_png(img)])[1][0]
+    return h.to_bytes(8, "big", signed=True) + blob
+
+
+def _face(mouth: str, skin=(250, 200, 60), size: int = 128) -> Image.Image:
+    """A smiley on white, as emoji draw one: same outline and eyes, `mouth` 'smile'
+    (an arc) or 'flat' (a line)."""
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    s = size / 128
+    d.ellipse([8 * s, 8 * s, 120 * s, 120 * s], fill=skin, outline="black", width=round(4 * s))
+    for x in (44, 84):
+        d.ellipse([(x - 6) * s, 44 * s, (x + 6) * s, 60 * s], fill="black")
+    if mouth == "smile":
+        d.arc([36 * s, 56 * s, 92 * s, 100 * s], 20, 160, fill="black", width=round(5 * s))
+    else:
+        d.line([40 * s, 88 * s, 88 * s, 88 * s], fill="black", width=round(5 * s))
+    return img
 
 
 def test_verified_similarity_needs_a_near_hash_and_agreeing_colours():
@@ -66,14 +89,37 @@ def test_verified_similarity_needs_a_near_hash_and_agreeing_colours():
     darker = Image.new("RGB", (64, 64), (180, 27, 27))  # the same picture, 10% darker
     blue = Image.new("RGB", (64, 64), (30, 30, 200))
     h = 0x0F0F_0F0F_0F0F_0F0F
+    legacy = h.to_bytes(8, "big", signed=True) + red.resize((16, 16)).tobytes()
     keepers = phash.verification_rows(
         [
             _vector(h ^ 0b11, darker),  # 2 bits away, colours agree after the gain
             _vector(h ^ 0b1, blue),  # 1 bit away, another colour
             _vector(h ^ ((1 << 20) - 1), red),  # 20 bits away: not verified at all
-            _vector(h, None),  # no thumbnail (signals older than verification)
+            _vector(h, None),  # no blob (signals older than verification)
+            legacy,  # the 16x16 thumbnail alone (signals of the first verification)
         ]
     )
     member = phash.verification_rows([_vector(h, red)])[0]
     sim = phash.verified_similarity(keepers, member, min_similarity=1 - 6 / 64)
-    assert sim.tolist() == [1 - 2 / 64, 0.0, 0.0, 0.0]
+    assert sim.tolist() == [1 - 2 / 64, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_detail_tells_a_small_change_of_shape_from_a_smaller_copy():
+    smile, flat = _face("smile"), _face("flat")
+    half = smile.resize((54, 54), Image.Resampling.LANCZOS)  # a 42% copy
+    tone = _face("smile", skin=(190, 140, 90))  # another skin tone: colour differs
+    blobs = phash.verification_rows([_vector(0, im) for im in (smile, flat, half, tone)])
+    a = np.repeat(blobs[:1, 8:-1], 3, axis=0)
+    got = phash.compare(a, blobs[1:, 8:-1])
+    assert got["verified"].tolist() == [False, True, False]
+    assert got["detail"][0] > phash.DETAIL_TAU  # the mouth: structure, not colour
+    assert got["colour"][2] > phash.COLOUR_TAU  # the skin: colour
+    assert got["sigma"].tolist() == [1.0, phash.detail_sigma(np.array([54]))[0], 1.0]
+    assert got["sigma"][1] > 1.0  # compared at the copy's 54 px
+
+
+def test_blob_layout():
+    img = Image.new("RGB", (300, 120), (10, 200, 40))
+    (h,), (blob,) = phash.phash_and_thumbs([_png(img)])
+    assert len(blob) == phash.VERIFY_BYTES
+    assert int.from_bytes(blob[-2:], "big") == 120  # the short side

@@ -61,18 +61,36 @@ def _similarity(
 KEEPER_WINDOW = 1024  # keepers a member is compared with, at most (see `greedy`)
 
 
+def _near(kernel: str, vectors: np.ndarray, min_similarity: float):
+    """A cheap test of which keepers can reach `min_similarity` at all, or None: for
+    pHash rows, the hash distance (the costly image comparison follows only for those)."""
+    if kernel != "phash_verified":
+        return None
+    hashes = np.ascontiguousarray(vectors[:, :8]).view(">u8").reshape(-1).astype(np.uint64)
+    max_bits = int(np.floor((1.0 - min_similarity) * 64 + 1e-6))
+    return lambda cand, i: np.bitwise_count(hashes[cand] ^ hashes[i]) <= max_bits
+
+
+NEAR_LIMIT = 50_000  # keepers up to which the cheap test scans them all (see `greedy`)
+
+
 def greedy(
     vectors: np.ndarray, kernel: str, min_similarity: float, window: int = KEEPER_WINDOW
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows in rank order -> (index of each row's keeper, similarity to it).
 
-    A member is compared with every keeper chosen so far while there are at most
-    `window` of them; beyond that (only in huge chained groups: 22,452 of 100k
-    benchmark captions formed one), with the best-ranked `window // 2` and the latest
-    `window // 2`, so the cost stays linear in the group's size. A member that misses
-    its keeper that way becomes a keeper itself: recall, never precision, is lost.
+    For pHash rows, a member is compared only with the keepers within the hash
+    distance, found by a popcount over all keepers so far (up to `NEAR_LIMIT` of them):
+    in a group chained through thousands of look-alikes (emoji skin tones, flags) a
+    copy still meets its original. Of those (of all keepers, for the other kernels),
+    every one while there are at most `window`; beyond that (only in huge chained
+    groups: 22,452 of 100k benchmark captions formed one), the best-ranked
+    `window // 2` and the latest `window // 2`, so the cost stays linear in the group's
+    size. A member that misses its keeper that way becomes a keeper itself: recall,
+    never precision, is lost.
     """
     sim = _similarity(kernel, min_similarity)
+    near = _near(kernel, vectors, min_similarity)
     n = len(vectors)
     keeper = np.arange(n)
     score = np.ones(n, dtype=np.float32)
@@ -81,16 +99,20 @@ def greedy(
     k = 0
     for i in range(n):
         if k:
-            if k <= window:
-                cand = chosen[:k]
+            cand = chosen[:k]
+            if near is not None and k <= NEAR_LIMIT:
+                cand = cand[near(cand, i)]
+            if len(cand) > window:
+                cand = np.concatenate([cand[:half], cand[-half:]])
+            if len(cand):
+                s = sim(vectors[cand], vectors[i])
+                j = int(np.argmax(s))  # the most similar keeper; ties go to the best-ranked
+                if s[j] >= min_similarity:
+                    keeper[i], score[i] = cand[j], s[j]
+                    continue
+                score[i] = s[j]
             else:
-                cand = np.concatenate([chosen[:half], chosen[k - half : k]])
-            s = sim(vectors[cand], vectors[i])
-            j = int(np.argmax(s))  # the most similar keeper; ties go to the best-ranked
-            if s[j] >= min_similarity:
-                keeper[i], score[i] = cand[j], s[j]
-                continue
-            score[i] = s[j]
+                score[i] = 0.0
         chosen[k] = i
         k += 1
     return keeper, score

@@ -10,12 +10,23 @@ JPEG decoding uses `Image.draft` so that large images decode at a reduced scale
 the hash only needs low frequencies anyway. Undecodable bytes give a null hash.
 
 Verification. A grey 8x8 DCT hash cannot tell the flags of France and Italy apart,
-nor one icon in six colours, nor the five skin tones of an emoji. The same decode
-therefore also keeps a 16x16 colour thumbnail (`THUMB_BYTES`, RGB, area-averaged), and
-a pHash match counts only when the thumbnails agree (`thumbs_agree`): after one global
-gain (a light brightness change) no thumbnail pixel differs by more than `tau` levels
-in any channel, in more than a `fraction` of the pixels. Measured on real images
-(`benchmarks/dedup_quality.py`); the README gives the figures.
+nor one icon in six colours, nor the five skin tones of an emoji, nor "neutral face"
+from "confused face". The same decode therefore also keeps, in `signals.thumb`, what a
+match is verified with (`VERIFY_BYTES`):
+
+* a 16x16 colour thumbnail (RGB, area-averaged): hue and large regions;
+* a 64x64 grey detail image (bilinear, antialiased): structure at a finer scale,
+  a mouth's shape, a badge, a glyph;
+* the image's short side, so a pair is compared at the resolution both images have.
+
+Two rows show the same picture (`verify`) when, after one global gain fitted on the
+unsaturated pixels (a light brightness change), both blurred with a Gaussian of
+`sigma` pixels, no thumbnail pixel differs by more than `COLOUR_TAU` levels in any
+channel and no detail pixel by more than `DETAIL_TAU`. The detail blur grows as the
+smaller image shrinks (sigma = 64 / its short side, at least 1): a 30 px copy of a
+64 px icon is compared at 30 px, where resampling no longer looks like a change of
+content. Measured on real images (`benchmarks/dedup_quality.py --real`); the README
+gives the figures.
 
 Executor-safe: imports numpy, Pillow and pyarrow only.
 """
@@ -42,40 +53,120 @@ def dct_basis(n: int = SIZE) -> np.ndarray:
 
 THUMB = 16  # side of the colour thumbnail that verifies a pHash match
 THUMB_BYTES = THUMB * THUMB * 3
+DETAIL = 64  # side of the grey detail image that verifies a pHash match
+DETAIL_BYTES = DETAIL * DETAIL
+VERIFY_BYTES = THUMB_BYTES + DETAIL_BYTES + 2  # colour, detail, short side (uint16 BE)
 
 
 def thumbnails(data: bytes) -> tuple[np.ndarray, bytes] | None:
-    """(32x32 float32 luminance, 16x16 RGB uint8 thumbnail bytes) of an encoded image,
-    from one decode; None if it cannot be decoded."""
+    """(32x32 float32 luminance for the hash, the `VERIFY_BYTES` verification blob) of an
+    encoded image, from one decode; None if it cannot be decoded."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (SIZE * 2, SIZE * 2))
+            short = min(im.size)
+            im.draft("RGB", (DETAIL * 2, DETAIL * 2))
             rgb = im.convert("RGB")
-            grey = rgb.convert("L").resize((SIZE, SIZE), Image.Resampling.LANCZOS)
-            thumb = rgb.resize((THUMB, THUMB), Image.Resampling.BOX)
-            return np.asarray(grey, dtype=np.float32), thumb.tobytes()
+            luma = rgb.convert("L")
+            grey = luma.resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+            colour = rgb.resize((THUMB, THUMB), Image.Resampling.BOX)
+            detail = luma.resize((DETAIL, DETAIL), Image.Resampling.BILINEAR)
+            blob = colour.tobytes() + detail.tobytes() + min(short, 65535).to_bytes(2, "big")
+            return np.asarray(grey, dtype=np.float32), blob
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 
 
-def thumbs_agree(a: np.ndarray, b: np.ndarray, tau: int, fraction: float) -> np.ndarray:
-    """Whether colour thumbnails show the same picture, row by row.
+# Verification thresholds, measured on real images (benchmarks/dedup_quality.py --real):
+# part of the phash method's configuration slug, so changing them re-runs phash whole.
+COLOUR_TAU = 28  # levels, any channel, 16x16 thumbnail blurred by COLOUR_SIGMA
+COLOUR_SIGMA = 1.0
+DETAIL_TAU = 18  # levels, 64x64 grey blurred by DETAIL_SIGMA at the pair's resolution
+DETAIL_SIGMA = 1.0
+GAIN_RANGE = (0.85, 1.18)  # a light brightness change, undone before comparing
+SIGMAS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)  # detail blurs, so pairs batch by blur
+VERIFY_SLUG = f"v2c{THUMB}t{COLOUR_TAU}d{DETAIL}t{DETAIL_TAU}"
 
-    a, b: (n, THUMB_BYTES) uint8. After the least-squares gain that maps a onto b
-    (clipped to 0.85..1.18: a light brightness change), at most `fraction` of the
-    pixels may differ by more than `tau` levels in some channel.
-    """
-    return thumb_difference(a, b, tau)[0] <= fraction
+
+@lru_cache(maxsize=16)
+def _kernel(sigma: float) -> np.ndarray:
+    r = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
 
 
-def thumb_difference(a: np.ndarray, b: np.ndarray, tau: int) -> tuple[np.ndarray, np.ndarray]:
-    """(share of pixels differing by more than `tau` levels, the gain applied to a)."""
-    x = a.reshape(len(a), -1, 3).astype(np.float32)
-    y = b.reshape(len(b), -1, 3).astype(np.float32)
-    gain = (x * y).sum(axis=(1, 2)) / np.maximum((x * x).sum(axis=(1, 2)), 1.0)
-    gain = np.clip(gain, 0.85, 1.18)
-    x = np.clip(x * gain[:, None, None], 0, 255)
-    return (np.abs(x - y).max(axis=2) > tau).mean(axis=1), gain
+def blur(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a stack of images (n, h, w[, c]) over h and w, edges repeated."""
+    k = _kernel(sigma)
+    r = len(k) // 2
+    out = x.astype(np.float32)
+    for axis in (1, 2):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        acc = np.zeros_like(out)
+        for i, w in enumerate(k):
+            acc += w * np.take(p, np.arange(i, i + n), axis=axis)
+        out = acc
+    return out
+
+
+def gain_difference(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(largest per-pixel difference, gain) of image stacks a -> b, row by row, after the
+    least-squares gain (on pixels unsaturated in both, clipped to GAIN_RANGE) maps a
+    onto b; colour stacks take the largest channel difference."""
+    axes = tuple(range(1, a.ndim))
+    live = ((a > 5) & (a < 250) & (b > 5) & (b < 250)).astype(np.float32)
+    num, den = (a * b * live).sum(axis=axes), (a * a * live).sum(axis=axes)
+    gain = np.where(den > 0, num / np.maximum(den, 1.0), 1.0)
+    gain = np.clip(gain, *GAIN_RANGE).astype(np.float32)
+    scaled = np.clip(a * gain.reshape((-1,) + (1,) * (a.ndim - 1)), 0, 255)
+    return np.abs(scaled - b).reshape(len(a), -1).max(axis=1), gain
+
+
+def detail_sigma(short: np.ndarray) -> np.ndarray:
+    """The detail blur for pairs whose smaller image has this short side: DETAIL_SIGMA at
+    the resolution both images have, rounded up to one of `SIGMAS`."""
+    need = DETAIL_SIGMA * DETAIL / np.clip(short, 1, DETAIL)
+    idx = np.minimum(np.searchsorted(np.asarray(SIGMAS), need - 1e-6), len(SIGMAS) - 1)
+    return np.asarray(SIGMAS)[idx]
+
+
+def _colour(rows: np.ndarray) -> np.ndarray:
+    return rows[:, :THUMB_BYTES].reshape(-1, THUMB, THUMB, 3)
+
+
+def _detail(rows: np.ndarray) -> np.ndarray:
+    return rows[:, THUMB_BYTES : THUMB_BYTES + DETAIL_BYTES].reshape(-1, DETAIL, DETAIL)
+
+
+def _short(rows: np.ndarray) -> np.ndarray:
+    hi, lo = rows[:, VERIFY_BYTES - 2].astype(np.int64), rows[:, VERIFY_BYTES - 1]
+    return hi * 256 + lo
+
+
+def compare(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
+    """Verification figures of blobs a[i] against b[i] ((n, VERIFY_BYTES) uint8 each):
+    colour and detail differences in levels, their gains, the detail blur, and
+    `verified` (both within their tau)."""
+    colour, colour_gain = gain_difference(
+        blur(_colour(a), COLOUR_SIGMA), blur(_colour(b), COLOUR_SIGMA)
+    )
+    sigma = detail_sigma(np.minimum(_short(a), _short(b)))
+    detail = np.zeros(len(a), dtype=np.float32)
+    detail_gain = np.ones(len(a), dtype=np.float32)
+    for s in np.unique(sigma):
+        rows = np.flatnonzero(sigma == s)
+        d, g = gain_difference(blur(_detail(a[rows]), s), blur(_detail(b[rows]), s))
+        detail[rows], detail_gain[rows] = d, g
+    return {
+        "colour": colour,
+        "colour_gain": colour_gain,
+        "detail": detail,
+        "detail_gain": detail_gain,
+        "sigma": sigma,
+        "verified": (colour <= COLOUR_TAU) & (detail <= DETAIL_TAU),
+    }
 
 
 def phash_pixels(pixels: np.ndarray) -> np.ndarray:
@@ -111,23 +202,16 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     return np.bitwise_count(x.view(np.uint64)).astype(np.int64)
 
 
-# Verification thresholds, measured on real images (benchmarks/dedup_quality.py): no
-# thumbnail pixel may differ by more than 28 levels once a light brightness change is
-# undone. Part of the phash method's configuration slug.
-VERIFY_TAU = 28
-VERIFY_FRACTION = 0.0
-VERIFY_SLUG = f"v{THUMB}t{VERIFY_TAU}f{VERIFY_FRACTION:g}"
-
-
 def verification_rows(vectors) -> np.ndarray:
-    """`phash_verified` vectors (8 bytes of big-endian pHash + a thumbnail, or the pHash
-    alone where the row has no thumbnail) -> (n, 8 + THUMB_BYTES + 1) uint8 rows whose
-    last byte says whether the thumbnail is there."""
-    out = np.zeros((len(vectors), 8 + THUMB_BYTES + 1), dtype=np.uint8)
+    """`phash_verified` vectors (8 bytes of big-endian pHash, then the `signals.thumb`
+    blob) -> (n, 8 + VERIFY_BYTES + 1) uint8 rows whose last byte says whether the blob
+    is there. A blob of another size (signals older than this verification: null, or
+    the 16x16 thumbnail alone) counts as absent: such a row is never a pHash copy."""
+    out = np.zeros((len(vectors), 8 + VERIFY_BYTES + 1), dtype=np.uint8)
     for i, v in enumerate(vectors):
         row = np.frombuffer(v, dtype=np.uint8)
         out[i, : min(len(row), 8)] = row[:8]
-        if len(row) == 8 + THUMB_BYTES:
+        if len(row) == 8 + VERIFY_BYTES:
             out[i, 8:-1] = row[8:]
             out[i, -1] = 1
     return out
@@ -137,19 +221,18 @@ def verified_similarity(
     keepers: np.ndarray, member: np.ndarray, min_similarity: float = 0.0
 ) -> np.ndarray:
     """Similarity of a member to each keeper (rows of `verification_rows`): 1 - pHash
-    distance / 64 where the thumbnails agree, else 0 (never a duplicate; so is a row
-    without a thumbnail). Only keepers at least `min_similarity` alike by pHash are
+    distance / 64 where `compare` verifies the pair, else 0 (never a duplicate; so is a
+    row without a blob). Only keepers at least `min_similarity` alike by pHash are
     verified (the others count 0): in a large group most keepers are far, and the
-    thumbnail comparison is the costly part."""
+    image comparison is the costly part."""
     hk = keepers[:, :8].copy().view(">u8").reshape(-1)
     hm = member[:8].copy().view(">u8")[0]
     sim = 1.0 - np.bitwise_count(hk ^ hm).astype(np.float32) / 64.0
     valid = (keepers[:, -1] == 1) & (member[-1] == 1) & (sim >= min_similarity)
     if valid.any():
         rows = np.flatnonzero(valid)
-        same = np.broadcast_to(member[8:-1], (len(rows), THUMB_BYTES))
-        agree = thumbs_agree(keepers[rows, 8:-1], same, VERIFY_TAU, VERIFY_FRACTION)
-        valid[rows] = agree
+        same = np.broadcast_to(member[8:-1], (len(rows), VERIFY_BYTES))
+        valid[rows] = compare(keepers[rows, 8:-1], same)["verified"]
     return np.where(valid, sim, 0.0).astype(np.float32)
 
 

@@ -2,8 +2,8 @@
 
 For one uid: its caption and size, then per `duplicates` method its group (size), its
 keeper and the similarity to it; for `phash`, the verification figures against the
-keeper (pHash bit distance, the share of thumbnail pixels that differ by more than the
-verification's levels after the brightness gain, and the verdict); how many pairs share
+keeper (pHash bit distance, how many levels the colour thumbnails and the grey detail
+images differ by after the brightness gain, against their limits, and the verdict); how many pairs share
 its normalised caption; and what each recipe's selection decided.
 """
 
@@ -60,11 +60,17 @@ class Explanation:
             )
             v = m.get("verification")
             if v:
+                verdict = "verified copy" if v["verified"] else "NOT the same picture"
+                if "colour_levels" in v:
+                    figures = (
+                        f"colour differs by {v['colour_levels']:g} levels (<= {v['colour_tau']}), "
+                        f"detail by {v['detail_levels']:g} (<= {v['detail_tau']}, blur "
+                        f"{v['detail_blur']:g} px, gain {v['gain']:.2f})"
+                    )
+                else:
+                    figures = v["note"]
                 out.append(
-                    f"  {'':<14} pHash distance {v['phash_distance']} bits; "
-                    f"{v['thumb_pixels_off']:.1%} of thumbnail pixels differ by > "
-                    f"{v['tau']} levels (gain {v['gain']:.2f}): "
-                    f"{'verified copy' if v['verified'] else 'NOT the same picture'}"
+                    f"  {'':<14} pHash distance {v['phash_distance']} bits; {figures}: {verdict}"
                 )
         for s in self.selection:
             verdict = "kept" if s["kept"] else f"dropped by {s['reason']}"
@@ -73,21 +79,32 @@ class Explanation:
 
 
 def _verification(a: dict, b: dict) -> dict[str, Any] | None:
-    """pHash distance and thumbnail agreement of signals rows a (the uid) and b (keeper)."""
+    """pHash distance and the verification figures of signals rows a (the uid) and b (its
+    keeper): colour and detail differences after the brightness gain, against their tau."""
     from lakecurate.udfs import phash as ph
 
     if a.get("phash") is None or b.get("phash") is None:
         return None
     dist = int(ph.hamming(a["phash"], b["phash"]))
-    out: dict[str, Any] = {"phash_distance": dist, "tau": ph.VERIFY_TAU}
-    ta, tb = a.get("thumb"), b.get("thumb")
-    if not ta or not tb:
-        return {**out, "thumb_pixels_off": 1.0, "gain": 1.0, "verified": False}
+    out: dict[str, Any] = {
+        "phash_distance": dist,
+        "colour_tau": ph.COLOUR_TAU,
+        "detail_tau": ph.DETAIL_TAU,
+    }
+    ta, tb = a.get("thumb") or b"", b.get("thumb") or b""
+    if len(ta) != ph.VERIFY_BYTES or len(tb) != ph.VERIFY_BYTES:
+        return {**out, "verified": False, "note": "signals made before this verification"}
     x = np.frombuffer(ta, np.uint8)[None, :]
     y = np.frombuffer(tb, np.uint8)[None, :]
-    off, gain = ph.thumb_difference(x, y, ph.VERIFY_TAU)
-    verified = bool(ph.thumbs_agree(x, y, ph.VERIFY_TAU, ph.VERIFY_FRACTION)[0])
-    return {**out, "thumb_pixels_off": float(off[0]), "gain": float(gain[0]), "verified": verified}
+    figures = ph.compare(x, y)
+    return {
+        **out,
+        "colour_levels": round(float(figures["colour"][0]), 1),
+        "detail_levels": round(float(figures["detail"][0]), 1),
+        "gain": round(float(figures["detail_gain"][0]), 3),
+        "detail_blur": float(figures["sigma"][0]),
+        "verified": bool(figures["verified"][0]),
+    }
 
 
 def explain(spark, lake: Lake, uid: str) -> Explanation:

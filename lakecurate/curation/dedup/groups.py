@@ -256,7 +256,7 @@ def write_deferred(run: DedupRun) -> None:
     picked = [(rows, stale) for m, rows, stale in run.changes if m in changed]
     if picked:
         rows, stale = (_union([p[i] for p in picked]) for i in (0, 1))
-        run.ctx.wrote("duplicates", replace_rows(run, "duplicates", rows, stale))
+        run.ctx.wrote("duplicates", replace_rows(run.spark, run.ctx, "duplicates", rows, stale))
     if run.new_index:
         version, added = lake.append_new(_union(run.new_index), "dedup_index", commit)
         if added:
@@ -395,21 +395,21 @@ def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str
     return {r["m"] for r in agg.collect() if r["n"] or r["d"]}
 
 
-def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) -> int:
+def replace_rows(spark, ctx: JobContext, table: str, rows: DataFrame, drop: DataFrame) -> int:
     """One commit: remove the rows whose key is in `drop`, add `rows`; return the version.
 
     Only the files holding a dropped row are rewritten (their other rows are carried
     over); the delta-spark engine, whose writes take no remove list, rewrites the table.
     """
-    lake: Lake = run.ctx.lake
+    lake: Lake = ctx.lake
     spec = lake.spec(table)
     key = list(spec.key)
     drop = drop.select(*key).distinct()
     read = lake.version(table)  # one snapshot: the rows read, the files removed, the commit
-    current = lake.read(run.spark, table, read)
+    current = lake.read(spark, table, read)
     if lake.engine == "delta-spark" or not lake.exists(table):
         whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
-        return lake.write(whole, table, run.ctx.commit, mode="overwrite", read_version=read)
+        return lake.write(whole, table, ctx.commit, mode="overwrite", read_version=read)
     actions = lake.add_actions(table, read)
     files: set[str] = set()
     if actions:  # a table without files has no rows to drop (and no file metadata)
@@ -426,10 +426,10 @@ def replace_rows(run: DedupRun, table: str, rows: DataFrame, drop: DataFrame) ->
         raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
     out = rows.select(*spec.columns)
     if files:
-        carried = run.spark.read.schema(spec.spark_schema()).parquet(*sorted(files))
+        carried = spark.read.schema(spec.spark_schema()).parquet(*sorted(files))
         out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
     # as many files as there are cores: unions of small parts would add one file each
-    out = out.coalesce(run.spark.sparkContext.defaultParallelism)
+    out = out.coalesce(spark.sparkContext.defaultParallelism)
     return lake.write(
-        out, table, run.ctx.commit, remove=remove, read_version=read, scope=ReadScope.whole()
+        out, table, ctx.commit, remove=remove, read_version=read, scope=ReadScope.whole()
     )

@@ -142,17 +142,24 @@ def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame,
 
 def phash_vector() -> Column:
     """The `phash_verified` vector of a signals row: the pHash as 8 big-endian bytes, then
-    the colour thumbnail (absent in rows older than verification: never a duplicate)."""
+    the verification blob (`signals.thumb`; absent or older in rows made before this
+    verification, which are never a duplicate)."""
     as_bytes = F.unhex(F.lpad(F.hex("phash"), 16, "0"))
     return F.concat(as_bytes, F.coalesce(F.col("thumb"), F.lit(b"")))
 
 
+def phash_slug(cfg: Config) -> str:
+    """The phash method's configuration slug: its distance and its verification."""
+    return f"phash64_d{cfg.dedup.phash_max_distance}_{ph.VERIFY_SLUG}"
+
+
 def perceptual(run: DedupRun) -> dict[str, int]:
     """pHash candidates within `phash_max_distance` bits, each verified against its
-    keeper with the colour thumbnails (`udfs/phash.py`): distinct pictures that share a
-    grey hash (flags, colour variants, skin tones) are never duplicates."""
+    keeper with the colour thumbnails and grey detail images (`udfs/phash.py`):
+    distinct pictures that share a grey hash (flags, colour variants, skin tones, faces
+    that differ by their mouth) are never duplicates."""
     d = run.cfg.dedup.phash_max_distance
-    slug = f"phash64_d{d}_{ph.VERIFY_SLUG}"
+    slug = phash_slug(run.cfg)
     idx, full = index_rows(run, "phash", slug)
     signals = run.signals.filter(F.col("phash").isNotNull())
     hashes = signals.select("uid", "phash")

@@ -217,7 +217,9 @@ def write_new_signals(run: DedupRun, fresh: DataFrame) -> int:
     try:
         n = rows.count()
         if n:
-            run.ctx.wrote("signals", replace_rows(run, "signals", rows, rows.select("uid")))
+            run.ctx.wrote(
+                "signals", replace_rows(run.spark, run.ctx, "signals", rows, rows.select("uid"))
+            )
         return n
     finally:
         rows.unpersist()

@@ -1,0 +1,79 @@
+"""The `signals` table: one row per uid, computed once, refreshed when its format moves.
+
+`update` adds rows for uids that have none. When pHash is about to re-match every uid
+(its configuration slug changed, e.g. a new verification), rows whose verification
+blob (`signals.thumb`) is not the current one are recomputed first, keeping their
+semantic cluster columns, so an upgraded lake verifies every pair the same way instead
+of treating its older rows as never a copy. Only a full pHash run pays for that.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from lakecurate.curation.dedup.groups import replace_rows
+from lakecurate.curation.dedup.semantic import CLUSTER_COLUMNS
+from lakecurate.runtime.jobkit import JobContext
+from lakecurate.schemas import TABLES
+from lakecurate.udfs import phash as ph
+
+
+def _computed(pairs: DataFrame, run_id: str) -> DataFrame:
+    schema = TABLES["signals"].spark_schema()
+    return pairs.select(*ph.SIGNAL_INPUTS).mapInArrow(
+        partial(ph.signal_batches, run_id=run_id), schema
+    )
+
+
+def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
+    """Compute `signals` rows for uids that have none; return how many were added."""
+    have = ctx.lake.read(spark, "signals").select("uid")
+    todo = pairs.join(have, "uid", "left_anti")
+    version, added = ctx.lake.append_new(_computed(todo, ctx.run_id), "signals", ctx.commit)
+    if added:
+        ctx.wrote("signals", version)
+    return added
+
+
+def stale_blob() -> F.Column:
+    """Rows with a hash whose verification blob is absent or of an older format."""
+    return F.col("phash").isNotNull() & (
+        F.col("thumb").isNull() | (F.length("thumb") != ph.VERIFY_BYTES)
+    )
+
+
+def refresh_stale(spark, ctx: JobContext, pairs: DataFrame) -> int:
+    """Recompute the rows whose blob is stale (`stale_blob`), in one commit that rewrites
+    only the files holding them; return how many."""
+    if not ctx.lake.exists("signals"):
+        return 0
+    stale = ctx.lake.read(spark, "signals").filter(stale_blob()).select("uid", *CLUSTER_COLUMNS)
+    todo = pairs.join(stale.select("uid"), "uid", "left_semi")
+    spec = TABLES["signals"]
+    rows = (
+        _computed(todo, ctx.run_id)
+        .drop(*CLUSTER_COLUMNS)
+        .join(stale, "uid")
+        .select(*spec.columns)
+        .persist()
+    )
+    try:
+        n = rows.count()
+        if n:
+            ctx.wrote("signals", replace_rows(spark, ctx, "signals", rows, rows.select("uid")))
+        return n
+    finally:
+        rows.unpersist()
+
+
+def phash_rematches(spark, ctx: JobContext, slug: str) -> bool:
+    """Whether the phash method will re-match every uid: it has run before under another
+    configuration slug (a first run computes every blob fresh)."""
+    if not ctx.lake.exists("dedup_index"):
+        return False
+    idx = ctx.lake.read(spark, "dedup_index").filter(F.col("method") == "phash")
+    slugs = {r[0] for r in idx.select("config_slug").distinct().collect()}
+    return bool(slugs) and slugs != {slug}
