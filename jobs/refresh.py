@@ -37,7 +37,7 @@ from lakecurate.runtime import jobkit
 from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
 from lakecurate.runtime.errors import ConfigError
 from lakecurate.runtime.jobkit import JobContext, JobResult
-from lakecurate.runtime.lease import Lease, lease_dir_for
+from lakecurate.runtime.lease import Lease, open_lease
 from lakecurate.runtime.logs import (
     RunSummary,
     StageSummary,
@@ -145,8 +145,9 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
 
 
 def lease_for(cfg: Config) -> Lease:
-    return Lease(
-        lease_dir_for(cfg.lake.path, cfg.refresh.lease_dir),
+    return open_lease(
+        cfg.lake.path,
+        cfg.refresh.lease_dir,
         owner=f"refresh:{os.environ.get('USER', 'user')}",
         timeout_s=cfg.refresh.lease_timeout_s,
         heartbeat_s=cfg.refresh.heartbeat_s,

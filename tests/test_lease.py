@@ -64,12 +64,13 @@ def test_second_holder_is_refused_with_the_holder_named(tmp_path):
         assert json.loads((tmp_path / LEASE_FILE).read_text())["owner"] == "second"
 
 
-def test_only_one_of_many_concurrent_acquirers_wins(tmp_path):
+def race_to_acquire(make_lease, n: int = 8) -> tuple[list, list]:
+    """(leases that won, indices refused) of n threads acquiring at the same moment."""
     winners, refused = [], []
-    barrier = threading.Barrier(8)
+    barrier = threading.Barrier(n)
 
     def attempt(i):
-        lease = Lease(tmp_path, owner=f"w{i}", timeout_s=60, heartbeat_s=30)
+        lease = make_lease(i)
         barrier.wait()
         try:
             lease.acquire()
@@ -77,11 +78,18 @@ def test_only_one_of_many_concurrent_acquirers_wins(tmp_path):
         except LeaseHeldError:
             refused.append(i)
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return winners, refused
+
+
+def test_only_one_of_many_concurrent_acquirers_wins(tmp_path):
+    winners, refused = race_to_acquire(
+        lambda i: Lease(tmp_path, owner=f"w{i}", timeout_s=60, heartbeat_s=30)
+    )
     assert len(winners) == 1 and len(refused) == 7
     winners[0].release()
 
@@ -161,7 +169,8 @@ def test_unreadable_lease_is_held_until_timeout(tmp_path):
         assert lease.taken_over.owner == "unreadable"
 
 
-def test_lease_dir_for_object_store_lake_needs_a_lease_dir(tmp_path):
+def test_lease_dir_for_an_object_store_lake_needs_a_lease_dir(tmp_path):
+    # (open_lease gives such a lake a Delta-log lease instead: test_lease_object_store.py)
     assert lease_dir_for(str(tmp_path)) == tmp_path
     assert lease_dir_for(f"file://{tmp_path}") == tmp_path
     with pytest.raises(ConfigError, match="refresh.lease_dir"):

@@ -303,7 +303,7 @@ class RefreshConfig:
 
     lease_timeout_s: int = 3600  # a lease whose heartbeat is older than this is stale
     heartbeat_s: int = 30
-    lease_dir: str = ""  # default: the lake root (set it for a lake on an object store)
+    lease_dir: str = ""  # default: the lake root (on an object store: a Delta-log lease)
     log_json: bool = False  # JSON lines instead of text logs
     log_file: str = ""  # also (or only, with log_json) write the log here
 

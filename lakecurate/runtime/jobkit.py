@@ -180,13 +180,11 @@ def writer_lease(cfg: Config, job: ModuleType, args: argparse.Namespace):
     import getpass
     import socket
 
-    from lakecurate.runtime.lease import Lease, lease_dir_for
+    from lakecurate.runtime.lease import open_lease
 
     owner = f"{job.NAME}:{getpass.getuser()}@{socket.gethostname()}"
     rc = cfg.refresh
-    lease = Lease(
-        lease_dir_for(cfg.lake.path, rc.lease_dir), owner, rc.lease_timeout_s, rc.heartbeat_s
-    )
+    lease = open_lease(cfg.lake.path, rc.lease_dir, owner, rc.lease_timeout_s, rc.heartbeat_s)
     with lease:
         yield lease
 

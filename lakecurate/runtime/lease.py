@@ -17,9 +17,14 @@
 A refresh that finds a live lease raises `LeaseHeldError` (exit code 1, a job
 failure per DESIGN.md: the refresh did not run) naming the holder.
 
-The lease needs a POSIX file system (local disk, NFS, a mounted bucket): object
-stores have no create-exclusive through pyarrow. For a lake on `s3://...` set
-`refresh.lease_dir` to a shared directory.
+That needs a POSIX file system (local disk, NFS). A lake on an object store
+(`s3://`, `gs://`, `az://`, ...) keeps its lease as a Delta log instead,
+`<lake>/_lease` (`DeltaLease`): every acquire, heartbeat, takeover and release is a
+commit of the next log version, made with no retry, so it lands only if no other
+process committed that version first. delta-rs makes that commit a put-if-absent on
+every store it supports (S3 conditional writes, GCS and Azure preconditions, local
+create-exclusive), the same guarantee Delta's own commits rely on, with no lock
+service. `open_lease` picks the kind from where the lease lives.
 """
 
 from __future__ import annotations
@@ -260,13 +265,16 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self.info is None:
-            return
-        on_disk = self.current()
-        if on_disk is not None and on_disk.token == self.info.token:
-            self.path.unlink(missing_ok=True)
+        if self.info is not None and self._drop_if_ours():
             log.info("released lease %s", self.path)
         self.info = None
+
+    def _drop_if_ours(self) -> bool:
+        on_disk = self.current()
+        if on_disk is None or on_disk.token != self.info.token:
+            return False
+        self.path.unlink(missing_ok=True)
+        return True
 
     def __enter__(self) -> Lease:
         self.acquire()
@@ -274,3 +282,124 @@ class Lease:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# --- object stores: a lease kept as a Delta log --------------------------------------------
+
+LEASE_TABLE = "_lease"
+_META_KEY = "lakecurate.lease"
+
+
+class DeltaLease(Lease):
+    """The lease as a Delta log at `uri` (see the module docstring): each state is the
+    metadata of one commit, and the latest commit is the lease now ("released" or a
+    `LeaseInfo`). Heartbeats add a commit each; a checkpoint every `CHECKPOINT_EVERY`
+    versions keeps reading the latest state cheap."""
+
+    CHECKPOINT_EVERY = 100
+
+    def __init__(self, uri: str, owner: str = "", timeout_s: float = 3600, heartbeat_s: float = 30):
+        super().__init__(Path("."), owner, timeout_s, heartbeat_s)
+        self.uri = uri.rstrip("/")
+        self.path = self.uri  # named in messages
+
+    def _latest(self) -> tuple[int | None, LeaseInfo | None]:
+        """(latest log version, the lease it holds, None if released); (None, None)
+        when no lease was ever taken here."""
+        from deltalake import DeltaTable
+
+        if not DeltaTable.is_deltatable(self.uri):
+            return None, None
+        dt = DeltaTable(self.uri)
+        meta = (dt.history(1) or [{}])[0].get(_META_KEY)
+        return dt.version(), (LeaseInfo.parse(meta) if meta else None)
+
+    def current(self) -> LeaseInfo | None:
+        return self._latest()[1]
+
+    def _commit(self, base: int | None, info: LeaseInfo | None) -> bool:
+        """Commit version base + 1 holding `info` (None: released) only if nobody else
+        committed it; False if somebody did."""
+        import pyarrow as pa
+        from deltalake import CommitProperties, DeltaTable
+        from deltalake import Schema as DeltaSchema
+        from deltalake.transaction import create_table_with_add_actions
+
+        props = CommitProperties(
+            custom_metadata={_META_KEY: info.to_json() if info else ""}, max_commit_retries=0
+        )
+        schema = DeltaSchema.from_arrow(pa.schema([pa.field("unused", pa.int32())]))
+        try:
+            if base is None:
+                create_table_with_add_actions(
+                    self.uri, schema, [], mode="error", commit_properties=props
+                )
+                return True
+            dt = DeltaTable(self.uri, version=base)
+            dt.create_write_transaction([], "append", schema, commit_properties=props)
+        except Exception as e:  # CommitFailedError, or the table created meanwhile
+            log.debug("lease commit on version %s lost: %s", base, e)
+            return False
+        if (base + 1) % self.CHECKPOINT_EVERY == 0:
+            with contextlib.suppress(Exception):  # an optimisation only
+                DeltaTable(self.uri).create_checkpoint()
+        return True
+
+    def acquire(self) -> LeaseInfo:
+        now = time.time()
+        mine = LeaseInfo(
+            self.owner,
+            socket.gethostname(),
+            os.getpid(),
+            uuid.uuid4().hex,
+            now,
+            now,
+            self.timeout_s,
+        )
+        version, held = self._latest()
+        if held is not None and not self.is_stale(held):
+            raise self._held(held)
+        if not self._commit(version, mine):
+            raise self._held(self.current())
+        if held is not None:
+            self.taken_over = held
+            log.warning("took over a stale lease: %s", held.describe())
+        return self._started(mine)
+
+    def _held(self, held: LeaseInfo | None) -> LeaseHeldError:
+        who = held.describe() if held else "another process, just now"
+        return LeaseHeldError(
+            f"another writer holds this lake's lease: {who}. Run again when it is done. It "
+            f"is taken over automatically once its heartbeat is older than "
+            f"{self.timeout_s:.0f} s (refresh.lease_timeout_s); lease log: {self.uri}"
+        )
+
+    def heartbeat(self) -> None:
+        assert self.info is not None, "heartbeat() before acquire()"
+        version, held = self._latest()
+        beat = LeaseInfo(**{**asdict(self.info), "heartbeat_at": time.time()})
+        if held is None or held.token != self.info.token or not self._commit(version, beat):
+            self._lost.set()
+            now = self.current()
+            log.error("lease lost: now held by %s", now.describe() if now else "nobody")
+            raise LeaseLostError("the lake's lease was lost")
+        self.info = beat
+
+    def _drop_if_ours(self) -> bool:
+        version, held = self._latest()
+        return held is not None and held.token == self.info.token and self._commit(version, None)
+
+
+def open_lease(
+    lake_root: str,
+    lease_dir: str = "",
+    owner: str = "",
+    timeout_s: float = 3600,
+    heartbeat_s: float = 30,
+) -> Lease:
+    """The lake's writer lease: a lease file in `lease_dir` (default: the lake root) on
+    a POSIX file system, a Delta-log lease (`<where>/_lease`) on an object store."""
+    where = (lease_dir or lake_root).rstrip("/")
+    if "://" in where and not where.startswith("file://"):
+        return DeltaLease(f"{where}/{LEASE_TABLE}", owner, timeout_s, heartbeat_s)
+    return Lease(lease_dir_for(lake_root, lease_dir), owner, timeout_s, heartbeat_s)
