@@ -33,7 +33,9 @@ clean:
 
 # A real Spark standalone cluster (master + two 1-core workers on 127.0.0.1) runs
 # the refresh through spark-submit and compares it with local mode, and the refresh
-# is SIGKILLed during ingest, embed, dedup and publish; several minutes.
+# is SIGKILLed during ingest, embed, dedup and publish; then the same cluster on
+# real hosts (network namespaces: master, two workers, an S3 server; needs root, as
+# CI has) runs the refresh with the lake on S3; several minutes.
 .PHONY: cluster-test
 cluster-test: check-java $(STAMP)
-	$(PY) -m pytest -q -m "cluster or slow" tests/test_cluster.py tests/test_refresh_crash.py
+	$(PY) -m pytest -q -m "cluster or slow" tests/test_cluster.py tests/test_refresh_crash.py tests/test_hosts.py

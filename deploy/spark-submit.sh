@@ -39,7 +39,13 @@ PY=${LAKECURATE_PYTHON:-$REPO/.venv/bin/python}
 if [[ -z ${SPARK_SUBMIT:-} ]]; then
   SPARK_SUBMIT=$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')
 fi
-export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}
+# The driver listens where the executors can reach it: loopback for local mode and a
+# loopback master, else this host's address on the route to the master
+# (lakecurate.runtime.session.driver_host); SPARK_DRIVER_HOST / SPARK_LOCAL_IP win.
+if [[ -z ${SPARK_LOCAL_IP:-} ]]; then
+  SPARK_LOCAL_IP=$("$PY" -c 'import sys; from lakecurate.runtime.session import driver_host; print(driver_host(sys.argv[1]))' "$MASTER")
+  if [[ -n $SPARK_LOCAL_IP ]]; then export SPARK_LOCAL_IP; fi
+fi
 
 build_zip() {
   # Rebuild only when a source file is newer than the zip.
@@ -69,7 +75,10 @@ build_venv() {
 
 args=(--master "$MASTER" --name "lakecurate-$COMMAND"
       --conf spark.ui.showConsoleProgress=false --conf "spark.log.level=${SPARK_LOG_LEVEL:-WARN}"
-      --conf "spark.driver.host=${SPARK_DRIVER_HOST:-$SPARK_LOCAL_IP}")
+      ${SPARK_DRIVER_HOST:+--conf "spark.driver.host=$SPARK_DRIVER_HOST"})
+if [[ -z ${SPARK_DRIVER_HOST:-} && -n ${SPARK_LOCAL_IP:-} ]]; then
+  args+=(--conf "spark.driver.host=$SPARK_LOCAL_IP")
+fi
 case $PACKAGE in
   zip)  args+=(--py-files "$(build_zip)")
         export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$PY} PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$PY} ;;

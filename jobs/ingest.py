@@ -15,8 +15,8 @@ once for the checksum and once to ingest, in the same task.
 
 The task writes its valid records straight into new, uncommitted Parquet files
 of `pairs` and hands Spark only small rows (keys, rejects, ledger rows, file
-add-actions), staged once under `<lake>/_staging/` so every later step sees the
-same task output. Image bytes never enter the JVM or a shuffle. The driver then
+add-actions), kept once in a local checkpoint so every later step sees the same
+task output. Image bytes never enter the JVM or a shuffle. The driver then
 finds the records that must not land (a uid already in the lake, or a second
 copy in this run: the first by (source_uri, source_key) wins), has the few files
 holding them rewritten without them, and commits all pairs files in ONE Delta
@@ -215,26 +215,25 @@ def ingest_frame(
     return out
 
 
-def staging_dir(ctx: JobContext) -> str:
-    return f"{ctx.lake.root}/_staging/ingest-{ctx.run_id}"
+def stage(out):
+    """Run the ingest tasks once: their small output rows, kept for every later step.
 
-
-def stage(spark, out, path: str):
-    """Run the ingest tasks once: their small output rows, written and read back.
-
-    The tasks write pairs files as a side effect, so their output must not be
-    recomputed by a later action; a Spark-committed Parquet copy is read by all.
+    The tasks write pairs files as a side effect, so their output must never be
+    recomputed by a later action. A local checkpoint runs them now and cuts the
+    lineage: later actions read the rows from the executors' block managers, on any
+    file system (no staging directory, no JVM connector for the lake's store). An
+    executor lost with its blocks fails the run instead of re-running its tasks;
+    nothing is committed then, and the next run ingests those sources again.
     """
-    out.write.mode("overwrite").parquet(spark_uri(path))
-    return spark.read.schema(out.schema).parquet(spark_uri(path))  # no schema-inference job
+    return out.localCheckpoint(eager=True)
 
 
-def staged_rows(path: str, kind: str, columns: list[str]):
-    """The staged rows of one small kind (source, file, reject) as Arrow, on the driver."""
-    import pyarrow.parquet as pq
+def staged_rows(staged, kind: str, columns: list[str]):
+    """The staged rows of one small kind (source, file, reject, pair) as Arrow, on the
+    driver."""
+    from pyspark.sql import functions as F
 
-    fs, root = filesystem(path)
-    return pq.read_table(root, filesystem=fs, columns=columns, filters=[("kind", "==", kind)])
+    return staged.filter(F.col("kind") == kind).select(*columns).toArrow()
 
 
 def losers(spark, staged, ctx: JobContext):
@@ -255,14 +254,14 @@ def losers(spark, staged, ctx: JobContext):
     return out.select("file_path", "source_uri", "source_key")
 
 
-def losers_on_driver(ctx: JobContext) -> dict[str, list]:
+def losers_on_driver(staged, ctx: JobContext) -> dict[str, list]:
     """`losers` for a small run into a small lake, in Arrow on the driver (no Spark
     job): file_path -> [(source_uri, source_key), ...]. The same rule: per uid the
     first by (source_uri, source_key) wins unless the uid is already in `pairs`."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    keys = staged_rows(staging_dir(ctx), "pair", ["uid", "source_uri", "source_key", "file_path"])
+    keys = staged_rows(staged, "pair", ["uid", "source_uri", "source_key", "file_path"])
     if keys.num_rows == 0:
         return {}
     order = [("uid", "ascending"), ("source_uri", "ascending"), ("source_key", "ascending")]
@@ -294,11 +293,11 @@ def pairs_files(spark, staged, ctx: JobContext, pairs_in_run: int) -> tuple[list
     cols = ["file_path", "size_bytes", "rows_ok", "file_stats"]
     written = {
         r["file_path"]: FileWritten(*(r[c] for c in cols))
-        for r in staged_rows(staging_dir(ctx), "file", cols).to_pylist()
+        for r in staged_rows(staged, "file", cols).to_pylist()
     }
     rewrite = partial(drop_rows, table_uri=ctx.lake.uri("pairs"), tag=ctx.run_id)
     if small_run(ctx, pairs_in_run):
-        items = list(losers_on_driver(ctx).items())
+        items = list(losers_on_driver(staged, ctx).items())
         with ThreadPoolExecutor(min(4, max(1, len(items)))) as pool:  # Arrow I/O frees the GIL
             results = list(pool.map(rewrite, items))
     else:
@@ -403,13 +402,12 @@ def sources_table(rows: list[dict], ctx: JobContext):
 def write(spark, out, ctx: JobContext) -> dict:
     """pairs, then rejects, then the ledger: the completion marker goes last."""
 
-    path = staging_dir(ctx)
     try:
-        staged = stage(spark, out, path)
-        srows = staged_rows(path, "source", SOURCE_COLUMNS).to_pylist()
+        staged = stage(out)
+        srows = staged_rows(staged, "source", SOURCE_COLUMNS).to_pylist()
         added = commit_pairs(spark, staged, ctx, sum(int(r["rows_ok"] or 0) for r in srows))
         if sum(int(r["rows_rejected"] or 0) for r in srows) <= DRIVER_ROWS:
-            rows = rejects_table(staged_rows(path, "reject", REJECT_COLUMNS), ctx)
+            rows = rejects_table(staged_rows(staged, "reject", REJECT_COLUMNS), ctx)
             v, rejected = ctx.lake.append_new_rows(
                 spark, rows, "rejects", ctx.commit, within="source_uri"
             )
@@ -421,8 +419,6 @@ def write(spark, out, ctx: JobContext) -> dict:
     except BaseException:
         discard_uncommitted(ctx)
         raise
-    finally:
-        remove_staging(path)
     status = [r["status"] for r in srows]
     return {
         "sources": len(srows),
@@ -451,14 +447,6 @@ def discard_uncommitted(ctx: JobContext) -> None:
     if ctx.lake.exists("pairs"):
         committed = {u.rsplit("/", 1)[-1] for u in ctx.lake.delta("pairs").file_uris()}
     delete_table_files(fs, root, [n for n in names if mine in n and n not in committed])
-
-
-def remove_staging(path: str) -> None:
-    fs, root = filesystem(path)
-    try:
-        fs.delete_dir(root)
-    except (FileNotFoundError, OSError):
-        pass
 
 
 def recheck(spark, files: list[SourceFile], known: Ledger) -> tuple[list[SourceFile], int]:

@@ -47,6 +47,7 @@ from lakecurate.curation.publish.files import (
     MANIFEST,
     clear_leftovers,
     find_parent,
+    move_dir,
     open_fs,
     reusable_manifest,
 )
@@ -322,7 +323,7 @@ def materialise(
         log.warning("publish: %d kept uids have no pairs row; they are left out", lost)
     for stray in sfs.glob(f"{spath}/.*.tmp"):  # from task attempts that died
         sfs.rm(stray)
-    sfs.mv(spath, fspath, recursive=True)
+    move_dir(sfs, spath, fspath)
     for s in shards:  # what was moved is what the tasks reported
         if fs.size(f"{fspath}/{s['name']}") != s["num_bytes"]:
             raise JobError(f"{path}/{s['name']} changed size after writing; not registered")

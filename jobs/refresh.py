@@ -135,7 +135,9 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     with lease_for(cfg) as lease:
         from lakecurate.runtime.session import spark_session
 
-        with spark_session(cfg.spark, getattr(args, "log_level", None)) as session:
+        with spark_session(
+            cfg.spark, getattr(args, "log_level", None), cfg.lake.storage_options
+        ) as session:
             result = refresh(session, cfg, lease)
     if getattr(args, "json", False):
         print(result.to_json())

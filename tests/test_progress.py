@@ -12,8 +12,10 @@ from lakecurate.runtime import progress
 from lakecurate.runtime.config import SparkConfig
 from lakecurate.runtime.logs import JsonLinesFormatter
 from lakecurate.runtime.session import (
+    LOOPBACK_HOSTS,
     QUIET_LOGGERS,
     configure_builder,
+    driver_host,
     is_loopback_master,
     quiet_spark_logs,
 )
@@ -117,7 +119,11 @@ def test_the_driver_listens_on_loopback_only_for_local_and_loopback_masters(monk
     assert not is_loopback_master("k8s://https://api.cluster:6443")
 
     remote = configure_builder(_Builder(), SparkConfig(master="spark://10.0.0.5:7077")).conf
-    assert "spark.driver.host" not in remote and remote["spark.ui.enabled"] == "true"
+    # this host's address on the route to the master (never loopback), if it has one
+    assert remote.get("spark.driver.host", "") == driver_host("spark://10.0.0.5:7077")
+    assert driver_host("spark://10.0.0.5:7077") not in LOOPBACK_HOSTS
+    assert driver_host("yarn") == "" and driver_host("local[2]") == "127.0.0.1"
+    assert remote["spark.ui.enabled"] == "true"
     local = configure_builder(_Builder(), SparkConfig(master="local[2]", ui=False)).conf
     assert local["spark.driver.host"] == "127.0.0.1" and local["spark.ui.enabled"] == "false"
     assert "log4j2.properties" in local["spark.driver.extraJavaOptions"]

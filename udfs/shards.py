@@ -204,10 +204,9 @@ def _index_row(row: dict, first_member: str, offset: int) -> dict:
 
 
 def _open_fs(uri: str):
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, path
+    return url_to_fs(uri)
 
 
 def write_shard(rows: list[dict], shard: int, staging_uri: str) -> ShardWritten:

@@ -109,10 +109,10 @@ class DatasetVersion:
 
     def manifest(self) -> dict[str, Any]:
         """The version's manifest.json (an error naming the file if it is gone)."""
-        import fsspec
+        from lakecurate.udfs.storage import open_uri
 
         try:
-            with fsspec.open(self.manifest_uri, "r") as f:
+            with open_uri(self.manifest_uri, "r") as f:
                 return json.load(f)
         except FileNotFoundError:
             raise JobError(f"{self.ref}: manifest {self.manifest_uri} is missing") from None

@@ -415,9 +415,8 @@ def _page(dv: DatasetVersion, parts: dict[str, str]) -> str:
 
 
 def command(spark, cfg: Config, args: argparse.Namespace) -> int:
-    import fsspec
-
     from lakecurate.runtime.errors import ConfigError
+    from lakecurate.udfs.storage import url_to_fs
 
     if args.thumbs < 0:
         raise ConfigError("--thumbs", "must be >= 0")
@@ -426,7 +425,7 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     dv = resolve(spark, lake, name, sel)
     out = args.out or f"{lake.root}/_reports/{dv.name}-v{dv.version}.html"
     page = build_report(spark, lake, dv, args.thumbs)
-    fs, path = fsspec.core.url_to_fs(out)
+    fs, path = url_to_fs(out)
     parent = path.rsplit("/", 1)[0] if "/" in path else "."
     fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "w", encoding="utf-8") as f:

@@ -129,12 +129,9 @@ def refresh_status(lake: Lake) -> dict[str, Any]:
 
 
 def lease_status(cfg: Config) -> dict[str, Any]:
-    from lakecurate.runtime.lease import Lease, lease_dir_for
+    from lakecurate.runtime.lease import open_lease
 
-    try:
-        lease = Lease(lease_dir_for(cfg.lake.path, cfg.refresh.lease_dir), owner="status")
-    except ConfigError as e:
-        return {"held": None, "detail": str(e)}
+    lease = open_lease(cfg.lake.path, cfg.refresh.lease_dir, owner="status")
     info = lease.current()
     if info is None:
         return {"held": False, "detail": "free"}

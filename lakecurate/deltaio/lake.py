@@ -138,7 +138,8 @@ class DeltaCommitDataSource(DataSource):
 
 class TableFilesDataSource(DataSource):
     """`spark.read.format("lakecurate_files").option("table", T).option("files", JSON)`:
-    the given Parquet files of table T, read by pyarrow in Python tasks
+    the given Parquet files of table T (or of any Parquet files, with option "schema":
+    an Arrow schema, serialized and base64-encoded), read by pyarrow in Python tasks
     (`lakecurate.udfs.table_reader`): no JVM filesystem connector needed."""
 
     @classmethod
@@ -146,7 +147,13 @@ class TableFilesDataSource(DataSource):
         return FILES_FORMAT
 
     def _arrow_schema(self) -> pa.Schema:
-        schema = TABLES[self.options["table"]].schema
+        if self.options.get("schema"):
+            import base64
+
+            raw = base64.b64decode(self.options["schema"])
+            schema = pa.ipc.read_schema(pa.py_buffer(raw))
+        else:
+            schema = TABLES[self.options["table"]].schema
         columns = json.loads(self.options.get("columns", "[]"))
         return pa.schema([schema.field(c) for c in columns]) if columns else schema
 
@@ -167,8 +174,32 @@ class TableFilesDataSource(DataSource):
         return TableFilesReader(files, self._arrow_schema(), per_task, file_column)
 
 
+def read_parquet_files(spark, uris: list[str], schema: pa.Schema, file_column: str = ""):
+    """Parquet files that are not a lake table (e.g. a published version's shard
+    indexes) as a DataFrame with `schema`: Spark's reader where its JVM can open the
+    URIs' scheme, else pyarrow in Python tasks. `file_column`: each row's file URI."""
+    if uris and "://" in uris[0] and not _jvm_reads(spark, spark_uri(uris[0])):
+        import base64
+
+        blob = base64.b64encode(schema.serialize().to_pybytes()).decode()
+        return (
+            spark.read.format(FILES_FORMAT)
+            .option("schema", blob)
+            .option("files", json.dumps(uris))
+            .option("file_column", file_column)
+            .load()
+        )
+    from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    df = spark.read.schema(from_arrow_schema(schema)).parquet(*[spark_uri(u) for u in uris])
+    return df.withColumn(file_column, F.col("_metadata.file_path")) if file_column else df
+
+
 def _jvm_reads(spark, uri: str) -> bool:
     """Whether Spark's JVM has a Hadoop filesystem for `uri`'s scheme (s3a needs hadoop-aws)."""
+    if "://" not in uri or uri.startswith("file:"):
+        return True
     try:
         jvm = spark.sparkContext._jvm
         conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -407,9 +438,11 @@ class Lake:
 
         sschema = self.spec(table).spark_schema()
         df = spark.read.schema(sschema).parquet(*[spark_uri(u) for u in uris])
+        if file_column:  # the scan's own metadata column (input_file_name() can be "")
+            df = df.withColumn(file_column, F.col("_metadata.file_path"))
         if columns:
-            df = df.select(*columns)
-        return df.withColumn(file_column, F.input_file_name()) if file_column else df
+            df = df.select(*columns, *([file_column] if file_column else []))
+        return df
 
     def history(self, table: str) -> list[dict[str, Any]]:
         rows = []

@@ -113,9 +113,9 @@ def vacuum_table(lake: Lake, table: str, keep: list[int], hours: float, dry_run:
 
 def sweep_staging(lake: Lake, hours: float, dry_run: bool) -> list[str]:
     """Publish staging directories left by crashed runs, older than the retention."""
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    fs, root = fsspec.core.url_to_fs(f"{lake.root}/_published")
+    fs, root = url_to_fs(f"{lake.root}/_published")
     if not fs.exists(root):
         return []
     cutoff = time.time() - hours * 3600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +42,27 @@ class LakeConfig:
     # object stores, e.g. hadoop-aws for s3a), arrow (pyarrow in Python tasks: no JVM
     # connector), auto (spark, unless the lake is on an object store the JVM cannot read)
     read_path: str = "auto"
+    # object-store settings under their standard environment names (AWS_ENDPOINT_URL,
+    # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP, GOOGLE_*,
+    # AZURE_*): set in the environment of the driver and of every executor, where
+    # delta-rs, pyarrow and fsspec read them. Empty: the environment as it is.
+    storage_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check(bool(self.path), "lake.path", "must be a non-empty path or URI")
         _one_of(self.engine, ("deltalake", "delta-spark"), "lake.engine")
         _one_of(self.read_path, READ_PATHS, "lake.read_path")
+        for k, v in self.storage_options.items():
+            _check(
+                isinstance(k, str) and re.fullmatch(r"[A-Z][A-Z0-9_]*", k) is not None,
+                f"lake.storage_options.{k}",
+                "keys are environment variable names, e.g. AWS_ENDPOINT_URL, AWS_REGION",
+            )
+            _check(
+                isinstance(v, str | int | float | bool),
+                f"lake.storage_options.{k}",
+                "must be a string (or a number or boolean)",
+            )
 
 
 @dataclass(frozen=True)
@@ -427,8 +444,13 @@ def to_dict(cfg: Any) -> dict:
 
 
 def config_hash(cfg: Any) -> str:
-    """A short, stable hash of a config (or a section of one)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """A short, stable hash of a config (or a section of one). Storage options say where
+    to connect, not what was computed (and hold credentials): they are left out."""
+    data = to_dict(cfg)
+    data.pop("storage_options", None)
+    if isinstance(data.get("lake"), dict):
+        data["lake"].pop("storage_options", None)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

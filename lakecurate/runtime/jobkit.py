@@ -137,11 +137,14 @@ def execute(job: ModuleType, args: argparse.Namespace) -> int:
         cfg = load_from_args(args)
         if hasattr(job, "apply_args"):
             cfg = job.apply_args(cfg, args)
+        from lakecurate.runtime.session import spark_session, storage_environment
+
+        storage_environment(cfg.lake.storage_options)  # the lease may live in the store
         with writer_lease(cfg, job, args):
             if getattr(job, "NEEDS_SPARK", True):
-                from lakecurate.runtime.session import spark_session
-
-                with spark_session(cfg.spark, getattr(args, "log_level", None)) as spark:
+                with spark_session(
+                    cfg.spark, getattr(args, "log_level", None), cfg.lake.storage_options
+                ) as spark:
                     result = _call(job, spark, cfg, args)
             else:
                 result = _call(job, None, cfg, args)

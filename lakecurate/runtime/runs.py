@@ -21,9 +21,9 @@ RUNS_DIR = "_runs"
 
 
 def _fs(lake_root: str):
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    return fsspec.core.url_to_fs(lake_root)
+    return url_to_fs(lake_root)
 
 
 def record_run(lake_root: str, job: str, status: str, **doc: Any) -> None:

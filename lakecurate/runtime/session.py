@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from importlib import resources
 from urllib.parse import urlparse
 
@@ -32,6 +33,27 @@ def is_loopback_master(master: str | None) -> bool:
     return host in LOOPBACK_HOSTS
 
 
+def driver_host(master: str | None) -> str:
+    """The address the driver should listen on and advertise for `master`: loopback for
+    local mode and loopback masters; for a `spark://HOST:PORT` master elsewhere, this
+    machine's address on the route to HOST (what its workers can reach back); "" to
+    leave it to Spark (YARN, Kubernetes, or no route known). SPARK_LOCAL_IP, when
+    set, wins over all of this (callers check it first)."""
+    if is_loopback_master(master):
+        return "127.0.0.1"
+    parsed = urlparse(master.split(",")[0])  # spark://h1:p1,h2:p2 (standby masters)
+    if parsed.scheme != "spark" or not parsed.hostname:
+        return ""
+    import socket
+
+    try:  # a UDP "connect" sends nothing: it only asks the kernel for the route
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((parsed.hostname, parsed.port or 7077))
+            return s.getsockname()[0]
+    except OSError:
+        return ""
+
+
 def configure_environment(master: str | None = "local") -> None:
     """Point Spark's Python workers at this interpreter; keep Spark on loopback only
     for local mode and loopback masters (SPARK_LOCAL_IP, when set, always wins)."""
@@ -54,9 +76,7 @@ def configure_builder(builder, cfg: SparkConfig, quiet: bool = True):
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.python.worker.reuse": "true",
     }
-    host = os.environ.get("SPARK_LOCAL_IP") or (
-        "127.0.0.1" if master and is_loopback_master(master) else ""
-    )
+    host = os.environ.get("SPARK_LOCAL_IP") or (driver_host(master) if master else "")
     if host:
         conf["spark.driver.host"] = host
     if quiet and master:  # the JVM starts with our log4j2 settings (not under spark-submit)
@@ -102,11 +122,25 @@ def register_sources(spark) -> None:
     spark.dataSource.register(TableFilesDataSource)
 
 
+def storage_environment(options: dict) -> dict[str, str]:
+    """Put `lake.storage_options` into this process's environment (before the JVM and
+    its Python workers start, so they inherit it); return the Spark conf that gives
+    every executor the same (`spark.executorEnv.*`; Spark redacts secrets in its UI)."""
+    env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()}
+    os.environ.update(env)
+    return {f"spark.executorEnv.{k}": v for k, v in env.items()}
+
+
 @contextlib.contextmanager
-def spark_session(cfg: SparkConfig, log_level: str | None = None) -> Iterator:
+def spark_session(
+    cfg: SparkConfig, log_level: str | None = None, storage_options: dict | None = None
+) -> Iterator:
     """Yield an active SparkSession (reused if one exists); stop it after only if we made it."""
     from pyspark.sql import SparkSession
 
+    executor_env = storage_environment(storage_options or {})
+    if executor_env:
+        cfg = replace(cfg, conf={**executor_env, **cfg.conf})
     configure_environment(cfg.master or None)
     active = SparkSession.getActiveSession()
     owned = active is None

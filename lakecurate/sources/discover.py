@@ -49,9 +49,9 @@ def _filesystem(uri: str) -> tuple[_Fs, str]:
 
         path = os.path.abspath(uri[len("file://") :] if uri.startswith("file://") else uri)
         return _Fs(fsspec.filesystem("file"), ""), path
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     return _Fs(fs, uri.split("://", 1)[0] + "://"), path
 
 

@@ -93,9 +93,9 @@ def open_binary(uri: str) -> IO[bytes]:
     """Open a file for streaming reads (never read whole)."""
     if is_local(uri):
         return open(local_path(uri), "rb")  # noqa: SIM115 - the caller closes it
-    import fsspec
+    from lakecurate.udfs.storage import open_uri
 
-    return fsspec.open(uri, "rb").open()
+    return open_uri(uri, "rb")
 
 
 def join_uri(base_dir: str, name: str) -> str:

@@ -38,9 +38,9 @@ def list_dir(uri: str) -> list[tuple[str, int, float]]:
                     st = e.stat(follow_symlinks=False)
                     out.append((e.name, st.st_size, st.st_mtime))
         return sorted(out)
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = url_to_fs(uri)
     infos = fs.ls(path, detail=True)
     files = [i for i in infos if i.get("type") == "file"]
     return sorted((i["name"].rsplit("/", 1)[-1], int(i.get("size") or 0), 0.0) for i in files)

@@ -33,9 +33,11 @@ group is next touched or on a full run.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -413,10 +415,11 @@ def replace_rows(spark, ctx: JobContext, table: str, rows: DataFrame, drop: Data
     actions = lake.add_actions(table, read)
     files: set[str] = set()
     if actions:  # a table without files has no rows to drop (and no file metadata)
-        located = current.select(*key, F.col("_metadata.file_path").alias("f"))
+        uris = lake.delta(table, read).file_uris()
+        located = lake.read_files(spark, table, uris, columns=key, file_column="f")
         hit = located.join(drop, key, "left_semi").select("f")
         files = {r["f"] for r in hit.distinct().collect()}
-    names = {f.rsplit("/", 1)[-1]: f for f in files}
+    names = {posixpath.basename(unquote(f)): f for f in files}
     remove = [
         {"path": a["path"], "size": a["size_bytes"]}
         for a in actions
@@ -426,7 +429,8 @@ def replace_rows(spark, ctx: JobContext, table: str, rows: DataFrame, drop: Data
         raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
     out = rows.select(*spec.columns)
     if files:
-        carried = spark.read.schema(spec.spark_schema()).parquet(*sorted(files))
+        by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
+        carried = lake.read_files(spark, table, [by_name[n] for n in sorted(names)])
         out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
     # as many files as there are cores: unions of small parts would add one file each
     out = out.coalesce(spark.sparkContext.defaultParallelism)

@@ -114,6 +114,19 @@ def link_or_copy(src: str, dst: str) -> str:
     return "copy"
 
 
+def move_dir(fs, src: str, dst: str) -> None:
+    """Move directory `src` to `dst` on one filesystem: a rename where directories
+    exist; on an object store (no directories, no rename of a prefix) each file is
+    moved in turn. Either way the caller writes its completion marker afterwards."""
+    if "file" in _protocols(fs):
+        fs.mv(src, dst, recursive=True)
+        return
+    for path in sorted(fs.find(src)):
+        fs.mv(path, dst + path[len(src) :])
+    if fs.exists(src):  # an empty directory marker, on stores that keep them
+        fs.rm(src, recursive=True)
+
+
 def _protocols(fs) -> tuple[str, ...]:
     p = fs.protocol
     return tuple(p) if isinstance(p, list | tuple) else (p,)
@@ -124,9 +137,9 @@ def _protocols(fs) -> tuple[str, ...]:
 
 def open_fs(uri: str):
     """(filesystem, path) for a local path or URL (s3://, file://, ...)."""
-    import fsspec
+    from lakecurate.udfs.storage import url_to_fs
 
-    return fsspec.core.url_to_fs(uri)
+    return url_to_fs(uri)
 
 
 def _ours(fs, path: str) -> bool:

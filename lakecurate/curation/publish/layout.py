@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from lakecurate.curation.publish.files import Parent, link_or_copy, open_fs
 from lakecurate.deltaio.keyed import rows_for_uids
-from lakecurate.deltaio.lake import Lake, spark_uri
+from lakecurate.deltaio.lake import Lake, read_parquet_files
 from lakecurate.runtime.config import Config
 from lakecurate.runtime.errors import JobError
 from lakecurate.udfs import shards as shardlib
@@ -103,9 +103,9 @@ def compare(spark, parent: Parent, current):
     (null if added), the current columns (null if removed), and `status`."""
     from pyspark.sql import functions as F
 
-    files = [spark_uri(f"{parent.uri}/{s['index']}") for s in parent.shards]
-    old = spark.read.schema(_index_schema()).parquet(*files)
-    shard_no = F.regexp_extract(F.input_file_name(), r"shard-(\d+)\.parquet$", 1)
+    files = [f"{parent.uri}/{s['index']}" for s in parent.shards]
+    old = read_parquet_files(spark, files, shardlib.INDEX_SCHEMA, file_column="_index_file")
+    shard_no = F.regexp_extract(F.col("_index_file"), r"shard-(\d+)\.parquet$", 1)
     old = old.select(
         "uid",
         shard_no.cast("int").alias("shard"),
@@ -125,12 +125,6 @@ def compare(spark, parent: Parent, current):
         .otherwise(F.lit("changed"))
     )
     return old.join(cur, "uid", "full_outer").withColumn("status", status)
-
-
-def _index_schema():
-    from pyspark.sql.pandas.types import from_arrow_schema
-
-    return from_arrow_schema(shardlib.INDEX_SCHEMA)
 
 
 def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
