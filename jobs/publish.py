@@ -413,7 +413,7 @@ def run(spark, cfg: Config) -> JobResult:
     parent = find_parent(spark, ctx.lake, cfg, name, path)
     plan = _plan(spark, ctx, name, version, pins, recipe_id, mid, parent, sel_hash)
     fs, fspath = open_fs(path)
-    manifest = reusable_manifest(fs, fspath, plan)
+    manifest = reusable_manifest(fs, fspath, plan, spark, path)
     if manifest is not None:
         log.info("publish: finishing %s@%d from its verified manifest", name, version)
     else:

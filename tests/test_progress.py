@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -79,6 +80,36 @@ def test_the_bar_shows_tasks_on_a_terminal_and_nothing_otherwise(spark, mode, ca
     with progress.stage(spark, "select"):
         _work(spark, 3)
     assert capsys.readouterr().err == ""
+
+
+def test_the_bar_is_drawn_on_a_real_pseudo_terminal_even_without_a_size(spark, mode, monkeypatch):
+    """auto picks the bar on a terminal; a fresh pty reports 0 columns (as under
+    `script` or a CI runner), where tqdm alone prints nothing."""
+    import os
+
+    master, slave = os.openpty()
+    term = os.fdopen(slave, "w", buffering=1)
+    try:
+        assert os.get_terminal_size(slave).columns == 0
+        monkeypatch.setattr(sys, "stderr", term)
+        mode("auto")
+        assert progress.effective_mode() == "bar"
+        with progress.stage(spark, "embed"):
+            _work(spark, 3)
+        term.flush()
+        out = b""
+        while True:
+            import select
+
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            out += os.read(master, 65536)
+    finally:
+        term.close()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "embed" in text and "3/3" in text and "task" in text
 
 
 def test_spark_lines_nobody_can_act_on_are_hidden_unless_debug(spark):

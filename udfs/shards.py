@@ -279,6 +279,16 @@ def shard_writer(staging_uri: str):
     return write_group
 
 
+def shard_sha256(root_uri: str, name: str) -> tuple[str, str | None]:
+    """(name, sha256 of `root_uri`/`name`, None if it is missing): one task's part of
+    verifying a published version's shards before they are trusted."""
+    from lakecurate.udfs.storage import url_to_fs
+
+    fs, root = url_to_fs(root_uri)
+    path = f"{root}/{name}"
+    return name, file_sha256(fs, path) if fs.exists(path) else None
+
+
 def file_sha256(fs, path: str, chunk: int = 1 << 20) -> str:
     """sha256 of a file on any fsspec filesystem (used to verify a shard before reuse)."""
     h = hashlib.sha256()

@@ -52,6 +52,19 @@ def effective_mode() -> str:
     return "bar" if _isatty(sys.stderr) else "off"
 
 
+def _fallback_size(stream) -> dict[str, int]:
+    """A size for the bar where the terminal reports none (a pty whose size nobody set,
+    as under `script`, ssh without a tty size, some CI runners): tqdm draws nothing in
+    0 columns and hides a bar below row 0. Empty: let tqdm follow the terminal."""
+    import os
+
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return {"ncols": 100, "nrows": 24}
+    return {} if size.columns > 0 and size.lines > 0 else {"ncols": 100, "nrows": 24}
+
+
 def _isatty(stream) -> bool:
     try:
         return stream.isatty()
@@ -116,7 +129,12 @@ class _Stage:
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=0, desc=self.description, unit="task", file=sys.stderr, leave=True
+                total=0,
+                desc=self.description,
+                unit="task",
+                file=sys.stderr,
+                leave=True,
+                **_fallback_size(sys.stderr),
             )
         self._thread = threading.Thread(target=self._poll, name="lakecurate-progress", daemon=True)
         self._thread.start()

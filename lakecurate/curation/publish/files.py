@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
+from functools import partial
 
 from lakecurate.catalog.dataset import RETIRED, DatasetVersion, dataset_rows
 from lakecurate.deltaio.lake import Lake
@@ -153,8 +154,11 @@ def _ours(fs, path: str) -> bool:
     return True
 
 
-def reusable_manifest(fs, path: str, plan: dict) -> dict | None:
-    """A leftover manifest for the same inputs whose shards all verify, else None."""
+def reusable_manifest(fs, path: str, plan: dict, spark=None, uri: str = "") -> dict | None:
+    """A leftover manifest for the same inputs whose shards all verify, else None.
+
+    With `spark` and the directory's `uri`, the shards are hashed by Spark tasks, many
+    at once (a crashed publish of a large version has thousands); else one by one here."""
     mpath = f"{path}/{MANIFEST}"
     if not fs.exists(mpath):
         return None
@@ -167,11 +171,19 @@ def reusable_manifest(fs, path: str, plan: dict) -> dict | None:
         return None
     if man.get("version") != plan["version"]:
         return None
-    for s in man.get("shards", []):
-        p = f"{path}/{s['name']}"
-        if not fs.exists(p) or shardlib.file_sha256(fs, p) != s["sha256"]:
-            return None
-    return man
+    shards = man.get("shards", [])
+    want = {s["name"]: s["sha256"] for s in shards}
+    if spark is not None and uri and len(shards) > 1:
+        sc = spark.sparkContext
+        names = sc.parallelize(sorted(want), min(len(want), 4 * sc.defaultParallelism))
+        got = dict(names.map(partial(shardlib.shard_sha256, uri)).collect())
+    else:
+        got = {n: _sha_or_none(fs, f"{path}/{n}") for n in want}
+    return man if got == want else None
+
+
+def _sha_or_none(fs, path: str) -> str | None:
+    return shardlib.file_sha256(fs, path) if fs.exists(path) else None
 
 
 def clear_leftovers(fs, path: str) -> None:
