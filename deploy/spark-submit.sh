@@ -43,7 +43,7 @@ fi
 # loopback master, else this host's address on the route to the master
 # (lakecurate.runtime.session.driver_host); SPARK_DRIVER_HOST / SPARK_LOCAL_IP win.
 if [[ -z ${SPARK_LOCAL_IP:-} ]]; then
-  SPARK_LOCAL_IP=$("$PY" -c 'import sys; from lakecurate.runtime.session import driver_host; print(driver_host(sys.argv[1]))' "$MASTER")
+  SPARK_LOCAL_IP=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c 'import sys; from lakecurate.runtime.session import driver_host; print(driver_host(sys.argv[1]))' "$MASTER" 2>/dev/null || true)
   if [[ -n $SPARK_LOCAL_IP ]]; then export SPARK_LOCAL_IP; fi
 fi
 

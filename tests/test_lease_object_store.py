@@ -43,8 +43,10 @@ def test_acquire_refuse_with_the_holder_named_release(where):
         assert second.current().owner == "publish:bob"
 
 
-def test_only_one_of_many_concurrent_acquirers_wins(where):
-    DeltaLease(where, owner="init").__enter__().release()  # the log exists: all race on v+1
+@pytest.mark.parametrize("log_exists", [True, False])
+def test_only_one_of_many_concurrent_acquirers_wins(where, log_exists):
+    if log_exists:  # all race on its next version; else all race to create it
+        DeltaLease(where, owner="init").__enter__().release()
     winners, refused = race_to_acquire(
         lambda i: DeltaLease(where, owner=f"w{i}", timeout_s=60, heartbeat_s=30), n=6
     )

@@ -124,8 +124,10 @@ def test_storage_options_in_the_config_reach_every_reader_and_writer(
     lake = f"{s3_bucket}/lake"
     doc = _cli("ingest", f"{s3_bucket}/src", "--lake", lake, "--config", str(config))
     assert doc["counts"]["pairs_added"] > 0
-    tables = _cli("tables", "--lake", lake, "--config", str(config))
-    assert "pairs" in json.dumps(tables)
+    tables = {
+        t["table"]: t for t in _cli("tables", "--lake", lake, "--config", str(config))["tables"]
+    }
+    assert tables["pairs"]["rows"] == doc["counts"]["pairs_added"] > 0
     proc = subprocess.run(  # without them, the same command cannot reach the bucket
         [sys.executable, "-m", "lakecurate.cli", "tables", "--lake", lake, "--json"],
         capture_output=True,
@@ -135,8 +137,19 @@ def test_storage_options_in_the_config_reach_every_reader_and_writer(
     assert proc.returncode != 0 or "pairs" not in proc.stdout
 
 
-def test_storage_options_are_checked_and_stay_out_of_the_config_hash():
+def test_storage_options_are_checked_redacted_and_stay_out_of_the_config_hash(monkeypatch):
+    import re
+
     from lakecurate.runtime.config import ConfigError, config_hash, load_config
+    from lakecurate.runtime.session import storage_environment
+
+    options = {"AZURE_STORAGE_ACCOUNT_KEY": "k", "AWS_ALLOW_HTTP": True}
+    for k in options:  # so that monkeypatch restores the environment after the test
+        monkeypatch.setenv(k, "before")
+    conf = storage_environment(options)
+    assert os.environ["AZURE_STORAGE_ACCOUNT_KEY"] == "k"
+    assert conf["spark.executorEnv.AWS_ALLOW_HTTP"] == "true"
+    assert re.search(conf["spark.redaction.regex"], "spark.executorEnv.AZURE_STORAGE_ACCOUNT_KEY")
 
     with pytest.raises(ConfigError, match="lake.storage_options.endpoint"):
         load_config(None, {"lake.storage_options": {"endpoint": "http://x"}})

@@ -84,7 +84,10 @@ DETAIL_TAU = 18  # levels, 64x64 grey blurred by DETAIL_SIGMA at the pair's reso
 DETAIL_SIGMA = 1.0
 GAIN_RANGE = (0.85, 1.18)  # a light brightness change, undone before comparing
 SIGMAS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)  # detail blurs, so pairs batch by blur
-VERIFY_SLUG = f"v2c{THUMB}t{COLOUR_TAU}d{DETAIL}t{DETAIL_TAU}"
+VERIFY_SLUG = (
+    f"v2c{THUMB}t{COLOUR_TAU}s{COLOUR_SIGMA:g}d{DETAIL}t{DETAIL_TAU}s{DETAIL_SIGMA:g}"
+    f"g{GAIN_RANGE[0]:g}-{GAIN_RANGE[1]:g}l{'-'.join(f'{x:g}' for x in SIGMAS)}"
+)
 
 
 @lru_cache(maxsize=16)

@@ -24,7 +24,9 @@ commit of the next log version, made with no retry, so it lands only if no other
 process committed that version first. delta-rs makes that commit a put-if-absent on
 every store it supports (S3 conditional writes, GCS and Azure preconditions, local
 create-exclusive), the same guarantee Delta's own commits rely on, with no lock
-service. `open_lease` picks the kind from where the lease lives.
+service. The store must honour those preconditions: AWS S3 does, as do current
+MinIO and Ceph releases; an S3-compatible server that ignores `If-None-Match` would let
+two writers both commit. `open_lease` picks the kind from where the lease lives.
 """
 
 from __future__ import annotations
@@ -231,13 +233,19 @@ class Lease:
     # -- holding --------------------------------------------------------------------------
 
     def _beat(self) -> None:
+        last_ok = time.time()
         while not self._stop.wait(self.heartbeat_s):
             try:
                 self.heartbeat()
+                last_ok = time.time()
             except LeaseLostError:
                 return
-            except OSError as e:  # a transient I/O error: keep trying, the timeout is long
+            except Exception as e:  # a transient store error: keep trying, the timeout is long
                 log.warning("lease heartbeat failed: %s", e)
+                if time.time() - last_ok > self.timeout_s - self.heartbeat_s:
+                    self._lost.set()  # others may take it over now: stop writing
+                    log.error("lease heartbeats failed for %.0f s: lease lost", self.timeout_s)
+                    return
 
     def heartbeat(self) -> None:
         """Refresh `heartbeat_at` if the lease is still ours; else mark it lost."""
@@ -263,10 +271,18 @@ class Lease:
     def release(self) -> None:
         """Stop the heartbeat and remove the lease if it is still ours."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.info is not None and self._drop_if_ours():
-            log.info("released lease %s", self.path)
+        if self._thread is not None:  # a beat in flight must not land after the release
+            self._thread.join(timeout=max(5.0, self.heartbeat_s))
+        try:
+            if self.info is not None and self._drop_if_ours():
+                log.info("released lease %s", self.path)
+        except Exception as e:  # the work is done: a lease left behind goes stale, no more
+            log.warning(
+                "lease %s not released (%s); it goes stale after %.0f s",
+                self.path,
+                e,
+                self.timeout_s,
+            )
         self.info = None
 
     def _drop_if_ours(self) -> bool:
@@ -317,6 +333,17 @@ class DeltaLease(Lease):
     def current(self) -> LeaseInfo | None:
         return self._latest()[1]
 
+    def _state_at(self, version: int) -> dict | None:
+        """The lease metadata committed as `version` ({key: json}), None if none is."""
+        from deltalake import DeltaTable
+
+        try:
+            dt = DeltaTable(self.uri, version=version)
+            entry = next((h for h in dt.history(1) if h.get("version") == version), None)
+        except Exception:
+            return None
+        return None if entry is None else {_META_KEY: entry.get(_META_KEY)}
+
     def _commit(self, base: int | None, info: LeaseInfo | None) -> bool:
         """Commit version base + 1 holding `info` (None: released) only if nobody else
         committed it; False if somebody did."""
@@ -337,7 +364,10 @@ class DeltaLease(Lease):
                 return True
             dt = DeltaTable(self.uri, version=base)
             dt.create_write_transaction([], "append", schema, commit_properties=props)
-        except Exception as e:  # CommitFailedError, or the table created meanwhile
+        except Exception as e:  # CommitFailedError, the table created meanwhile, or a timeout
+            # a put whose reply was lost lands all the same: the log tells who won
+            if self._state_at(0 if base is None else base + 1) == props.custom_metadata:
+                return True
             log.debug("lease commit on version %s lost: %s", base, e)
             return False
         if (base + 1) % self.CHECKPOINT_EVERY == 0:

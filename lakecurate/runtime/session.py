@@ -16,6 +16,8 @@ from lakecurate.runtime.config import SparkConfig
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# what the Spark UI and event log hide: Spark's default plus any key, credential or SAS
+REDACT = r"(?i)secret|password|token|access[.]?key|key|credential|sas"
 
 # Spark WARN lines an operator cannot act on: hidden unless --log-level DEBUG.
 QUIET_LOGGERS = (
@@ -125,10 +127,14 @@ def register_sources(spark) -> None:
 def storage_environment(options: dict) -> dict[str, str]:
     """Put `lake.storage_options` into this process's environment (before the JVM and
     its Python workers start, so they inherit it); return the Spark conf that gives
-    every executor the same (`spark.executorEnv.*`; Spark redacts secrets in its UI)."""
+    every executor the same (`spark.executorEnv.*`), with a redaction pattern that
+    hides every key and credential in Spark's UI and event log."""
     env = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in options.items()}
     os.environ.update(env)
-    return {f"spark.executorEnv.{k}": v for k, v in env.items()}
+    conf = {f"spark.executorEnv.{k}": v for k, v in env.items()}
+    if conf:  # Spark's default pattern misses e.g. AZURE_STORAGE_ACCOUNT_KEY
+        conf["spark.redaction.regex"] = REDACT
+    return conf
 
 
 @contextlib.contextmanager

@@ -96,7 +96,7 @@ def _verification(a: dict, b: dict) -> dict[str, Any] | None:
         return {**out, "verified": False, "note": "signals made before this verification"}
     x = np.frombuffer(ta, np.uint8)[None, :]
     y = np.frombuffer(tb, np.uint8)[None, :]
-    figures = ph.compare(x, y)
+    figures = ph.compare(y, x)  # as dedup does: the keeper's blob mapped onto the member's
     return {
         **out,
         "colour_levels": round(float(figures["colour"][0]), 1),

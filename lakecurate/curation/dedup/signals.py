@@ -70,10 +70,13 @@ def refresh_stale(spark, ctx: JobContext, pairs: DataFrame) -> int:
 
 
 def phash_rematches(spark, ctx: JobContext, slug: str) -> bool:
-    """Whether the phash method will re-match every uid: it has run before under another
-    configuration slug (a first run computes every blob fresh)."""
-    if not ctx.lake.exists("dedup_index"):
+    """Whether the phash method will match every uid while signals rows already exist:
+    its first run over a lake deduped before (without phash), or a run under a new
+    configuration slug. Then rows of an older blob format must be recomputed first."""
+    if not ctx.lake.exists("signals") or ctx.lake.count("signals") == 0:
         return False
+    if not ctx.lake.exists("dedup_index"):
+        return True
     idx = ctx.lake.read(spark, "dedup_index").filter(F.col("method") == "phash")
     slugs = {r[0] for r in idx.select("config_slug").distinct().collect()}
-    return bool(slugs) and slugs != {slug}
+    return slugs != {slug}

@@ -1,0 +1,169 @@
+"""Does a nightly refresh cost what is new, or what is stored? Two lakes, one refresh.
+
+    .venv/bin/python benchmarks/refresh_scaling.py [--n1 25000] [--n2 200000] [--new 1000]
+
+One generated pair set of N2 pairs (tiny model, random weights, local[2]); the lake of
+N1 pairs ingests its first N1 (whole source tars), the lake of N2 all of it. Each lake
+gets a full run, then a refresh of the same `--new` pairs, then a refresh with nothing
+new, all in one Spark session (its start is not counted). Prints per-stage seconds and
+the Spark job count of every run. Last line, JSON:
+
+* `exponent` = log(t_refresh(N2) / t_refresh(N1)) / log(N2 / N1): how the refresh grows
+  with the lake (0: not at all; 1: linearly). Target <= 0.10.
+* `ratio` = full(N2) / refresh(N2). Target >= 20.
+* `stage_exponents`: the same exponent per stage, and the nothing-new refresh's
+  seconds and job count (target: within 10 s of the session's start).
+
+`benchmarks/refresh.py` keeps the single-lake +1% figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from refresh import make_config  # noqa: E402 (benchmarks/ is on sys.path)
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+log = logging.getLogger("benchmarks.refresh_scaling")
+STAGES = ("ingest", "embed", "dedup", "select", "publish")
+
+
+def generate(root: Path, n2: int, n_new: int, shard_size: int) -> tuple[Path, Path]:
+    from lakecurate.demo.sample import generate as sample
+
+    t0 = time.time()
+    base, new = root / "base", root / "new"
+    sample(n=n2, seed=1, prefix="a").write_webdataset(base, shard_size=shard_size)
+    sample(n=n_new, seed=2, prefix="b").write_webdataset(new, shard_size=shard_size)
+    log.info("generated %d + %d pairs in %.0f s", n2, n_new, time.time() - t0)
+    return base, new
+
+
+def subset(base: Path, out: Path, n_tars: int) -> Path:
+    """The first `n_tars` source tars of `base`, linked into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    for tar in sorted(base.glob("*.tar"))[:n_tars]:
+        os.link(tar, out / tar.name)
+    return out
+
+
+def job_mark(spark) -> int:
+    """The id of a new, trivial job: ids are consecutive, so the difference of two marks
+    minus one is how many jobs ran in between."""
+    sc = spark.sparkContext
+    group = f"bench-mark-{time.time_ns()}"
+    sc.setJobGroup(group, "benchmark job counter", False)
+    sc.parallelize([0], 1).count()
+    return max(sc.statusTracker().getJobIdsForGroup(group))
+
+
+def timed(spark, cfg) -> dict:
+    from lakecurate.jobs import refresh
+
+    before = job_mark(spark)
+    t0 = time.time()
+    result = refresh.run(spark, cfg)
+    seconds = time.time() - t0
+    jobs = job_mark(spark) - before - 1
+    st = {s["stage"]: s for s in result.counts["stages"]}
+    out = {
+        "seconds": round(seconds, 1),
+        "spark_jobs": jobs,
+        "stages": {k: round(st[k]["seconds"], 1) for k in STAGES if k in st},
+        "new_pairs": st["ingest"]["rows_out"],
+        "message": result.message,
+    }
+    log.info("%s", out)
+    return out
+
+
+def exponent(t1: float, t2: float, n1: int, n2: int) -> float | None:
+    if t1 <= 0 or t2 <= 0:
+        return None
+    return round(math.log(t2 / t1) / math.log(n2 / n1), 3)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n1", type=int, default=25_000)
+    p.add_argument("--n2", type=int, default=200_000)
+    p.add_argument("--new", type=int, default=1_000, help="pairs the refresh adds")
+    p.add_argument("--shard-size", type=int, default=1000, help="records per source tar")
+    p.add_argument("--keep", help="keep the generated data and lakes in this directory")
+    args = p.parse_args()
+    if not 0 < args.n1 < args.n2 or args.n1 % args.shard_size or args.n2 % args.shard_size:
+        p.error("need 0 < n1 < n2, both multiples of --shard-size")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("lakecurate").setLevel(logging.WARNING)
+
+    from pyspark.sql import SparkSession
+
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
+
+    root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-scaling-"))
+    base, new = generate(root, args.n2, args.new, args.shard_size)
+    small = subset(base, root / "small", args.n1 // args.shard_size)
+    configure_environment()
+    model = "lakecurate-tiny"
+    cfg0 = make_config(root / "lake-n1", [small], model)
+    spark = configure_builder(SparkSession.builder, cfg0.spark).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    runs: dict[int, dict[str, dict]] = {}
+    try:
+        for n, src in ((args.n1, small), (args.n2, base)):
+            lake = root / f"lake-{n}"
+            runs[n] = {
+                "full": timed(spark, make_config(lake, [src], model)),
+                "refresh": timed(spark, make_config(lake, [src, new], model)),
+                "nothing_new": timed(spark, make_config(lake, [src, new], model)),
+            }
+    finally:
+        spark.stop()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    for n, r in runs.items():
+        for kind, v in r.items():
+            stages = "  ".join(f"{k} {s:6.1f}" for k, s in v["stages"].items())
+            print(f"N={n:>7} {kind:<12} {v['seconds']:7.1f} s  {v['spark_jobs']:4d} jobs  {stages}")
+    r1, r2 = runs[args.n1]["refresh"], runs[args.n2]["refresh"]
+    doc = {
+        "metric": "refresh_scaling",
+        "n1": args.n1,
+        "n2": args.n2,
+        "new": args.new,
+        "exponent": exponent(r1["seconds"], r2["seconds"], args.n1, args.n2),
+        "exponent_target": 0.10,
+        "ratio": round(runs[args.n2]["full"]["seconds"] / r2["seconds"], 2),
+        "ratio_target": 20,
+        "stage_exponents": {
+            k: exponent(r1["stages"].get(k, 0), r2["stages"].get(k, 0), args.n1, args.n2)
+            for k in STAGES
+        },
+        "refresh_seconds": {args.n1: r1["seconds"], args.n2: r2["seconds"]},
+        "refresh_jobs": {args.n1: r1["spark_jobs"], args.n2: r2["spark_jobs"]},
+        "nothing_new_seconds": {n: r["nothing_new"]["seconds"] for n, r in runs.items()},
+        "nothing_new_jobs": {n: r["nothing_new"]["spark_jobs"] for n, r in runs.items()},
+        "full_seconds": {n: r["full"]["seconds"] for n, r in runs.items()},
+    }
+    print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
