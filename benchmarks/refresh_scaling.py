@@ -16,7 +16,11 @@ the Spark job count of every run. Last line, JSON:
 
 `benchmarks/refresh.py` keeps the single-lake +1% figure.
 
-Recorded (stop 30, local[2], alone on the machine), `--n1 5000 --n2 40000 --new 1000`:
+Recorded (stop 30, local[2], alone on the machine), the defaults (25k / 200k / 1,000):
+refresh 29.5 s (217 jobs) at 25k, 66.8 s (207 jobs) at 200k: exponent 0.393 (target
+0.10; dedup 0.45, select 0.36, publish 0.37, embed 0.25, ingest 0.12); full run at 200k
+390.3 s, so ratio 5.84 (target 20); nothing new: 12.7 s / 38.8 s, of which dedup 7.0 /
+25.6 s (it still reads the lake when nothing is new). Smaller, `--n1 5000 --n2 40000`:
 refresh 24.4 s (201 Spark jobs) at 5k, 28.4 s (220 jobs) at 40k: exponent 0.073 (dedup
 0.11, select 0.13, embed 0.09); full run at 40k 92.2 s, so ratio 3.25; nothing new:
 9.3 s / 13.1 s (110 / 122 jobs). Dedup is the largest stage of a refresh (10.9 / 13.7 s),
