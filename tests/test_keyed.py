@@ -27,12 +27,12 @@ def test_new_uids_are_read_from_the_new_files_only_and_embed_embeds_just_them(
     new_rows = generate(n=12, seed=99, prefix="n").pair_rows()
     _append_pairs(spark, lake, new_rows)
     v = lake.version("pairs")
-    new_files = {keyed._basename(u) for u in lake.delta("pairs").file_uris()} - {
-        keyed._basename(u) for u in old_files
+    new_files = {keyed.basename(u) for u in lake.delta("pairs").file_uris()} - {
+        keyed.basename(u) for u in old_files
     }
     uids = spark.createDataFrame([(r["uid"],) for r in new_rows], "uid string")
     files = keyed.files_holding(spark, lake, "pairs", v, uids)
-    assert files and {keyed._basename(f) for f in files} <= new_files
+    assert files and {keyed.basename(f) for f in files} <= new_files
     got = keyed.rows_for_uids(spark, lake, "pairs", v, uids, len(new_rows), ["uid", "image"])
     plain = lake.read(spark, "pairs", v).join(uids, "uid", "left_semi").select("uid", "image")
     assert sorted(map(tuple, got.collect())) == sorted(map(tuple, plain.collect()))

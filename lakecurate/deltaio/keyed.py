@@ -23,7 +23,8 @@ from lakecurate.deltaio.lake import Lake
 BROADCAST_UIDS = 200_000  # more uids than this: a plain semi-join (a full run, say)
 
 
-def _basename(uri: str) -> str:
+def basename(uri: str) -> str:
+    """A data file's name from its URI or log path (either may be URL-encoded)."""
     return posixpath.basename(unquote(uri))
 
 
@@ -35,8 +36,8 @@ def files_holding(spark, lake: Lake, table: str, version: int, uids) -> list[str
         return []
     located = lake.read_files(spark, table, files, ["uid"], file_column="f")
     hits = located.join(uids, "uid", "left_semi").select("f").distinct().collect()
-    names = {_basename(r["f"]) for r in hits}
-    return [u for u in files if _basename(u) in names]
+    names = {basename(r["f"]) for r in hits}
+    return [u for u in files if basename(u) in names]
 
 
 def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, columns):

@@ -189,10 +189,17 @@ def read_parquet_files(spark, uris: list[str], schema: pa.Schema, file_column: s
             .option("file_column", file_column)
             .load()
         )
-    from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import from_arrow_schema
 
-    df = spark.read.schema(from_arrow_schema(schema)).parquet(*[spark_uri(u) for u in uris])
+    return _spark_parquet(spark, uris, from_arrow_schema(schema), file_column)
+
+
+def _spark_parquet(spark, uris: list[str], sschema, file_column: str = ""):
+    """Spark's own Parquet reader over `uris`; `file_column`: each row's file, from the
+    scan's metadata column (input_file_name() can be "" once columns are pruned)."""
+    from pyspark.sql import functions as F
+
+    df = spark.read.schema(sschema).parquet(*[spark_uri(u) for u in uris])
     return df.withColumn(file_column, F.col("_metadata.file_path")) if file_column else df
 
 
@@ -434,12 +441,7 @@ class Lake:
                 .option("file_column", file_column)
                 .load()
             )
-        from pyspark.sql import functions as F
-
-        sschema = self.spec(table).spark_schema()
-        df = spark.read.schema(sschema).parquet(*[spark_uri(u) for u in uris])
-        if file_column:  # the scan's own metadata column (input_file_name() can be "")
-            df = df.withColumn(file_column, F.col("_metadata.file_path"))
+        df = _spark_parquet(spark, uris, self.spec(table).spark_schema(), file_column)
         if columns:
             df = df.select(*columns, *([file_column] if file_column else []))
         return df

@@ -33,17 +33,16 @@ group is next touched or on a full run.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
-from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.components import connected_components, cut_lineage
 from lakecurate.deltaio.conflicts import ReadScope
+from lakecurate.deltaio.keyed import basename, files_holding
 from lakecurate.deltaio.lake import VOLATILE_COLUMNS, Lake
 from lakecurate.runtime.config import Config
 from lakecurate.runtime.errors import JobError
@@ -408,29 +407,23 @@ def replace_rows(spark, ctx: JobContext, table: str, rows: DataFrame, drop: Data
     key = list(spec.key)
     drop = drop.select(*key).distinct()
     read = lake.version(table)  # one snapshot: the rows read, the files removed, the commit
-    current = lake.read(spark, table, read)
     if lake.engine == "delta-spark" or not lake.exists(table):
+        current = lake.read(spark, table, read)
         whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
         return lake.write(whole, table, ctx.commit, mode="overwrite", read_version=read)
-    actions = lake.add_actions(table, read)
-    files: set[str] = set()
-    if actions:  # a table without files has no rows to drop (and no file metadata)
-        uris = lake.delta(table, read).file_uris()
-        located = lake.read_files(spark, table, uris, columns=key, file_column="f")
-        hit = located.join(drop, key, "left_semi").select("f")
-        files = {r["f"] for r in hit.distinct().collect()}
-    names = {posixpath.basename(unquote(f)): f for f in files}
+    # tables keyed by uid first: the files that hold a dropped uid (maybe more of its rows)
+    files = files_holding(spark, lake, table, read, drop.select("uid").distinct())
+    names = {basename(u) for u in files}
     remove = [
         {"path": a["path"], "size": a["size_bytes"]}
-        for a in actions
-        if a["path"].rsplit("/", 1)[-1] in names
+        for a in lake.add_actions(table, read)
+        if basename(a["path"]) in names
     ]
     if len(remove) != len(names):
         raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
     out = rows.select(*spec.columns)
     if files:
-        by_name = {u.rsplit("/", 1)[-1]: u for u in uris}
-        carried = lake.read_files(spark, table, [by_name[n] for n in sorted(names)])
+        carried = lake.read_files(spark, table, files)
         out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
     # as many files as there are cores: unions of small parts would add one file each
     out = out.coalesce(spark.sparkContext.defaultParallelism)
