@@ -131,7 +131,8 @@ def compute(spark, todo, n: int, spec: ClipSpec):
 
     per_task = spec.batch_size * ROWS_PER_TASK_BATCHES
     parts = max(spark.sparkContext.defaultParallelism, math.ceil(n / per_task))
-    out = todo.repartition(parts).withColumn("r", clip_udf(spec)(F.col("image"), F.col("caption")))
+    udf = clip_udf(spec, progress.row_counter())
+    out = todo.repartition(parts).withColumn("r", udf(F.col("image"), F.col("caption")))
     return out.select("uid", "source_uri", "source_key", "r.*").persist(
         StorageLevel.MEMORY_AND_DISK
     )
@@ -185,7 +186,7 @@ def run(spark, cfg: Config) -> JobResult:
                 part = part.persist()
             m = part.count() if chunks > 1 else n
             said = f"chunk {i + 1}/{chunks}: " if chunks > 1 else ""
-            progress.describe(spark, f"{said}{m:,} of {n:,} pairs, {mid}")
+            progress.describe(spark, f"{said}{m:,} of {n:,} pairs, {mid}", rows=m)
             e, r = embed_chunk(spark, ctx, part, m, spec, mid)
             if chunks > 1:
                 part.unpersist()

@@ -14,6 +14,10 @@ SPEC = TableSpec(
             # thumbnail, 64x64 grey detail image, short side as uint16 big-endian. Null
             # or shorter in rows of older versions: recomputed on the next full phash run
             field("thumb", pa.binary()),
+            # pHash of each window of udfs/phash.py WINDOWS (sub-rectangles of the
+            # frame that find crops and borders), big-endian int64s; null in rows of
+            # older versions: recomputed like `thumb`
+            field("phash_windows", pa.binary()),
             field("caption_sha256", pa.string()),  # of the normalised caption
             field("caption_chars", pa.int32()),
             field("caption_words", pa.int32()),

@@ -195,7 +195,7 @@ def test_signals_of_an_older_verification_are_recomputed_on_upgrade(spark, pairs
     from deltalake import DeltaTable, write_deltalake
 
     from lakecurate.curation.dedup.methods import phash_slug
-    from lakecurate.udfs.phash import THUMB_BYTES, VERIFY_BYTES
+    from lakecurate.udfs.phash import THUMB_BYTES, VERIFY_BYTES, WINDOW_BYTES
 
     cfg = replace(cfg, dedup={"methods": ["exact", "phash"]})
     dedup.run(spark, cfg)
@@ -212,9 +212,9 @@ def test_signals_of_an_older_verification_are_recomputed_on_upgrade(spark, pairs
 
     def older_signals(t):
         thumbs = [b[:THUMB_BYTES] if b else b for b in t.column("thumb").to_pylist()]
-        return t.set_column(
-            t.schema.get_field_index("thumb"), "thumb", pa.array(thumbs, pa.binary())
-        )
+        t = t.set_column(t.schema.get_field_index("thumb"), "thumb", pa.array(thumbs, pa.binary()))
+        i = t.schema.get_field_index("phash_windows")  # made before crops were looked for
+        return t.set_column(i, "phash_windows", pa.nulls(len(t), pa.binary()))
 
     def older_slug(t):
         slugs = [
@@ -236,6 +236,7 @@ def test_signals_of_an_older_verification_are_recomputed_on_upgrade(spark, pairs
     signals = _rows(spark, pairs_lake, "signals")
     assert len(signals) == len(signals_before)
     assert all(len(s["thumb"]) == VERIFY_BYTES for s in signals if s["phash"] is not None)
+    assert all(len(s["phash_windows"]) == WINDOW_BYTES for s in signals if s["phash"] is not None)
     for s in signals:  # the other columns are carried over
         old = signals_before[s["uid"]]
         assert (s["phash"], s["caption_sha256"], s["resolution"]) == (

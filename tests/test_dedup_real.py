@@ -30,6 +30,9 @@ def test_default_dedup_keeps_distinct_pictures_and_finds_copies(spark, tmp_path,
     # brightness changes are found
     for kind in ("reencode", "resize", "brightness"):
         assert phash["recall"][kind] >= 0.95, phash["recall"]
+    # crops (2-10 %) and borders (3-8 %): a window hash finds them, registration proves them
+    for kind in ("crop", "border"):
+        assert phash["recall"][kind] >= 0.9, phash["recall"]
 
 
 def test_explain_shows_the_verification_of_a_copy_and_a_look_alike(spark, tmp_path, capsys):
@@ -55,6 +58,16 @@ def test_explain_shows_the_verification_of_a_copy_and_a_look_alike(spark, tmp_pa
     assert phash["verification"]["verified"] is True
     assert by_uid[copies[0]].family == by_uid[phash["keeper_uid"]].family
     assert any("verified copy" in line for line in ex.lines())
+    # an original whose keeper is its bordered copy (more pixels: ranked first) is
+    # explained through the window that found it and the registered rectangle
+    crop = next(
+        u
+        for u in copies
+        if by_uid[u].kind == "original" and by_uid[dups[(u, "phash")]].kind == "border"
+    )
+    v = next(m for m in explain(spark, lake, crop).methods if m["method"] == "phash")
+    assert v["verification"]["route"] == "crop or border" and v["verification"]["verified"]
+    assert v["verification"]["window_distance"] <= 6
 
     code = dedup.main(["explain", copies[0], "--lake", lake_dir, "--json"])
     assert code == 0

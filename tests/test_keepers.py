@@ -92,3 +92,25 @@ def _png(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_a_crop_joins_the_group_through_the_copy_it_resembles(name):
+    """Ranked first, a bordered copy (the most pixels) keeps; the original is its
+    verified copy; a crop of the original lies too far inside the bordered frame to be
+    matched with it directly, but is a verified copy of the original: it joins the
+    bordered copy's keeper instead of keeping itself."""
+    from PIL import ImageOps
+    from test_phash import _jpeg_vector, _photo
+
+    from lakecurate.udfs import phash
+
+    img = _photo(name)
+    w, h = img.size
+    border = ImageOps.expand(img, border=round(0.07 * min(w, h)), fill="black")
+    crop = img.crop((round(0.09 * w), round(0.02 * h), round(0.99 * w), round(0.92 * h)))
+    rows = phash.verification_rows([_jpeg_vector(i) for i in (border, img, crop)])
+    assert phash.verified_similarity(rows[[0]], rows[2], 1 - 6 / 64)[0] == 0.0  # not directly
+    keeper, sim = greedy(rows, "phash_verified", 1 - 6 / 64)
+    assert keeper.tolist() == [0, 0, 0]
+    assert sim[2] >= 1 - 6 / 64  # its similarity to the copy it was matched with

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image, ImageDraw
+import pytest
+from PIL import Image, ImageDraw, ImageOps
 from scipy.fft import dct
 
 from lakecurate.demo.sample import generate, jpeg
@@ -109,8 +110,8 @@ def test_detail_tells_a_small_change_of_shape_from_a_smaller_copy():
     half = smile.resize((54, 54), Image.Resampling.LANCZOS)  # a 42% copy
     tone = _face("smile", skin=(190, 140, 90))  # another skin tone: colour differs
     blobs = phash.verification_rows([_vector(0, im) for im in (smile, flat, half, tone)])
-    a = np.repeat(blobs[:1, 8:-1], 3, axis=0)
-    got = phash.compare(a, blobs[1:, 8:-1])
+    a = np.repeat(blobs[:1, phash.BLOB], 3, axis=0)
+    got = phash.compare(a, blobs[1:, phash.BLOB])
     assert got["verified"].tolist() == [False, True, False]
     assert got["detail"][0] > phash.DETAIL_TAU  # the mouth: structure, not colour
     assert got["colour"][2] > phash.COLOUR_TAU  # the skin: colour
@@ -120,6 +121,64 @@ def test_detail_tells_a_small_change_of_shape_from_a_smaller_copy():
 
 def test_blob_layout():
     img = Image.new("RGB", (300, 120), (10, 200, 40))
-    (h,), (blob,) = phash.phash_and_thumbs([_png(img)])
+    (h,), (blob,), (windows,) = phash.phash_and_thumbs([_png(img)])
     assert len(blob) == phash.VERIFY_BYTES
     assert int.from_bytes(blob[-2:], "big") == 120  # the short side
+    assert len(windows) == phash.WINDOW_BYTES == 8 * len(phash.WINDOWS)
+    # each window hash is (up to resampling) the pHash of that sub-rectangle of the frame
+    face = _face("smile", size=300)
+    (_,), (_,), (windows,) = phash.phash_and_thumbs([_png(face)])
+    for k in (0, 3, 14):
+        (sx, tx), (sy, ty) = phash.WINDOWS[k]
+        box = [round(v * 300) for v in (tx, ty, tx + sx, ty + sy)]
+        window = int.from_bytes(windows[8 * k : 8 * k + 8], "big", signed=True)
+        assert phash.hamming(window, phash.phash_images([_png(face.crop(box))])[0]) <= 4
+
+
+def _photo(name: str) -> Image.Image:
+    data = pytest.importorskip("skimage.data")
+    arr = getattr(data, name)()
+    return Image.fromarray(arr).convert("RGB")
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_crops_and_borders_are_found_by_a_window_and_verified_by_registration(name):
+    img = _photo(name)
+    w, h = img.size
+    crop = img.crop((round(0.06 * w), round(0.01 * h), round(0.98 * w), round(0.93 * h)))
+    border = ImageOps.expand(img, border=round(0.05 * min(w, h)), fill="white")
+    rows = phash.verification_rows([_jpeg_vector(im) for im in (img, crop, border)])
+    full, windows = phash.distances(rows[:1], rows[1])
+    assert windows[0] <= 6  # a window of the original finds the crop
+    sims = [phash.verified_similarity(rows[[0]], rows[i], 1 - 6 / 64)[0] for i in (1, 2)]
+    assert min(sims) >= 1 - 6 / 64, sims
+    figures = phash.verify_crops(rows[[0]], rows[[1]])
+    sx, tx, sy, ty = figures["params"][0]
+    assert abs(sx - 0.92) < 0.02 and abs(tx - 0.06) < 0.02  # the crop's own rectangle
+    assert abs(sy - 0.92) < 0.02 and abs(ty - 0.01) < 0.02
+
+
+def test_a_crop_of_a_look_alike_is_not_verified():
+    smile, flat = _face("smile", size=256), _face("flat", size=256)
+    tone = _face("smile", skin=(190, 140, 90), size=256)
+    box = (10, 4, 246, 240)  # about 8% cut
+    rows = phash.verification_rows(
+        [_jpeg_vector(im) for im in (smile, smile.crop(box), flat.crop(box), tone.crop(box))]
+    )
+    got = phash.verify_crops(np.repeat(rows[:1], 3, axis=0), rows[1:])
+    assert got["verified"].tolist() == [True, False, False]
+    assert phash.verified_similarity(rows[[0]], rows[2], 0.0)[0] == 0.0
+
+
+def test_an_identity_warp_is_not_a_crop():
+    # the whole-frame comparison has refused this pair; the warp must not pass it again
+    from lakecurate.udfs import registration
+
+    params = np.array([[1.0, 0.0, 1.0, 0.0], [0.995, 0.004, 1.0, 0.0], [0.95, 0.02, 1.0, 0.0]])
+    assert registration.plausible(params).tolist() == [False, False, True]
+
+
+def _jpeg_vector(img: Image.Image) -> bytes:
+    """A full `phash_verified` vector: hash, blob and window hashes of a JPEG of img."""
+    (h,), (blob,), (windows,) = phash.phash_and_thumbs([jpeg(img, 90)])
+    return h.to_bytes(8, "big", signed=True) + blob + windows

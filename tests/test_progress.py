@@ -163,3 +163,71 @@ def test_the_driver_listens_on_loopback_only_for_local_and_loopback_masters(monk
     monkeypatch.setenv("SPARK_LOCAL_IP", "10.0.0.9")  # the operator's choice wins
     remote = configure_builder(_Builder(), SparkConfig(master="spark://10.0.0.5:7077")).conf
     assert remote["spark.driver.host"] == "10.0.0.9"
+
+
+def test_the_jvms_startup_noise_is_filtered_from_stderr_and_nothing_else(capfd):
+    import subprocess
+
+    from lakecurate.runtime.session import jvm_stderr_filtered
+
+    noisy = 'echo "WARNING: Using incubator modules: jdk.incubator.vector" >&2; echo kept >&2'
+    with jvm_stderr_filtered(True):
+        child = subprocess.Popen(["sh", "-c", f"sleep 0.2; {noisy}"])  # outlives the block
+    print("ours", file=sys.stderr)  # this process's stderr is its own again
+    child.wait()
+    import time
+
+    time.sleep(0.3)  # the forwarder copies the child's lines
+    err = capfd.readouterr().err
+    assert "kept" in err and "ours" in err and "incubator" not in err
+    with jvm_stderr_filtered(False):  # --log-level DEBUG: nothing is filtered
+        subprocess.run(["sh", "-c", noisy], check=True)
+    assert "incubator" in capfd.readouterr().err
+
+
+def test_a_fresh_session_does_not_print_the_incubator_warning(tmp_path):
+    """A real JVM start (a new process: the suite's session is already up)."""
+    import subprocess
+
+    script = tmp_path / "start.py"
+    script.write_text(
+        "import sys\n"
+        "from lakecurate.runtime.config import SparkConfig\n"
+        "from lakecurate.runtime.session import spark_session\n"
+        "with spark_session(SparkConfig(master='local[1]', ui=False)) as spark:\n"
+        "    print('rows', spark.range(3).count(), file=sys.stderr)\n"
+    )
+    got = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert "rows 3" in got.stderr and "incubator" not in got.stderr
+
+
+def test_a_stage_counts_the_rows_its_executor_code_reports(spark, mode, caplog):
+    mode("events")
+    caplog.set_level(logging.INFO, logger="lakecurate.progress")
+    with progress.stage(spark, "embed"):
+        progress.describe(spark, "300 pairs", rows=300)
+        counter = progress.row_counter()
+
+        def body(batches):  # as the embed UDF and the signals pass count
+            for b in batches:
+                counter.add(b.num_rows)
+                yield b
+
+        assert spark.range(300).repartition(3).mapInArrow(body, "id long").count() == 300
+    assert progress.row_counter() is None  # outside a stage: nothing counts
+    (final,) = [r.fields for r in caplog.records if r.fields.get("final")]
+    assert (final["rows_done"], final["rows_total"], final["eta_s"]) == (300, 300, None)
+    assert final["rows_per_s"] > 0
+
+
+def test_the_bar_shows_rows_when_a_stage_counts_them(spark, mode, monkeypatch):
+    mode("bar")
+    monkeypatch.setattr(progress, "BAR_INTERVAL_S", 3600)  # only the final report draws
+    with progress.stage(spark, "embed") as st:
+        progress.describe(spark, "40 pairs", rows=40)
+        counter = progress.row_counter()
+        spark.sparkContext.parallelize(range(40), 2).foreach(lambda _: counter.add(1))
+        assert st.row_figures()["rows_done"] == 40
+        st.report()
+        assert "40/40 rows" in st._bar.postfix

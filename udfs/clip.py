@@ -347,12 +347,16 @@ def embed_batches(
             yield finish_chunk(pending.popleft().result(), clip)
 
 
-def clip_udf(spec: ClipSpec):
-    """An iterator pandas UDF `(image binary, caption string) -> struct<RESULT_DDL>`."""
+def clip_udf(spec: ClipSpec, counter=None):
+    """An iterator pandas UDF `(image binary, caption string) -> struct<RESULT_DDL>`;
+    `counter` (a Spark accumulator, or None) gets each batch's rows as it is done."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf(RESULT_DDL)
     def embed(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        yield from embed_batches(batches, spec)
+        for frame in embed_batches(batches, spec):
+            if counter is not None:
+                counter.add(len(frame))
+            yield frame
 
     return embed

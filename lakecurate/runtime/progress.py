@@ -13,9 +13,11 @@ jobs and reports their tasks (done of total, rate, ETA) in one of three modes:
 * `off`: nothing (stderr is a file or a pipe, and logs are text).
 
 `configure(mode)` picks the mode for the process; `auto` (the default) is `bar` on a
-terminal and `off` otherwise. Progress is counted in Spark tasks: a task's rows are
-not known until it ends, and a stage's row count, when a job knows it, is in the
-description.
+terminal and `off` otherwise. Progress is counted in Spark tasks and, where a job
+knows how many rows it will process (`describe(spark, "...", rows=n)`) and its
+executor code counts them (`row_counter()`, a Spark accumulator the UDF adds each
+batch's rows to; its value reaches the driver as each task ends), in rows: rows done
+of the total, rows/s and the ETA from them.
 """
 
 from __future__ import annotations
@@ -116,6 +118,10 @@ class _Stage:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar = None
+        self.rows = self.sc.accumulator(0)  # rows executor code reports done
+        self.rows_total: int | None = None
+        self._rows_base = 0  # the counter's value when `rows_total` was set
+        self._rows_t0 = self.t0
 
     @property
     def description(self) -> str:
@@ -139,8 +145,29 @@ class _Stage:
         self._thread = threading.Thread(target=self._poll, name="lakecurate-progress", daemon=True)
         self._thread.start()
 
-    def describe(self, detail: str) -> None:
+    def rows_done(self) -> int:
+        return self.rows.value - self._rows_base
+
+    def row_figures(self, final: bool = False) -> dict:
+        """Rows done (of the total, where a job said it), rows/s and the ETA; empty while
+        nothing counts rows."""
+        done, total = self.rows_done(), self.rows_total
+        if total is None and done == 0:
+            return {}
+        elapsed = time.monotonic() - self._rows_t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        out = {"rows_done": done, "rows_per_s": round(rate, 1)}
+        if total is not None:
+            left = max(total - done, 0)
+            out["rows_total"] = total
+            out["eta_s"] = round(left / rate, 1) if rate > 0 and not final else None
+        return out
+
+    def describe(self, detail: str, rows: int | None = None) -> None:
         self.detail = detail
+        if rows is not None:
+            self.rows_total, self._rows_base = rows, self.rows.value
+            self._rows_t0 = time.monotonic()
         self.sc.setJobDescription(self.description)
         if self._bar is not None:
             self._bar.set_description_str(self.description)
@@ -155,10 +182,18 @@ class _Stage:
             snap = snapshot(self.sc, self.group)
         except Exception:  # the context is stopping; progress is best effort
             return
+        rows = self.row_figures(final)
         if self._bar is not None:
             self._bar.total = max(snap.tasks_total, snap.tasks_done)
             self._bar.n = snap.tasks_done
-            self._bar.set_postfix_str(f"{snap.jobs} Spark jobs", refresh=False)
+            said = f"{snap.jobs} Spark jobs"
+            if rows:
+                of = f"/{rows['rows_total']:,}" if "rows_total" in rows else ""
+                eta = f", ETA {_clock(rows['eta_s'])}" if rows.get("eta_s") is not None else ""
+                said = (
+                    f"{rows['rows_done']:,}{of} rows, {rows['rows_per_s']:,.0f} rows/s{eta}; {said}"
+                )
+            self._bar.set_postfix_str(said, refresh=False)
             self._bar.refresh()
         elif self.mode == "events":
             elapsed = time.monotonic() - self.t0
@@ -184,6 +219,7 @@ class _Stage:
                         "elapsed_s": round(elapsed, 1),
                         "tasks_per_s": round(rate, 3),
                         "eta_s": eta,
+                        **rows,  # rows_done, rows_total, rows_per_s and a row-based eta_s
                     }
                 },
             )
@@ -217,9 +253,23 @@ def stage(spark, name: str) -> Iterator[_Stage | None]:
         st.stop()
 
 
-def describe(spark, detail: str) -> None:
-    """Say what the current stage is doing (in the Spark UI, the event log, the bar)."""
+def describe(spark, detail: str, rows: int | None = None) -> None:
+    """Say what the current stage is doing (in the Spark UI, the event log, the bar);
+    `rows`: how many rows the work that follows processes, counted by `row_counter()`."""
     if _current is not None:
-        _current.describe(detail)
+        _current.describe(detail, rows)
     elif spark is not None:
         spark.sparkContext.setJobDescription(detail)
+
+
+def row_counter():
+    """The current stage's row accumulator, for executor code to `add` each batch's rows
+    to (None outside a stage: count nothing)."""
+    return _current.rows if _current is not None else None
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )

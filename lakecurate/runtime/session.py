@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from importlib import resources
@@ -24,6 +25,51 @@ QUIET_LOGGERS = (
     "org.apache.spark.sql.execution.window.WindowExec",  # "No Partition Defined ..."
     "org.apache.hadoop.util.NativeCodeLoader",  # "Unable to load native-hadoop library"
 )
+
+
+# Lines the JVM prints to stderr before any logging exists (Spark's launcher adds the
+# incubating vector module): dropped unless --log-level DEBUG.
+JVM_NOISE = (b"WARNING: Using incubator modules",)
+
+
+def _forward(read_fd: int, out_fd: int) -> None:
+    """Copy lines from a pipe to `out_fd` until the pipe closes, minus `JVM_NOISE`."""
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe, os.fdopen(out_fd, "wb", 0) as out:
+        for line in iter(pipe.readline, b""):
+            if not line.startswith(JVM_NOISE):
+                try:
+                    out.write(line)
+                except OSError:  # our stderr went away: keep draining the JVM's
+                    pass
+
+
+@contextlib.contextmanager
+def jvm_stderr_filtered(active: bool = True) -> Iterator[None]:
+    """While the JVM starts (it inherits this process's stderr), stderr is a pipe whose
+    reader forwards every line but `JVM_NOISE` to the real stderr; the JVM (and the
+    Python workers it starts) keep writing through it for their whole life, and this
+    process's own stderr is restored as soon as the JVM is up."""
+    if not active:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved, (read_fd, write_fd) = os.dup(2), os.pipe()
+    except (OSError, ValueError):  # no real stderr to filter
+        yield
+        return
+    forward_to = os.dup(saved)  # the forwarder's own copy of the real stderr
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    threading.Thread(
+        target=_forward, args=(read_fd, forward_to), name="lakecurate-jvm-stderr", daemon=True
+    ).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def is_loopback_master(master: str | None) -> bool:
@@ -151,7 +197,11 @@ def spark_session(
     active = SparkSession.getActiveSession()
     owned = active is None
     quiet = (log_level or "").upper() != "DEBUG"
-    spark = active or configure_builder(SparkSession.builder, cfg, quiet).getOrCreate()
+    if active is None:
+        with jvm_stderr_filtered(quiet and not launched_by_spark_submit()):
+            spark = configure_builder(SparkSession.builder, cfg, quiet).getOrCreate()
+    else:
+        spark = active
     if owned:
         quiet_spark_logs(spark, log_level)
         sc = spark.sparkContext

@@ -61,7 +61,16 @@ class Explanation:
             v = m.get("verification")
             if v:
                 verdict = "verified copy" if v["verified"] else "NOT the same picture"
-                if "colour_levels" in v:
+                if v.get("route") == "crop or border":
+                    r = v["rectangle"]
+                    figures = (
+                        f"whole frames differ; a window is {v['window_distance']} bits away, "
+                        f"the smaller picture lies at x {r['x']}, y {r['y']} of the "
+                        f"{v['bigger']}'s frame, colour differs by {v['colour_levels']:g} "
+                        f"levels (<= {v['colour_tau']}), detail by {v['detail_levels']:g} "
+                        f"(<= {v['detail_tau']:g})"
+                    )
+                elif "colour_levels" in v:
                     figures = (
                         f"colour differs by {v['colour_levels']:g} levels (<= {v['colour_tau']}), "
                         f"detail by {v['detail_levels']:g} (<= {v['detail_tau']}, blur "
@@ -78,32 +87,59 @@ class Explanation:
         return out
 
 
+def _row(signals: dict) -> np.ndarray:
+    """The `phash_verified` row of a signals row, as dedup builds it (with windows)."""
+    from lakecurate.udfs import phash as ph
+
+    vector = int(signals["phash"]).to_bytes(8, "big", signed=True)
+    blob, windows = signals.get("thumb") or b"", signals.get("phash_windows") or b""
+    if len(blob) == ph.VERIFY_BYTES:
+        vector += blob + (windows if len(windows) == ph.WINDOW_BYTES else b"")
+    return ph.verification_rows([vector])
+
+
 def _verification(a: dict, b: dict) -> dict[str, Any] | None:
     """pHash distance and the verification figures of signals rows a (the uid) and b (its
-    keeper): colour and detail differences after the brightness gain, against their tau."""
+    keeper): colour and detail differences after the brightness gain, against their tau;
+    where the whole frames do not verify and window hashes are there, the crop route
+    (window distance, the registered rectangle, the figures after the warp)."""
     from lakecurate.udfs import phash as ph
+    from lakecurate.udfs import registration as reg
 
     if a.get("phash") is None or b.get("phash") is None:
         return None
-    dist = int(ph.hamming(a["phash"], b["phash"]))
+    member, keeper = _row(a), _row(b)
+    full, crop = ph.distances(keeper, member[0])
     out: dict[str, Any] = {
-        "phash_distance": dist,
+        "phash_distance": int(full[0]),
         "colour_tau": ph.COLOUR_TAU,
         "detail_tau": ph.DETAIL_TAU,
     }
-    ta, tb = a.get("thumb") or b"", b.get("thumb") or b""
-    if len(ta) != ph.VERIFY_BYTES or len(tb) != ph.VERIFY_BYTES:
+    if not (member[0, -1] & keeper[0, -1] & ph.HAS_BLOB):
         return {**out, "verified": False, "note": "signals made before this verification"}
-    x = np.frombuffer(ta, np.uint8)[None, :]
-    y = np.frombuffer(tb, np.uint8)[None, :]
-    figures = ph.compare(y, x)  # as dedup does: the keeper's blob mapped onto the member's
+    figures = ph.compare(keeper[:, ph.BLOB], member[:, ph.BLOB])  # keeper mapped onto member
+    out.update(
+        route="whole frame",
+        colour_levels=round(float(figures["colour"][0]), 1),
+        detail_levels=round(float(figures["detail"][0]), 1),
+        gain=round(float(figures["detail_gain"][0]), 3),
+        detail_blur=float(figures["sigma"][0]),
+        verified=bool(figures["verified"][0]),
+    )
+    if out["verified"] or not (member[0, -1] & keeper[0, -1] & ph.HAS_WINDOWS):
+        return out
+    warp = ph.crop_check(keeper, member)
+    sx, tx, sy, ty = (round(float(v), 3) for v in warp["params"][0])
     return {
         **out,
-        "colour_levels": round(float(figures["colour"][0]), 1),
-        "detail_levels": round(float(figures["detail"][0]), 1),
-        "gain": round(float(figures["detail_gain"][0]), 3),
-        "detail_blur": float(figures["sigma"][0]),
-        "verified": bool(figures["verified"][0]),
+        "route": "crop or border",
+        "window_distance": int(crop[0]),
+        "bigger": "keeper" if warp["a_bigger"][0] else "this pair",
+        "rectangle": {"x": [tx, round(tx + sx, 3)], "y": [ty, round(ty + sy, 3)]},
+        "colour_levels": round(float(warp["colour"][0]), 1),
+        "detail_levels": round(float(warp["detail"][0]), 1),
+        "detail_tau": reg.WARP_DETAIL_TAU,
+        "verified": bool(warp["verified"][0]),
     }
 
 

@@ -32,6 +32,7 @@ from lakecurate.curation.dedup.groups import (
 from lakecurate.runtime.config import Config
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs import phash as ph
+from lakecurate.udfs import registration as reg
 
 # --- exact ------------------------------------------------------------------------------
 
@@ -140,39 +141,48 @@ def minhash_regroup(run: DedupRun, items: DataFrame, params) -> tuple[DataFrame,
     return merge_groups("minhash", edges, existing)
 
 
-def phash_vector() -> Column:
+def phash_vector(crops: bool) -> Column:
     """The `phash_verified` vector of a signals row: the pHash as 8 big-endian bytes, then
     the verification blob (`signals.thumb`; absent or older in rows made before this
-    verification, which are never a duplicate)."""
+    verification, which are never a duplicate), then, with `crops`, the window hashes
+    (`signals.phash_windows`, where present and current)."""
     as_bytes = F.unhex(F.lpad(F.hex("phash"), 16, "0"))
-    return F.concat(as_bytes, F.coalesce(F.col("thumb"), F.lit(b"")))
+    blob = F.when(F.length("thumb") == ph.VERIFY_BYTES, F.col("thumb")).otherwise(F.lit(b""))
+    parts = [as_bytes, F.coalesce(blob, F.lit(b""))]
+    if crops:
+        windows = F.when(F.length("phash_windows") == ph.WINDOW_BYTES, F.col("phash_windows"))
+        parts.append(F.when(F.length(blob) > 0, F.coalesce(windows, F.lit(b""))).otherwise(b""))
+    return F.concat(*parts)
 
 
 def phash_slug(cfg: Config) -> str:
-    """The phash method's configuration slug: its distance and its verification."""
-    return f"phash64_d{cfg.dedup.phash_max_distance}_{ph.VERIFY_SLUG}"
+    """The phash method's configuration slug: its distance and its verification (with
+    crops: the windows and the registration)."""
+    slug = f"phash64_d{cfg.dedup.phash_max_distance}_{ph.VERIFY_SLUG}"
+    return f"{slug}_crops{len(ph.WINDOWS)}{reg.SLUG}" if cfg.dedup.phash_crops else slug
 
 
 def perceptual(run: DedupRun) -> dict[str, int]:
-    """pHash candidates within `phash_max_distance` bits, each verified against its
-    keeper with the colour thumbnails and grey detail images (`udfs/phash.py`):
-    distinct pictures that share a grey hash (flags, colour variants, skin tones, faces
-    that differ by their mouth) are never duplicates."""
-    d = run.cfg.dedup.phash_max_distance
+    """pHash candidates within `phash_max_distance` bits (whole frames, and with
+    `phash_crops` window against whole frame), each verified against its keeper with
+    the colour thumbnails and grey detail images (`udfs/phash.py`; crops registered
+    first, `udfs/registration.py`): distinct pictures that share a grey hash (flags,
+    colour variants, skin tones, faces that differ by their mouth) are never duplicates."""
+    d, crops = run.cfg.dedup.phash_max_distance, run.cfg.dedup.phash_crops
     slug = phash_slug(run.cfg)
     idx, full = index_rows(run, "phash", slug)
     signals = run.signals.filter(F.col("phash").isNotNull())
-    hashes = signals.select("uid", "phash")
+    hashes = signals.select("uid", "phash", *(["phash_windows"] if crops else []))
     known = idx.select("uid", F.lit(False).alias("is_new"))
     items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
     write_groups(
         run,
         "phash",
         slug,
-        _edges(items, full, lambda it: near.phash_edges(it, d)),
+        _edges(items, full, lambda it: near.phash_edges(it, d, crops)),
         full,
         Keeping(
-            vectors=signals.select("uid", phash_vector().alias("vector")),
+            vectors=signals.select("uid", phash_vector(crops).alias("vector")),
             kernel="phash_verified",
             min_similarity=1 - d / 64,
         ),

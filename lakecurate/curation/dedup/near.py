@@ -14,7 +14,8 @@ here compares all pairs:
   stay, so a large bucket may be linked a little differently from a full run's);
 * pHash: 4 bands of 16 bits; each band value is also emitted with every flip of up to
   `distance // 4` bits, so by pigeonhole every pair within the distance meets in some
-  band; candidates are verified with a popcount.
+  band; candidates are verified with a popcount. With crops on, each image's window
+  hashes take part too, each meeting only whole-frame hashes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.components import cut_lineage
 from lakecurate.udfs import minhash as mh
+from lakecurate.udfs import phash as ph
 from lakecurate.udfs import semantic as sem
 
 EDGE_COLUMNS = ("a", "b", "similarity")
@@ -161,46 +163,84 @@ def flip_masks(radius: int, bits: int = PHASH_BAND_BITS) -> list[int]:
     return masks
 
 
+def hash_rows(items: DataFrame, crops: bool) -> DataFrame:
+    """items (uid, phash, is_new[, phash_windows]) -> (uid, kind, hash, is_new): kind 0
+    the whole-frame pHash; with `crops`, kind k the k-th window hash (`phash.WINDOWS`) of
+    rows whose windows are there."""
+    whole = F.struct(F.lit(0).alias("kind"), F.col("phash").alias("hash"))
+    hashes = F.array(whole)
+    if crops:
+        windows = [
+            F.struct(
+                F.lit(k + 1).alias("kind"),
+                F.conv(F.hex(F.substring("phash_windows", 1 + 8 * k, 8)), 16, -10)
+                .cast("long")
+                .alias("hash"),
+            )
+            for k in range(len(ph.WINDOWS))
+        ]
+        hashes = F.when(
+            F.length("phash_windows") == ph.WINDOW_BYTES, F.array(whole, *windows)
+        ).otherwise(hashes)
+    return items.select("uid", "is_new", F.explode(hashes).alias("h")).select(
+        "uid", "h.kind", "h.hash", "is_new"
+    )
+
+
 def _band_values(df: DataFrame) -> DataFrame:
     bands = [
         F.struct(
             F.lit(k).alias("band"),
-            F.shiftrightunsigned("phash", k * PHASH_BAND_BITS).bitwiseAND(0xFFFF).alias("value"),
+            F.shiftrightunsigned("hash", k * PHASH_BAND_BITS).bitwiseAND(0xFFFF).alias("value"),
         )
         for k in range(PHASH_BANDS)
     ]
-    return df.select("uid", "phash", "is_new", F.explode(F.array(*bands)).alias("bv")).select(
-        "uid", "phash", "is_new", "bv.band", "bv.value"
-    )
+    return df.select(
+        "uid", "kind", "hash", "is_new", F.explode(F.array(*bands)).alias("bv")
+    ).select("uid", "kind", "hash", "is_new", "bv.band", "bv.value")
 
 
-def phash_edges(items: DataFrame, max_distance: int) -> DataFrame:
-    """items (uid, phash, is_new) -> verified edges with similarity 1 - distance / 64.
+def phash_edges(items: DataFrame, max_distance: int, crops: bool = False) -> DataFrame:
+    """items (uid, phash, is_new[, phash_windows]) -> verified edges with similarity
+    1 - distance / 64.
 
-    Only new items probe: the flips are symmetric, so a probe of a new item meets the
-    band value of every item within the distance, and old pairs are not looked at.
+    The distance of a pair is that of their whole-frame pHashes or, with `crops`, the
+    fewest bits between a window hash of one and the whole-frame hash of the other (a
+    crop or a border: `phash.WINDOWS`). Only new items probe, with every hash they
+    have: the flips are symmetric, so a probe of a new item meets the band value of
+    every item within the distance (its whole frame meets the old windows, its windows
+    the old whole frames), and old pairs are not looked at.
     """
     reps, same = collapse_identical(items, "phash")
-    keys = _band_values(reps)
+    if crops:  # a representative stands for identical hashes with its own windows
+        reps = reps.join(items.select("uid", "phash_windows"), "uid")
+    keys = _band_values(hash_rows(reps, crops))
     masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
     probes = (
         keys.filter("is_new")
-        .select("uid", "phash", "band", F.explode(masks).alias("mask"), "value")
-        .select("uid", "phash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
+        .select("uid", "kind", "hash", "band", F.explode(masks).alias("mask"), "value")
+        .select(
+            "uid", "kind", "hash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value")
+        )
     )
-    # probes are up to (1 + 16 + 120) per band of every new item: never broadcast them
+    # probes are up to (1 + 16 + 120) per band of every new hash: never broadcast them
     # (the planner's size estimate of an explode ignores the fan-out)
     x, y = keys.alias("x"), probes.hint("merge").alias("y")
-    dist = F.bit_count(F.col("x.phash").bitwiseXOR(F.col("y.phash")))
+    dist = F.bit_count(F.col("x.hash").bitwiseXOR(F.col("y.hash")))
     verified = (
         x.join(y, ["band", "value"])
-        .filter((F.col("x.uid") != F.col("y.uid")) & (dist <= max_distance))
+        .filter(
+            (F.col("x.uid") != F.col("y.uid"))
+            & ((F.col("x.kind") == 0) | (F.col("y.kind") == 0))
+            & (dist <= max_distance)
+        )
         .select(
             F.least("x.uid", "y.uid").alias("a"),
             F.greatest("x.uid", "y.uid").alias("b"),
             (1 - dist / 64.0).cast("float").alias("similarity"),
         )
-        .dropDuplicates(["a", "b"])
+        .groupBy("a", "b")
+        .agg(F.max("similarity").alias("similarity"))
     )
     return same.unionByName(verified)
 

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.groups import replace_rows
 from lakecurate.curation.dedup.semantic import CLUSTER_COLUMNS
+from lakecurate.runtime import progress
 from lakecurate.runtime.jobkit import JobContext
 from lakecurate.schemas import TABLES
 from lakecurate.udfs import phash as ph
@@ -23,9 +24,8 @@ from lakecurate.udfs import phash as ph
 
 def _computed(pairs: DataFrame, run_id: str) -> DataFrame:
     schema = TABLES["signals"].spark_schema()
-    return pairs.select(*ph.SIGNAL_INPUTS).mapInArrow(
-        partial(ph.signal_batches, run_id=run_id), schema
-    )
+    fn = partial(ph.signal_batches, run_id=run_id, counter=progress.row_counter())
+    return pairs.select(*ph.SIGNAL_INPUTS).mapInArrow(fn, schema)
 
 
 def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
@@ -39,9 +39,13 @@ def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
 
 
 def stale_blob() -> F.Column:
-    """Rows with a hash whose verification blob is absent or of an older format."""
+    """Rows with a hash whose verification blob or window hashes are absent or of an
+    older format."""
     return F.col("phash").isNotNull() & (
-        F.col("thumb").isNull() | (F.length("thumb") != ph.VERIFY_BYTES)
+        F.col("thumb").isNull()
+        | (F.length("thumb") != ph.VERIFY_BYTES)
+        | F.col("phash_windows").isNull()
+        | (F.length("phash_windows") != ph.WINDOW_BYTES)
     )
 
 
