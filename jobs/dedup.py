@@ -77,9 +77,10 @@ from lakecurate.curation.models import (
 )
 from lakecurate.deltaio.lake import Lake
 from lakecurate.runtime import jobkit, progress
-from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.config import Config, config_hash, replace
 from lakecurate.runtime.errors import ConfigError, JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.runtime.runs import last_run, record_run
 
 NAME = "dedup"
 HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
@@ -181,11 +182,47 @@ def expand_methods(methods: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+# What a dedup run's verdicts depend on: recorded after each run as
+# <lake>/_runs/dedup-watermark.json (written last: a run that dies leaves the old one).
+WATERMARK = "dedup-watermark"
+WATERMARK_TABLES = (
+    "pairs", "embeddings", "signals", "duplicates", "dedup_index", "semantic_centroids"
+)  # fmt: skip
+PER_RUN_COUNTS = ("new_rows", "semantic_refit", "semantic_assigned")  # the rest are totals
+
+
+def watermark(lake, cfg: Config) -> dict:
+    """The versions of dedup's inputs and outputs and the hash of its configuration (the
+    dedup section and the model that ranks keepers). Equal to the last run's: nothing
+    new arrived, nobody else wrote its tables, and its settings are the same, so a run
+    would change nothing."""
+    return {
+        "versions": {t: lake.version(t) for t in WATERMARK_TABLES},
+        "config": f"{config_hash(cfg.dedup)}-{config_hash(cfg.model)}",
+    }
+
+
+def unchanged_since_last_run(ctx: JobContext, cfg: Config) -> dict | None:
+    """The last run's record when nothing changed since it (`watermark`), else None."""
+    last = last_run(cfg.lake.path, WATERMARK)
+    if last and last.get("watermark") == watermark(ctx.lake, cfg):
+        return last
+    return None
+
+
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
     if "semantic" in expand_methods(cfg.dedup.methods):
         cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     check_inputs(ctx.lake, cfg)
+    last = unchanged_since_last_run(ctx, cfg)
+    if last is not None:  # a refresh with nothing new: no Spark job at all
+        log.info(
+            "dedup: nothing new since run %s (same table versions and settings)", last["run_id"]
+        )
+        counts = dict(last.get("counts", {}), new_rows=0)
+        counts |= {k: 0 for k in PER_RUN_COUNTS if k in counts}
+        return ctx.done(f"nothing new since dedup run {last['run_id']}", **counts)
     pairs = ctx.read(spark, "pairs")
     added = signal_rows.add_missing(spark, ctx, pairs)
     if "phash" in cfg.dedup.methods and signal_rows.phash_rematches(
@@ -214,6 +251,14 @@ def run(spark, cfg: Config) -> JobResult:
     counts |= method_counts(state, expand_methods(cfg.dedup.methods))
     counts["duplicates"] = sum(v for k, v in counts.items() if k.endswith("_duplicates"))
     methods = ", ".join(expand_methods(cfg.dedup.methods))
+    record_run(
+        cfg.lake.path,
+        WATERMARK,
+        "ok",
+        run_id=ctx.run_id,
+        watermark=watermark(ctx.lake, cfg),
+        counts=counts,
+    )
     return ctx.done(f"{counts['duplicates']} duplicate rows over methods {methods}", **counts)
 
 

@@ -182,3 +182,27 @@ def test_a_better_ranked_copy_arriving_later_displaces_the_keeper_only_without_s
     dedup.run(spark, replace(cfg, lake={"path": whole.root}))
     full = {(v[0], v[1]): v[3] for v in _verdicts(spark, whole, methods)}
     assert full == {(u, m): "u0" for u in ("u0", "u9") for m in methods}
+
+
+def test_a_run_with_nothing_new_reads_nothing_and_changes_nothing(spark, lake, cfg, sample_set):
+    cfg = replace(cfg, dedup={"methods": ["exact", "phash"]})
+    rows = sample_set.pair_rows()
+    _write(spark, lake, "pairs", rows[:-20])
+    first = dedup.run(spark, cfg)
+    versions = lake.versions()
+    sc = spark.sparkContext
+    sc.setJobGroup("dedup-nothing-new", "the second run", False)
+    try:
+        again = dedup.run(spark, cfg)
+    finally:
+        sc.setJobGroup(None, None, False)
+    assert sc.statusTracker().getJobIdsForGroup("dedup-nothing-new") == []  # no Spark job
+    assert lake.versions() == versions  # nothing written
+    assert "nothing new" in again.message and again.counts["new_rows"] == 0
+    assert again.counts["duplicates"] == first.counts["duplicates"]
+    # new pairs, or other settings: a real run again
+    _write(spark, lake, "pairs", rows[-20:])
+    third = dedup.run(spark, cfg)
+    assert third.counts["new_rows"] == 20 and "nothing new" not in third.message
+    stricter = replace(cfg, dedup={"phash_max_distance": 4})
+    assert "nothing new" not in dedup.run(spark, stricter).message
