@@ -357,17 +357,13 @@ def compare_warped(big: np.ndarray, small: np.ndarray, params: np.ndarray) -> di
     sigma = np.maximum(detail_sigma(short), 1.5)
     a, inside = reg.warp(_detail(big).astype(np.float32), params)
     b = _detail(small).astype(np.float32)
-    live = inside & reg._edge_mask(DETAIL, reg.EDGE)
+    live = inside & reg.edge_mask(DETAIL, reg.EDGE)
     a = np.where(live, a, b)
     detail = np.zeros(len(big), dtype=np.float32)
     for s in np.unique(sigma):
         rows = np.flatnonzero(sigma == s)
         detail[rows] = gain_difference(blur(a[rows], s), blur(b[rows], s), live[rows])[0]
-    ca, cin = reg.warp(_colour(big).astype(np.float32), params)
-    cb = _colour(small).astype(np.float32)
-    clive = cin & reg._edge_mask(THUMB, 1)
-    ca = np.where(clive[..., None], ca, cb)
-    colour = gain_difference(blur(ca, COLOUR_SIGMA), blur(cb, COLOUR_SIGMA), clive)[0]
+    colour = _warped_colour_difference(big, small, params, COLOUR_SIGMA)
     return {
         "colour": colour,
         "detail": detail,
@@ -385,14 +381,19 @@ def _roughly_alike(big: np.ndarray, small: np.ndarray, start: np.ndarray) -> np.
     """The colour thumbnails compared at the matched window, before any fitting: a cheap
     test that turns away most look-alikes (another flag, another colour) before the
     costly registration. Loose, since the window is up to 2 % off."""
+    return _warped_colour_difference(big, small, start, 1.5) <= ROUGH_COLOUR_TAU
+
+
+def _warped_colour_difference(big, small, params, sigma: float) -> np.ndarray:
+    """Largest colour-thumbnail difference (levels, after the gain) of blobs big[i] warped
+    onto small[i] by params[i], over their overlap away from the edge, blurred by sigma."""
     from lakecurate.udfs import registration as reg
 
-    a, inside = reg.warp(_colour(big).astype(np.float32), start)
+    a, inside = reg.warp(_colour(big).astype(np.float32), params)
     b = _colour(small).astype(np.float32)
-    live = inside & reg._edge_mask(THUMB, 1)
+    live = inside & reg.edge_mask(THUMB, 1)
     a = np.where(live[..., None], a, b)
-    diff = gain_difference(blur(a, 1.5), blur(b, 1.5), live)[0]
-    return diff <= ROUGH_COLOUR_TAU
+    return gain_difference(blur(a, sigma), blur(b, sigma), live)[0]
 
 
 def verify_crops(big: np.ndarray, small: np.ndarray) -> dict[str, np.ndarray]:

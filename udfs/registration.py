@@ -78,7 +78,7 @@ def _gradients(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gx.astype(np.float32), gy.astype(np.float32)
 
 
-def _edge_mask(n: int, edge: int) -> np.ndarray:
+def edge_mask(n: int, edge: int) -> np.ndarray:
     m = np.zeros((n, n), dtype=bool)
     m[edge : n - edge, edge : n - edge] = True
     return m
@@ -90,7 +90,7 @@ def _fit(big: np.ndarray, small: np.ndarray, params: np.ndarray, iterations: int
     gx, gy = _gradients(big)
     stack = np.stack([big, gx, gy], axis=-1)  # warped together: one product per axis
     centres = ((np.arange(n) + 0.5) / n).astype(np.float32)
-    frame = _edge_mask(n, EDGE)
+    frame = edge_mask(n, EDGE)
     gain = np.ones(k, dtype=np.float32)
     offset = np.zeros(k, dtype=np.float32)
     for _ in range(iterations):
