@@ -15,9 +15,13 @@ A re-run reuses a finished manifest whose inputs match and whose shards verify b
 (finishing the crashed publish), and otherwise replaces the leftovers.
 
 Layout: with a parent (the newest live version of the name whose manifest verifies),
-the new version reuses the parent's untouched shards (hard links or copies), rewrites
-the ones that lost members and appends the added samples in new shards
-(`lakecurate/curation/publish/layout.py`), so a refresh costs what changed. Without one, with
+the new version reuses the parent's shards (hard links or copies) with a deletion list
+per shard of the members it leaves out, rewrites (compacts) the ones whose deleted
+fraction passes `publish.compact_fraction` or whose members changed, and appends the
+added samples in new shards (`lakecurate/curation/publish/layout.py`), so a refresh
+costs what changed. The manifest says whether the version is `exact` (its shards hold
+exactly its samples); `lakecurate.dataset` readers apply the deletion lists and
+`lakecurate versions materialize` writes an exact copy. Without a parent, with
 `--full` (`publish.incremental: false`), or when the reusable shards would hold less
 than `publish.min_reuse` of the samples (small changes scattered over every shard),
 samples are ordered by sha256(seed:uid) and shard boundaries come from that order.
@@ -191,7 +195,7 @@ def out_dir(cfg: Config, version: int) -> str:
 def inputs_hash(plan: dict) -> str:
     """What determines the shards' bytes: equal hash -> the same shards."""
     keys = ("pinned_versions", "recipe_id", "model_id", "shard_size", "shard_bytes", "seed")
-    keys += ("parent", "max_small_shards", "min_reuse")
+    keys += ("parent", "max_small_shards", "min_reuse", "compact_fraction")
     blob = json.dumps({k: plan[k] for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -199,10 +203,10 @@ def inputs_hash(plan: dict) -> str:
 # --- shards ------------------------------------------------------------------------------------
 
 
-def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int, rows: int):
+def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int):
     """Add `pos` (seeded shuffle by uid) and `shard`: a new shard starts after `shard_size`
     samples, or at the first sample that starts past `shard_bytes` (estimated) bytes
-    (`rows`: about how many samples there are, see `publish_layout.pack`)."""
+    (numbered without a global sort, see `layout.pack`)."""
     from pyspark.sql import functions as F
 
     narrow = samples.select(
@@ -210,7 +214,7 @@ def assign_shards(samples, shard_size: int, shard_bytes: int, seed: int, rows: i
         layouts.seeded_order(seed).alias("order_key"),
         layouts.est_bytes(F.length("image")).alias("nbytes"),
     )
-    assigned = layouts.pack(narrow, ["order_key", "uid"], shard_size, shard_bytes, rows)
+    assigned = layouts.pack(narrow, ["order_key", "uid"], shard_size, shard_bytes)
     return samples.join(assigned, "uid")
 
 
@@ -280,10 +284,16 @@ def full_layout(spark, cfg: Config, plan: dict, samples, staging: str) -> list[d
     """Every shard written afresh in the seeded order (no parent, or `--full`)."""
     p = cfg.publish
     kept = plan["funnel"]["kept"]
-    assigned = assign_shards(samples, p.shard_size, p.shard_bytes, p.seed, kept)
+    assigned = assign_shards(samples, p.shard_size, p.shard_bytes, p.seed)
     expected = -(-kept // p.shard_size)
     shards = write_shards(spark, assigned, staging, expected)
-    return [{**s, "reused": False} for s in shards]
+    return [{**s, **layouts.NO_DELETIONS, "reused": False} for s in shards]
+
+
+# what the manifest records per shard: its tar and index, the samples of this version in
+# it, and the deletion list of the tar's members this version leaves out (or none)
+SHARD_KEYS = ("name", "index", "sha256", "num_samples", "num_bytes", "reused")
+SHARD_KEYS += ("deleted", "deletions", "deletions_sha256")
 
 
 def materialise(
@@ -309,7 +319,7 @@ def materialise(
             layout = {"mode": "full", "reason": laid}
         else:
             shards, layout = laid
-    written = sum(s["num_samples"] for s in shards)
+    written = sum(s["num_samples"] for s in shards)  # samples of the version (not deleted)
     sfs, spath = open_fs(staging)
     if written == 0:
         if sfs.exists(spath):
@@ -328,13 +338,15 @@ def materialise(
         if fs.size(f"{fspath}/{s['name']}") != s["num_bytes"]:
             raise JobError(f"{path}/{s['name']} changed size after writing; not registered")
     manifest = dict(plan, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    keys = ("name", "index", "sha256", "num_samples", "num_bytes", "reused")
-    manifest["shards"] = [{k: s[k] for k in keys} for s in shards]
+    manifest["shards"] = [{k: s[k] for k in SHARD_KEYS} for s in shards]
     manifest["layout"] = layout
+    deleted = sum(s["deleted"] for s in shards)
+    manifest["exact"] = deleted == 0
     manifest["counts"] = {
         "num_samples": written,
         "num_shards": len(shards),
         "num_bytes": sum(s["num_bytes"] for s in shards),
+        "num_deleted": deleted,
         "kept_without_pairs": lost,
     }
     with fs.open(f"{fspath}/{MANIFEST}.tmp", "w") as f:
@@ -468,6 +480,7 @@ def _plan(spark, ctx, name, version, pins, recipe_id, mid, parent=None, sel_hash
         "parent": None if parent is None else parent.describe(),
         "max_small_shards": cfg.publish.max_small_shards,
         "min_reuse": cfg.publish.min_reuse,
+        "compact_fraction": cfg.publish.compact_fraction,
         "funnel": fun,
         "run_id": ctx.run_id,
     }

@@ -13,11 +13,11 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 
 import pytest
 import yaml
 
+import lakecurate.dataset as lcd
 from lakecurate.demo.sample import generate
 from lakecurate.udfs.storage import url_to_fs
 
@@ -45,12 +45,8 @@ def _cli(*args: str) -> dict:
 
 
 def _published_uids(shard_dir: str) -> list[str]:
-    fs, root = url_to_fs(shard_dir)
-    uids = []
-    for path in sorted(p for p in fs.find(root) if p.endswith(".tar")):
-        with fs.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            uids += [m.name.rsplit(".", 1)[0] for m in tar if m.name.endswith(".txt")]
-    return uids
+    """The keys of a version, read through `lakecurate.dataset` (deletion lists applied)."""
+    return [x["__key__"] for x in lcd.ShardDataset(shard_dir)]
 
 
 def _upload(local_dir, uri: str) -> None:

@@ -98,11 +98,13 @@ def test_shards_load_with_webdataset_and_a_torch_dataloader(tpl):
     import webdataset as wds
     from PIL import Image
 
+    import lakecurate.dataset as lcd
+
     kept = tpl["kept"][1]
     out, man = _manifest(tpl["results"][2])
     urls = [str(out / s["name"]) for s in man["shards"]]
     ds = (
-        wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+        lcd.webdataset(str(out), empty_check=False)  # applies the deletion lists, if any
         .decode("pil")
         .to_tuple("__key__", "jpg", "txt", "json")
         .map(lambda s: (s[0], torch.tensor(list(s[1].size)), s[2], s[3]["uid"], s[3]["clip_score"]))
@@ -121,7 +123,7 @@ def test_shards_load_with_webdataset_and_a_torch_dataloader(tpl):
     for shard, url in zip(man["shards"], urls, strict=True):
         idx = pd.read_parquet(out / shard["index"]).set_index("key")
         got = list(wds.WebDataset([url], shardshuffle=False, empty_check=False).decode("pil"))
-        assert len(got) == shard["num_samples"] == len(idx)
+        assert len(got) == shard["num_samples"] + shard["deleted"] == len(idx)
         assert [g["__key__"] for g in got] == list(idx.index)  # index in shard order
         for g in got:
             assert isinstance(g["jpg"], Image.Image)
@@ -157,13 +159,13 @@ def test_republish_from_same_pins_is_byte_identical(spark, tpl, tmp_path):
     assert m1["selection_hash"] != mb["selection_hash"]
 
 
-def test_shard_boundaries_by_count_and_by_bytes(spark, monkeypatch):
+def test_shard_boundaries_by_count_and_by_bytes(spark):
     rows = [(f"{i:064x}", bytes(1000 + 10 * i)) for i in range(40)]
     df = spark.createDataFrame(rows, "uid string, image binary").withColumn("caption", F.lit("c"))
     df = df.repartition(3)  # several input partitions, as a real selection has
 
     def assign(shard_size, shard_bytes, seed=0):
-        return publish.assign_shards(df, shard_size, shard_bytes, seed=seed, rows=len(rows))
+        return publish.assign_shards(df, shard_size, shard_bytes, seed=seed)
 
     by_count = assign(7, 0).collect()
     sizes = Counter(r["shard"] for r in by_count)
@@ -182,14 +184,21 @@ def test_shard_boundaries_by_count_and_by_bytes(spark, monkeypatch):
     assert order == [r["uid"] for r in sorted(again, key=lambda r: r["pos"])]
     other = assign(7, 0, seed=1).collect()
     assert order != [r["uid"] for r in sorted(other, key=lambda r: r["pos"])]
-    # many rows are numbered across ranges of the order: the same layout
-    monkeypatch.setattr(publish.layouts, "ONE_TASK_ROWS", 0)
+    # no step puts every row in one partition (no global sort, no unpartitioned window)
+    for frame in (assign(7, 0), assign(100, 8000)):
+        plan = frame._jdf.queryExecution().executedPlan().toString()
+        assert "SinglePartition" not in plan, plan
+    # the numbering does not depend on how many ranges there are
+    narrow = df.select("uid", F.length("image").alias("nbytes"))
 
-    def layout(frame):
-        return sorted((r["uid"], r["pos"], r["shard"]) for r in frame.collect())
+    def number(parts: int) -> list[tuple]:
+        got = publish.layouts.number_ranged(narrow, ["uid"], parts).collect()
+        return sorted((r["uid"], r["pos"], r["before"]) for r in got)
 
-    assert layout(assign(7, 0)) == sorted((r["uid"], r["pos"], r["shard"]) for r in by_count)
-    assert layout(assign(100, 8000)) == sorted((r["uid"], r["pos"], r["shard"]) for r in by_bytes)
+    one = number(1)
+    assert one == number(5)
+    ordered = sorted(rows)
+    assert one == [(u, i, sum(len(b) for _, b in ordered[:i])) for i, (u, _) in enumerate(ordered)]
 
 
 def test_crash_leftovers_are_replaced_and_manifest_without_row_is_finished(spark, tpl, tmp_path):

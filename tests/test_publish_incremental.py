@@ -1,5 +1,8 @@
-"""Incremental publish: a new version reuses its parent's untouched shards (hard links),
-rewrites the shards that lost members and appends the added samples in new shards."""
+"""Incremental publish: a new version reuses its parent's shards (hard links) with a
+deletion list per shard of the members it leaves out, compacts the shards whose deleted
+fraction passes `publish.compact_fraction`, and appends the added samples in new shards.
+Readers (`lakecurate.dataset`, plain webdataset plus the lists, `versions materialize`)
+give exactly the version's samples."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import webdataset as wds
 from test_publish_support import (
     publish_config,
@@ -20,6 +24,7 @@ from test_publish_support import (
     write_rows,
 )
 
+import lakecurate.dataset as lcd
 from lakecurate.catalog import versions
 from lakecurate.catalog.dataset import resolve
 from lakecurate.curation.models import model_id
@@ -131,24 +136,26 @@ def test_adding_uids_reuses_every_shard_and_appends_new_ones(chain):
     assert m2["counts"]["num_samples"] == len(chain["kept"])
 
 
-def test_a_dropped_uid_rewrites_only_its_shard(chain):
+def test_a_dropped_uid_goes_into_its_shards_deletion_list(chain):
     out2, m2 = _manifest(chain["results"][2])
     out3, m3 = _manifest(chain["results"][3])
     before = {s["name"]: s for s in m2["shards"]}
-    assert m3["parent"]["version"] == 2 and m3["layout"]["rewrite_shards"] == 1
-    for s in m3["shards"]:
-        if s["name"] == chain["victim_shard"]:
-            assert not s["reused"] and s["sha256"] != before[s["name"]]["sha256"]
-            uids = _index_uids(out3, s)
-            assert chain["victim"] not in uids
-            assert uids == [u for u in _index_uids(out2, before[s["name"]]) if u != chain["victim"]]
-            assert s["num_samples"] == before[s["name"]]["num_samples"] - 1
-            assert _sha(out3 / s["name"]) == s["sha256"]
-            assert os.stat(out3 / s["name"]).st_ino != os.stat(out2 / s["name"]).st_ino
-        else:
-            assert s["reused"] and s["sha256"] == before[s["name"]]["sha256"]
-            assert os.stat(out3 / s["name"]).st_ino == os.stat(out2 / s["name"]).st_ino
+    lay = m3["layout"]
+    assert m3["parent"]["version"] == 2 and lay["rewrite_shards"] == 0
+    assert (lay["shards_with_deletions"], lay["deleted"], lay["removed"]) == (1, 1, 1)
+    assert m2["exact"] is True and m3["exact"] is False
+    assert m3["counts"]["num_deleted"] == 1
     assert {s["name"] for s in m3["shards"]} == set(before)
+    for s in m3["shards"]:  # every shard is its parent's file, as the same bytes
+        assert s["reused"] and s["sha256"] == before[s["name"]]["sha256"]
+        assert os.stat(out3 / s["name"]).st_ino == os.stat(out2 / s["name"]).st_ino
+        if s["name"] == chain["victim_shard"]:
+            dels = pd.read_parquet(out3 / s["deletions"])["key"].tolist()
+            assert dels == [chain["victim"]] and s["deleted"] == 1
+            assert s["deletions_sha256"] == _sha(out3 / s["deletions"])
+            assert s["num_samples"] == before[s["name"]]["num_samples"] - 1
+        else:
+            assert s["deleted"] == 0 and s["deletions"] is None
 
 
 def test_versions_diff_and_show_of_incremental_versions(spark, chain, capsys):
@@ -163,15 +170,138 @@ def test_versions_diff_and_show_of_incremental_versions(spark, chain, capsys):
     assert "incremental over inc@2: " in capsys.readouterr().out
 
 
-def test_webdataset_reads_the_whole_new_version(chain):
+def _plain_read(out: Path, manifest: dict) -> list[dict]:
+    """A plain webdataset reader plus the deletion lists, as a user without our loader."""
+    urls = [str(out / s["name"]) for s in manifest["shards"]]
+    deleted = {
+        str(out / s["name"]): set(pd.read_parquet(out / s["deletions"])["key"])
+        for s in manifest["shards"]
+        if s["deletions"]
+    }
+    ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")
+    return [x for x in ds if x["__key__"] not in deleted.get(x["__url__"], ())]
+
+
+def _keys(batch) -> list[str]:
+    return list(batch["__key__"])
+
+
+def test_loaders_give_exactly_the_selection(chain):
     out3, m3 = _manifest(chain["results"][3])
-    urls = [str(out3 / s["name"]) for s in m3["shards"]]
-    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil"))
     expected = chain["kept"] - {chain["victim"]}
-    assert len(samples) == m3["counts"]["num_samples"] == len(expected)
-    assert {s["__key__"] for s in samples} == expected
-    assert all(s["json"]["uid"] == s["__key__"] and s["jpg"].size for s in samples)
     assert chain["results"][3].counts["num_samples"] == len(expected)
+    assert m3["counts"]["num_samples"] == len(expected)
+    # the shards themselves still hold the victim: an unfiltered read sees it
+    raw = wds.WebDataset([str(out3 / s["name"]) for s in m3["shards"]], shardshuffle=False)
+    assert chain["victim"] in {x["__key__"] for x in raw}
+    plain = _plain_read(out3, m3)
+    assert sorted(x["__key__"] for x in plain) == sorted(expected)
+    assert all(x["json"]["uid"] == x["__key__"] and x["jpg"].size for x in plain)
+    ours = list(lcd.webdataset(str(out3), empty_check=False).decode("pil"))
+    assert [x["__key__"] for x in ours] == [x["__key__"] for x in plain]
+    # the torch IterableDataset through a two-worker DataLoader
+    loader = torch.utils.data.DataLoader(
+        lcd.ShardDataset(str(out3 / "manifest.json")), batch_size=None, num_workers=2
+    )
+    got = [x["__key__"] for x in loader]
+    assert sorted(got) == sorted(expected) and len(got) == len(set(got))
+    # two ranks split the shards between them, together exactly once
+    ranks = [lcd.ShardDataset(str(out3), rank=r, world_size=2) for r in (0, 1)]
+    split = [[x["__key__"] for x in ds] for ds in ranks]
+    assert sorted(split[0] + split[1]) == sorted(expected) and all(split)
+    # the WebDataset pipeline in DataLoader workers (the predicate travels to them)
+    wl = torch.utils.data.DataLoader(
+        lcd.webdataset(str(out3), empty_check=False).batched(8), batch_size=None, num_workers=2
+    )
+    assert sorted(k for b in wl for k in _keys(b)) == sorted(expected)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        lcd.open_version(str(chain["root"]))
+
+
+def test_materialize_writes_an_exact_copy(spark, chain, tmp_path, capsys):
+    lake = chain["lake"]
+    out3, m3 = _manifest(chain["results"][3])
+    dest = tmp_path / "exact"
+    args = ["materialize", "inc@3", "--out", str(dest), "--lake", lake.root]
+    assert versions.main(args) == 0
+    assert "1 rewritten without their deleted samples" in capsys.readouterr().out
+    copy = json.loads((dest / "manifest.json").read_text())
+    assert copy["exact"] is True and copy["materialized_from"]["ref"] == "inc@3"
+    assert not any(s["deletions"] for s in copy["shards"])
+    expected = sorted(chain["kept"] - {chain["victim"]})
+    urls = [str(dest / s["name"]) for s in copy["shards"]]
+    plain = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    assert sorted(x["__key__"] for x in plain) == expected
+    for s in copy["shards"]:
+        assert _sha(dest / s["name"]) == s["sha256"]
+        idx = pd.read_parquet(dest / s["index"])
+        assert s["num_samples"] == len(idx)
+        with open(dest / s["name"], "rb") as f:  # the index offsets point at each sample
+            for key, offset in zip(idx["key"], idx["offset"], strict=True):
+                f.seek(offset)
+                assert f.read(100).split(b"\0", 1)[0].decode().startswith(key)
+    victim = next(s for s in copy["shards"] if s["name"] == chain["victim_shard"])
+    assert chain["victim"] not in set(_index_uids(dest, victim))
+    # a re-run finds the finished copy; another version into it is refused
+    assert versions.main(args) == 0
+    assert "materialize" in versions.build_parser().format_help()
+    other = ["materialize", "inc@2", "--out", str(dest), "--lake", lake.root]
+    assert versions.main(other) == 2
+    assert "already holds another version" in capsys.readouterr().err
+
+
+def test_compaction_writes_the_bytes_of_the_exact_copy(spark, chain, tmp_path):
+    """Past `compact_fraction` the shard is rewritten without its deleted members: the
+    same bytes `versions materialize` writes for it, and no deletion list."""
+    root = tmp_path
+    shutil.copytree(chain["root"] / "lake-copy", root / "lake")
+    cfg = replace(
+        chain["cfg"],
+        lake={"path": str(root / "lake")},
+        publish={"out": str(root / "v{version}"), "compact_fraction": 0.01},
+    )
+    res = publish.run(spark, cfg)
+    out, m = _manifest(res)
+    assert m["exact"] is True and m["layout"]["rewrite_shards"] == 1
+    shard = next(s for s in m["shards"] if s["name"] == chain["victim_shard"])
+    assert not shard["reused"] and shard["deletions"] is None
+    assert chain["victim"] not in _index_uids(out, shard)
+    dest = tmp_path / "exact"
+    assert (
+        versions.main(["materialize", "inc@3", "--out", str(dest), "--lake", chain["lake"].root])
+        == 0
+    )
+    copy = json.loads((dest / "manifest.json").read_text())
+    twin = next(s for s in copy["shards"] if s["name"] == chain["victim_shard"])
+    assert twin["sha256"] == shard["sha256"] == _sha(out / shard["name"])
+
+
+def test_a_deleted_uid_selected_again_leaves_the_deletion_list(spark, chain, tmp_path):
+    shutil.copytree(
+        chain["cfg"].lake.path, tmp_path / "lake", ignore=shutil.ignore_patterns("_published")
+    )
+    cfg = replace(chain["cfg"], lake={"path": str(tmp_path / "lake")})
+    lake = Lake(cfg.lake.path)
+    out2, m2 = _manifest(chain["results"][2])
+    out3, m3 = _manifest(chain["results"][3])
+    uids = [u for s in m3["shards"] for u in _index_uids(out3, s)]
+    _select(spark, lake, cfg, uids)  # the victim is back
+    res = publish.run(spark, cfg)
+    out4, m4 = _manifest(res)
+    assert m4["exact"] is True and m4["layout"]["added"] == 0
+    assert [(s["name"], s["sha256"]) for s in m4["shards"]] == [
+        (s["name"], s["sha256"]) for s in m2["shards"]
+    ]
+    assert m4["counts"]["num_samples"] == m2["counts"]["num_samples"]
+    assert not list(out4.glob("*.deleted.parquet"))
+    # then two others go: a new deletion list (not the parent's) for the shard that had none
+    shard = m2["shards"][0]
+    gone = _index_uids(out2, shard)[:2]
+    _select(spark, lake, cfg, uids, drop=frozenset(gone))
+    out5, m5 = _manifest(publish.run(spark, cfg))
+    rec = next(s for s in m5["shards"] if s["name"] == shard["name"])
+    assert sorted(pd.read_parquet(out5 / rec["deletions"])["key"]) == sorted(gone)
+    assert m5["layout"]["removed"] == 2 and m5["exact"] is False
 
 
 def test_same_pins_and_parent_give_byte_identical_shards(spark, chain):
@@ -187,6 +317,10 @@ def test_same_pins_and_parent_give_byte_identical_shards(spark, chain):
     for s in mb["shards"]:
         assert _sha(out_b / s["name"]) == s["sha256"]
         assert (out_b / s["index"]).read_bytes() == (out3 / s["index"]).read_bytes()
+    dels = [s["deletions"] for s in mb["shards"] if s["deletions"]]
+    assert dels and dels == [s["deletions"] for s in m3["shards"] if s["deletions"]]
+    for name in dels:
+        assert (out_b / name).read_bytes() == (out3 / name).read_bytes()
 
 
 def test_small_shard_merging_and_the_full_layout(spark, chain, tmp_path):
@@ -223,24 +357,35 @@ def test_changes_in_most_shards_write_every_shard_afresh(spark, chain, tmp_path)
     )
     cfg = replace(chain["cfg"], lake={"path": str(tmp_path / "lake")})
     out3, m3 = _manifest(chain["results"][3])
-    # one uid dropped from every shard: nothing is reusable, so rewriting every shard from
-    # the parent's tars would cost more than a fresh layout
+    # one uid dropped from every shard: with deletion lists every shard is still reused
     drop = frozenset(_index_uids(out3, s)[0] for s in m3["shards"])
     uids = [u for s in m3["shards"] for u in _index_uids(out3, s)]
     _select(spark, Lake(cfg.lake.path), cfg, uids, drop=drop)
-    fresh = publish.run(spark, cfg)
+    listed = publish.run(spark, cfg)
+    _, ml = _manifest(listed)
+    assert ml["layout"]["mode"] == "incremental"
+    assert (
+        ml["layout"]["reuse_shards"] == len(m3["shards"]) == ml["layout"]["shards_with_deletions"]
+    )
+    assert ml["counts"]["num_samples"] == len(uids) - len(drop)  # v3's victim is back
+    # with compact_fraction 0 (always exact) nothing is reusable, so rewriting every shard
+    # from the parent's tars would cost more than a fresh layout
+    exact = replace(cfg, publish={"force": True, "compact_fraction": 0.0})
+    fresh = publish.run(spark, exact)
     _, mf = _manifest(fresh)
-    assert mf["parent"]["version"] == 3 and mf["layout"]["mode"] == "full"
+    assert mf["parent"]["version"] == 4 and mf["layout"]["mode"] == "full"
     assert mf["layout"]["reason"].startswith(f"only 0 of {len(uids) - len(drop)} samples")
-    assert not any(s["reused"] for s in mf["shards"])
+    assert not any(s["reused"] for s in mf["shards"]) and mf["exact"] is True
     assert mf["counts"]["num_samples"] == len(uids) - len(drop)
-    # the same change with min_reuse 0 rewrites every shard over the parent
-    again = publish.run(spark, replace(cfg, publish={"force": True, "min_reuse": 0.0}))
+    # the same change with min_reuse 0 rewrites (compacts) every shard over the parent
+    again = publish.run(spark, replace(exact, publish={"min_reuse": 0.0, "incremental": True}))
     _, ma = _manifest(again)
-    assert ma["layout"]["mode"] == "incremental" and ma["parent"]["version"] == 4
+    assert ma["layout"]["mode"] == "incremental" and ma["parent"]["version"] == 5
     assert ma["counts"]["num_samples"] == mf["counts"]["num_samples"]
     with pytest.raises(ConfigError, match="publish.min_reuse"):
         load_config(None, {"publish.min_reuse": 1.5})
+    with pytest.raises(ConfigError, match="publish.compact_fraction"):
+        load_config(None, {"publish.compact_fraction": 1.0})
 
 
 def test_decide_actions_and_the_small_shard_rule():
@@ -252,12 +397,20 @@ def test_decide_actions_and_the_small_shard_rule():
         ShardStat(4, 3, 3, 3, 300),  # small (3 < 10/2) -> reuse while few are small
     ]
     assert decide(stats, 10, 0, 3) == {0: REUSE, 1: REWRITE, 2: REWRITE, 3: DROP, 4: REUSE}
+    assert decide(stats, 10, 0, 3, 0.5)[2] == REUSE  # half deleted: not past 0.5
     # two small survivors (5 is not small: 2*5 >= 10; 4 is) with max 1: merge them
     assert decide(stats, 10, 0, 1)[4] == MERGE
     assert decide(stats, 10, 0, 1)[2] == REWRITE
     # with a byte bound a shard is small only when it is also under half the bytes
     assert decide(stats, 10, 400, 1)[4] == REUSE
     assert decide(stats, 10, 700, 1)[4] == MERGE
+    # deletions: reused with a deletion list up to compact_fraction, compacted past it
+    lost = [ShardStat(0, 10, 8, 8, 800), ShardStat(1, 10, 7, 7, 700)]
+    assert decide(lost, 10, 0, 3, 0.2) == {0: REUSE, 1: REWRITE}
+    assert decide(lost, 10, 0, 3, 0.3) == {0: REUSE, 1: REUSE}
+    assert decide(lost, 10, 0, 3, 0.0) == {0: REWRITE, 1: REWRITE}
+    # a changed member is rewritten whatever the fraction
+    assert decide([ShardStat(0, 10, 9, 10, 1000)], 10, 0, 3, 0.9) == {0: REWRITE}
 
 
 def test_config_checks_the_incremental_keys(tmp_path):

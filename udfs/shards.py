@@ -10,6 +10,11 @@ Next to each `shard-NNNNNN.tar` sits `shard-NNNNNN.parquet`: one row per sample 
 key, uid, caption, url, size, clip_score and the byte offset of its first tar header, so a
 reader can find a sample without scanning the tar.
 
+A version that reuses a shard of its parent without some of its samples records their
+keys in `shard-NNNNNN.deleted.parquet` (one `key` column, sorted): a deletion list, like
+Delta's deletion vectors. The tar and its index still hold those samples; readers skip
+them (`lakecurate.dataset`), and `copy_without_deleted` writes the shard without them.
+
 No lake or Spark-session imports here: this runs in Python workers.
 """
 
@@ -65,6 +70,8 @@ SOURCE_COLUMNS = ("src_uri", "src_member", "image_sha256")
 PARENT_DAMAGED = "damaged parent shard"
 
 SHARD_RESULT_SCHEMA = "shard int, name string, sha256 string, num_samples long, num_bytes long"
+DELETIONS_RESULT_SCHEMA = "shard int, deletions string, deletions_sha256 string, deleted long"
+DELETIONS_SCHEMA = pa.schema([("key", pa.string())])
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -96,6 +103,16 @@ class ShardWritten:
 
 def shard_name(shard: int) -> str:
     return f"shard-{shard:06d}"
+
+
+def deletions_name(shard: int) -> str:
+    """The file of a shard's deletion list."""
+    return f"{shard_name(shard)}.deleted.parquet"
+
+
+def sample_key(member: str) -> str:
+    """The WebDataset key of a tar member: its name up to the first dot."""
+    return member.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 def image_extension(image_format: str | None) -> str:
@@ -296,3 +313,91 @@ def file_sha256(fs, path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# --- deletion lists ---------------------------------------------------------------------------
+
+
+def _put(fs, path: str, data: bytes) -> None:
+    """Write `data` at `path` through a temp name (a retried task never leaves a torn file)."""
+    tmp = f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def deletions_bytes(keys: Iterable[str]) -> bytes:
+    """The bytes of a deletion list: the sorted distinct keys, one Parquet column."""
+    table = pa.Table.from_pydict({"key": sorted(set(keys))}, schema=DELETIONS_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_deleted_keys(uri: str) -> frozenset[str]:
+    """The keys of the deletion list at `uri`."""
+    fs, path = _open_fs(uri)
+    with fs.open(path, "rb") as f:
+        return frozenset(pq.read_table(f, columns=["key"]).column("key").to_pylist())
+
+
+def deletions_writer(staging_uri: str):
+    """For `groupBy("shard").applyInPandas`: the keys (`uid`) one shard's version leaves
+    out in, its deletion list written under `staging_uri`, its record out."""
+
+    def write_group(pdf: pd.DataFrame) -> pd.DataFrame:
+        if pdf.empty:
+            return pd.DataFrame(columns=["shard", "deletions", "deletions_sha256", "deleted"])
+        shard = int(pdf["shard"].iloc[0])
+        data = deletions_bytes(pdf["uid"])
+        fs, root = _open_fs(staging_uri)
+        fs.makedirs(root, exist_ok=True)
+        _put(fs, f"{root}/{deletions_name(shard)}", data)
+        sha = hashlib.sha256(data).hexdigest()
+        return pd.DataFrame([(shard, deletions_name(shard), sha, pdf["uid"].nunique())])
+
+    return write_group
+
+
+def copy_without_deleted(src_root: str, dst_root: str, record: dict) -> dict:
+    """Write shard `record` of the version at `src_root` into `dst_root` without the
+    samples its deletion list names: the tar (members copied with the fixed headers, so
+    the bytes equal a shard written from the remaining samples) and its index (offsets
+    of the new tar). Returns the new shard's record (no deletions)."""
+    deleted = read_deleted_keys(f"{src_root}/{record['deletions']}")
+    sfs, spath = _open_fs(src_root)
+    dfs, dpath = _open_fs(dst_root)
+    dfs.makedirs(dpath, exist_ok=True)
+    with sfs.open(f"{spath}/{record['index']}", "rb") as f:
+        index = [r for r in pq.read_table(f).to_pylist() if r["key"] not in deleted]
+    offsets: dict[str, int] = {}
+    tmp = f"{dpath}/.{record['name']}.{uuid.uuid4().hex}.tmp"
+    with sfs.open(f"{spath}/{record['name']}", "rb") as fi, dfs.open(tmp, "wb") as fo:
+        out = _HashingWriter(fo)
+        with (
+            tarfile.open(fileobj=fi, mode="r|") as src,
+            tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
+        ):
+            for info in src:
+                key = sample_key(info.name)
+                if key in deleted or not info.isfile():
+                    continue
+                offsets.setdefault(key, out.tell())
+                data = src.extractfile(info).read()
+                tar.addfile(_tarinfo(info.name, len(data)), io.BytesIO(data))
+    dfs.mv(tmp, f"{dpath}/{record['name']}")
+    for r in index:
+        r["offset"] = offsets[r["key"]]
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), buf, compression="zstd")
+    _put(dfs, f"{dpath}/{record['index']}", buf.getvalue())
+    return {
+        **record,
+        "sha256": out.sha.hexdigest(),
+        "num_bytes": out.size,
+        "num_samples": len(index),
+        "deleted": 0,
+        "deletions": None,
+        "deletions_sha256": None,
+        "reused": False,
+    }

@@ -1,4 +1,5 @@
-"""`lakecurate versions list|show|diff|tag|retire`: dataset versions as things to trust.
+"""`lakecurate versions list|show|diff|tag|retire|materialize`: dataset versions as
+things to trust.
 
 Reads `datasets` (and, for `diff`, `selection`/`pairs`/`duplicates` at the versions each
 dataset version pins). `tag` and `retire` write `datasets`: the rows of one dataset name
@@ -7,7 +8,8 @@ the table's Delta history (`lakecurate history datasets`).
 
 A tag names one version of a dataset at a time: tagging `demo@3 prod` moves `prod` off
 whichever version had it. A retired version is no longer protected by `vacuum`.
-Every subcommand takes `--json` (one JSON document on stdout).
+`materialize` writes an exact copy of a version whose shards carry deletion lists
+(`lakecurate.curation.publish.materialize`). Every subcommand takes `--json` (one JSON document on stdout).
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--remove", action="store_true", help="take TAG off NAME@V instead")
     s = sub.add_parser("retire", help="mark NAME@V retired: vacuum may then drop its files")
     s.add_argument("ref", metavar="NAME@V")
+    s = sub.add_parser(
+        "materialize",
+        help="write an exact copy of NAME@V (deletion lists applied) for readers that "
+        "cannot filter",
+    )
+    s.add_argument("ref", metavar="NAME@V")
+    s.add_argument("--out", required=True, help="directory (path or fsspec URI) for the copy")
     for sp in sub.choices.values():  # --json, --lake, ... also after the action
         jobkit.add_global_arguments(sp, suppress=True)
 
@@ -99,6 +108,11 @@ def do_show(spark, lake: Lake, args) -> tuple[dict, str]:
         f"  selection_hash: {dv.selection_hash}",
         f"  layout:   {_layout(manifest.get('layout') or {}, dv.name)}",
     ]
+    if manifest.get("exact") is False:
+        lines.append(
+            "  exact:    no (deletion lists: read with lakecurate.dataset, or "
+            f"`lakecurate versions materialize {dv.ref} --out DIR`)"
+        )
     if fun:
         lines.append(f"  funnel:   {fun.get('total')} rows -> {fun.get('kept')} kept")
         for reason, n in sorted(fun.get("dropped", {}).items(), key=lambda kv: -kv[1]):
@@ -114,11 +128,17 @@ def do_show(spark, lake: Lake, args) -> tuple[dict, str]:
 def _layout(lay: dict, name: str) -> str:
     if lay.get("mode") != "incremental":
         return lay.get("mode", "full")
-    return (
+    text = (
         f"incremental over {name}@{lay['parent_version']}: {lay['reuse_shards']} shards "
         f"reused, {lay['rewrite_shards']} rewritten, {lay['merge_shards']} merged, "
         f"{lay['drop_shards']} dropped; {lay['added']} samples added"
     )
+    if lay.get("shards_with_deletions"):
+        text += (
+            f"; {lay['deleted']} samples in the deletion lists of "
+            f"{lay['shards_with_deletions']} shards"
+        )
+    return text
 
 
 # --- diff ----------------------------------------------------------------------------------
@@ -296,12 +316,30 @@ def do_retire(spark, lake: Lake, args, cfg: Config) -> tuple[dict, str]:
     return {"dataset": after.to_json(), "datasets_version": v}, f"retired {after.ref}"
 
 
+def do_materialize(spark, lake: Lake, args, cfg: Config) -> tuple[dict, str]:
+    from lakecurate.curation.publish.materialize import materialize
+
+    name, sel = parse_ref(args.ref, default=None)
+    if sel is None:
+        raise ConfigError("NAME@V", f"{args.ref!r}: name the version (NAME@V or NAME@TAG)")
+    dv = resolve(spark, lake, name, sel)
+    man = materialize(spark, dv, args.out)
+    done = man["materialized_from"]
+    text = (
+        f"{dv.ref}: exact copy at {args.out}: {man['counts']['num_samples']} samples in "
+        f"{man['counts']['num_shards']} shards ({done['rewritten_shards']} rewritten "
+        "without their deleted samples)"
+    )
+    return {"dataset": dv.ref, "out": args.out, "manifest": man}, text
+
+
 ACTIONS: dict[str, Callable] = {
     "list": lambda spark, lake, args, cfg: do_list(spark, lake, args),
     "show": lambda spark, lake, args, cfg: do_show(spark, lake, args),
     "diff": lambda spark, lake, args, cfg: do_diff(spark, lake, args),
     "tag": do_tag,
     "retire": do_retire,
+    "materialize": do_materialize,
 }
 
 

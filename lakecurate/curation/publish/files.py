@@ -29,7 +29,10 @@ from lakecurate.udfs import shards as shardlib
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = "lakecurate-dataset/1"
+# /2: shards may carry deletion lists (`deleted`, `deletions`, `deletions_sha256`) and the
+# manifest says whether the version is `exact`; a /1 manifest has no deletion lists
+FORMAT = "lakecurate-dataset/2"
+READABLE_FORMATS = ("lakecurate-dataset/1", FORMAT)
 SAME_SETTINGS = ("shard_size", "shard_bytes", "seed")
 
 
@@ -80,7 +83,9 @@ def verify_parent(dv: DatasetVersion, cfg: Config, path: str) -> tuple[Parent | 
         man = dv.manifest()
     except (OSError, ValueError, JobError) as e:
         return None, f"manifest unreadable: {e}"
-    if (man.get("format"), man.get("name"), man.get("version")) != (FORMAT, dv.name, dv.version):
+    if man.get("format") not in READABLE_FORMATS:
+        return None, f"unknown manifest format {man.get('format')!r}"
+    if (man.get("name"), man.get("version")) != (dv.name, dv.version):
         return None, "manifest does not describe this version"
     settings = vars(cfg.publish)
     for key in SAME_SETTINGS:
@@ -91,6 +96,8 @@ def verify_parent(dv: DatasetVersion, cfg: Config, path: str) -> tuple[Parent | 
         tar, idx = f"{root}/{s['name']}", f"{root}/{s['index']}"
         if not fs.exists(idx) or not fs.exists(tar) or fs.size(tar) != s["num_bytes"]:
             return None, f"shard {s['name']} is missing or changed size"
+        if s.get("deletions") and not fs.exists(f"{root}/{s['deletions']}"):
+            return None, f"the deletion list {s['deletions']} of shard {s['name']} is missing"
     return Parent(dv.version, dv.shard_uri, man), ""
 
 
@@ -173,7 +180,8 @@ def reusable_manifest(fs, path: str, plan: dict, spark=None, uri: str = "") -> d
         return None
     shards = man.get("shards", [])
     want = {s["name"]: s["sha256"] for s in shards}
-    if spark is not None and uri and len(shards) > 1:
+    want.update({s["deletions"]: s["deletions_sha256"] for s in shards if s.get("deletions")})
+    if spark is not None and uri and len(want) > 1:
         sc = spark.sparkContext
         names = sc.parallelize(sorted(want), min(len(want), 4 * sc.defaultParallelism))
         got = dict(names.map(partial(shardlib.shard_sha256, uri)).collect())

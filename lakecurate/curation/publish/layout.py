@@ -8,15 +8,19 @@ Given the parent, each sample of the new version is compared with the parent's
 Parquet indexes (uid, caption, url, width, height, clip_score, image member; the image
 bytes are fixed by the uid) and every parent shard gets one action (`decide`):
 
-  reuse    all its members are still selected, unchanged: its tar and index are hard
-           linked (same local filesystem) or copied, never re-encoded;
-  rewrite  it lost members or one changed: rewritten under its own name from its
-           remaining members, in their old order and with their old `pos`;
+  reuse    its tar and index are hard linked (same local filesystem) or copied, never
+           re-encoded. Members that are no longer selected go into the shard's
+           deletion list (`shard-NNNNNN.deleted.parquet`, like Delta's deletion
+           vectors); a member deleted in the parent that is selected again leaves it;
+  rewrite  compaction: its deleted fraction (members of the tar the new version leaves
+           out) passes `publish.compact_fraction`, or a member changed: rewritten under
+           its own name from its remaining members, in their old order and with their
+           old `pos`, with no deletion list;
   drop     none of its members is selected any more;
   merge    small-shard rule: a shard is small when it holds fewer than half of
-           `shard_size` samples (and, with `shard_bytes`, fewer than half of those bytes).
-           Once `max_small_shards` of the parent's surviving shards are small, all of
-           them are merged into the tail, so no version holds more than
+           `shard_size` selected samples (and, with `shard_bytes`, fewer than half of
+           those bytes). Once `max_small_shards` of the parent's surviving shards are
+           small, all of them are merged into the tail, so no version holds more than
            `max_small_shards` small shards (the tail's last shard included).
 
 The tail (merged members in their old order, then the added samples in the seeded
@@ -27,6 +31,10 @@ and the layout is a function of the pinned table versions and the parent manifes
 Images of rewritten and merged members are read back from the parent's tars (checked
 against `pairs.image_sha256`); those of added samples from only the `pairs` files
 that hold them (`lakecurate.deltaio.keyed.rows_for_uids`).
+
+Positions are numbered without a global sort: the order is range partitioned, each
+range is numbered in its own task, and each range's offset (rows and bytes of the
+ranges before it) is added (`pack`).
 """
 
 from __future__ import annotations
@@ -58,6 +66,14 @@ class ShardStat:
     same: int  # still selected and unchanged
     kept: int  # still selected (unchanged or changed)
     kept_bytes: int  # estimated bytes of the kept samples (as `assign_shards` counts them)
+    deleted_before: int = 0  # members in the parent's deletion list of this shard
+    flips: int = 0  # members whose deletion differs between the parent and the new version
+    removed: int = 0  # samples of the parent version that the new one leaves out
+
+    @property
+    def deleted(self) -> int:
+        """Members of the tar the new version leaves out (reused as it is)."""
+        return self.old - self.same
 
 
 def is_small(kept: int, kept_bytes: int, shard_size: int, shard_bytes: int) -> bool:
@@ -67,12 +83,21 @@ def is_small(kept: int, kept_bytes: int, shard_size: int, shard_bytes: int) -> b
 
 
 def decide(
-    stats: list[ShardStat], shard_size: int, shard_bytes: int, max_small: int
+    stats: list[ShardStat],
+    shard_size: int,
+    shard_bytes: int,
+    max_small: int,
+    compact_fraction: float = 0.0,
 ) -> dict[int, str]:
     """shard -> reuse | rewrite | drop | merge (see the module docstring)."""
     actions = {}
     for s in stats:
-        actions[s.shard] = DROP if s.kept == 0 else REUSE if s.same == s.old else REWRITE
+        if s.kept == 0:
+            actions[s.shard] = DROP
+        elif s.kept > s.same or s.deleted > compact_fraction * s.old:
+            actions[s.shard] = REWRITE  # a member changed, or compaction
+        else:
+            actions[s.shard] = REUSE
     small = [
         s.shard for s in stats if s.kept and is_small(s.kept, s.kept_bytes, shard_size, shard_bytes)
     ]
@@ -114,6 +139,7 @@ def compare(spark, parent: Parent, current):
         F.col("image_bytes").alias("old_bytes"),
         *[F.col(c).alias(f"old_{c}") for c in SAME_FIELDS],
     )
+    old = _mark_deleted(spark, parent, old)
     cur = current.withColumn("_cur", F.lit(True))
     same = F.col("old_member") == _member_name()
     for c in SAME_FIELDS:
@@ -127,12 +153,31 @@ def compare(spark, parent: Parent, current):
     return old.join(cur, "uid", "full_outer").withColumn("status", status)
 
 
+def _mark_deleted(spark, parent: Parent, old):
+    """`was_deleted`: whether the member is in the parent's deletion list of its shard."""
+    from pyspark.sql import functions as F
+
+    files = [f"{parent.uri}/{s['deletions']}" for s in parent.shards if s.get("deletions")]
+    if not files:
+        return old.withColumn("was_deleted", F.lit(False))
+    dels = read_parquet_files(spark, files, shardlib.DELETIONS_SCHEMA, file_column="_file")
+    shard_no = F.regexp_extract(F.col("_file"), r"shard-(\d+)\.deleted\.parquet$", 1)
+    dels = dels.select(
+        F.col("key").alias("uid"),
+        shard_no.cast("int").alias("shard"),
+        F.lit(True).alias("was_deleted"),
+    )
+    marked = old.join(dels, ["uid", "shard"], "left")
+    return marked.withColumn("was_deleted", F.coalesce("was_deleted", F.lit(False)))
+
+
 def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
     """(per parent shard stats, added samples, highest parent shard, highest parent pos)."""
     from pyspark.sql import functions as F
 
     kept = F.col("_cur").isNotNull()
     size = est_bytes(F.col("old_bytes"))
+    was = F.coalesce(F.col("was_deleted"), F.lit(False))
     rows = (
         members.groupBy("shard")
         .agg(
@@ -141,12 +186,24 @@ def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
             F.count_if(kept).alias("kept"),
             F.sum(F.when(kept, size)).alias("kept_bytes"),
             F.max("old_pos").alias("max_pos"),
+            F.count_if(was).alias("deleted_before"),
+            F.count_if(was != (F.col("status") != "same")).alias("flips"),
+            F.count_if(~was & ~kept).alias("removed"),
         )
         .collect()
     )
     added = sum(int(r["old"]) for r in rows if r["shard"] is None)
     stats = [
-        ShardStat(r["shard"], r["old"], r["same"], r["kept"], int(r["kept_bytes"] or 0))
+        ShardStat(
+            r["shard"],
+            r["old"],
+            r["same"],
+            r["kept"],
+            int(r["kept_bytes"] or 0),
+            r["deleted_before"],
+            r["flips"],
+            r["removed"],
+        )
         for r in rows
         if r["shard"] is not None
     ]
@@ -157,8 +214,11 @@ def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
 
 def check_stats(parent: Parent, stats: list[ShardStat]) -> None:
     """The indexes read must be the manifest's shards with its counts."""
-    listed = {int(s["name"][len("shard-") : -len(".tar")]): s["num_samples"] for s in parent.shards}
-    got = {s.shard: s.old for s in stats}
+    listed = {
+        int(s["name"][len("shard-") : -len(".tar")]): (s["num_samples"], s.get("deleted") or 0)
+        for s in parent.shards
+    }
+    got = {s.shard: (s.old - s.deleted_before, s.deleted_before) for s in stats}
     if listed != got:
         raise JobError(
             f"the indexes of parent version {parent.version} ({parent.uri}) do not match its "
@@ -181,23 +241,14 @@ def source_columns(parent: Parent):
 HEADER_ESTIMATE = 3 * 512 + 256  # tar headers + json sidecar per sample, for shard_bytes
 
 
-# Up to this many samples are numbered by one ordered window in one task (no extra
-# Spark jobs); more are numbered across tasks (`_number_ranged`).
-ONE_TASK_ROWS = 1_000_000
-
-
-def pack(
-    narrow, order: list, shard_size: int, shard_bytes: int, rows: int, first_shard=0, first_pos=0
-):
+def pack(narrow, order: list, shard_size: int, shard_bytes: int, first_shard=0, first_pos=0):
     """uid, pos, shard of `narrow` (uid, nbytes) in `order`: a new shard starts after
     `shard_size` samples, or at the first sample that starts past `shard_bytes`
-    (estimated) bytes; numbering starts at `first_shard` and `first_pos`. `rows` (about
-    how many rows `narrow` holds) picks how positions are numbered; both ways give the
-    same result."""
+    (estimated) bytes; numbering starts at `first_shard` and `first_pos`. No step
+    sorts every row in one task (`number_ranged`)."""
     from pyspark.sql import functions as F
 
-    number = _number_in_one_task if rows <= ONE_TASK_ROWS else _number_ranged
-    numbered = number(narrow, order)  # uid, pos (0-based), before (bytes of earlier rows)
+    numbered = number_ranged(narrow, order)  # uid, pos (0-based), before (bytes of earlier rows)
     by_count = F.floor(F.col("pos") / shard_size)
     if shard_bytes:  # a shard per distinct (count bucket, byte bucket), both non-decreasing
         keyed = numbered.select(
@@ -224,29 +275,18 @@ def pack(
     )
 
 
-def _number_in_one_task(narrow, order: list):
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    w = Window.orderBy(*order)
-    before = F.sum("nbytes").over(w.rowsBetween(Window.unboundedPreceding, -1))
-    return narrow.select(
-        "uid",
-        (F.row_number().over(w) - 1).alias("pos"),
-        F.coalesce(before, F.lit(0)).alias("before"),
-    )
-
-
-def _number_ranged(narrow, order: list):
-    """The same numbering across tasks: range-partition by `order`, number each range,
-    then add each range's offset (rows and bytes of the ranges before it)."""
+def number_ranged(narrow, order: list, parts: int = 0):
+    """uid, pos (0-based) and before (bytes of the rows before) of `narrow` in `order`,
+    numbered across tasks: range-partition by `order` into `parts` ranges (default: the
+    cluster's parallelism), number each range in its task, then add each range's offset
+    (rows and bytes of the ranges before it)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from lakecurate.curation.dedup.components import cut_lineage
 
     spark = narrow.sparkSession
-    parts = max(spark.sparkContext.defaultParallelism, 1)
+    parts = parts or max(spark.sparkContext.defaultParallelism, 1)
     # materialized: range bounds come from a sample, so a recomputation could move rows
     ranged = cut_lineage(
         narrow.repartitionByRange(parts, *order).withColumn("_range", F.spark_partition_id())
@@ -302,8 +342,17 @@ class Layout:
     added: int
     top_shard: int
     top_pos: int
-    reusable: int = 0  # samples in the shards to reuse
-    samples: int = 0  # samples of the new version
+    stats: tuple[ShardStat, ...] = ()
+
+    @property
+    def reusable(self) -> int:
+        """Samples of the new version in shards reused as they are."""
+        return sum(s.same for s in self.stats if self.actions[s.shard] == REUSE)
+
+    @property
+    def samples(self) -> int:
+        """Samples of the new version."""
+        return self.added + sum(s.kept for s in self.stats)
 
     def worth_it(self, min_reuse: float) -> bool:
         """Whether reusing beats writing every shard afresh (`publish.min_reuse`)."""
@@ -312,13 +361,20 @@ class Layout:
     def shards_with(self, action: str) -> list[int]:
         return sorted(s for s, a in self.actions.items() if a == action)
 
+    def with_deletions(self) -> list[ShardStat]:
+        """The reused shards whose deletion list is not empty."""
+        return [s for s in self.stats if self.actions[s.shard] == REUSE and s.deleted]
+
     def summary(self) -> dict:
         counts = {a: len(self.shards_with(a)) for a in (REUSE, REWRITE, DROP, MERGE)}
         return {
             "mode": "incremental",
             "parent_version": self.parent.version,
             "added": self.added,
+            "removed": sum(s.removed for s in self.stats),
             **{f"{a}_shards": n for a, n in counts.items()},
+            "shards_with_deletions": len(self.with_deletions()),
+            "deleted": sum(s.deleted for s in self.with_deletions()),
         }
 
 
@@ -327,10 +383,8 @@ def plan_layout(spark, parent: Parent, members, cfg: Config) -> Layout:
     stats, added, top_shard, top_pos = shard_stats(members)
     check_stats(parent, stats)
     p = cfg.publish
-    actions = decide(stats, p.shard_size, p.shard_bytes, p.max_small_shards)
-    reusable = sum(s.old for s in stats if actions[s.shard] == REUSE)
-    samples = added + sum(s.kept for s in stats)
-    return Layout(parent, actions, added, top_shard, top_pos, reusable, samples)
+    actions = decide(stats, p.shard_size, p.shard_bytes, p.max_small_shards, p.compact_fraction)
+    return Layout(parent, actions, added, top_shard, top_pos, tuple(stats))
 
 
 def rows_to_write(spark, lake: Lake, pairs_version: int, layout: Layout, members, cfg: Config):
@@ -392,16 +446,17 @@ def _pack_tail(merged, added, images, cfg: Config, layout: Layout):
         narrow = m.unionByName(a)
     p = cfg.publish
     order = ["tier", "k1", "k2", "uid"]
-    rows = layout.samples - layout.reusable  # at least the tail's rows
     first = (layout.top_shard + 1, layout.top_pos + 1)
-    return pack(narrow, order, p.shard_size, p.shard_bytes, rows, *first)
+    return pack(narrow, order, p.shard_size, p.shard_bytes, *first)
 
 
-def reuse_shards(layout: Layout, staging: str) -> list[dict]:
-    """Link (or copy) every reused shard and its index into `staging`; their records."""
+def reuse_shards(layout: Layout, staging: str, deletions: dict[int, dict]) -> list[dict]:
+    """Link (or copy) every reused shard and its index into `staging`; their records,
+    with each one's deletion list (`deletions`, by shard; none where absent)."""
     fs, root = open_fs(staging)
     fs.makedirs(root, exist_ok=True)
     by_shard = {int(s["name"][len("shard-") : -len(".tar")]): s for s in layout.parent.shards}
+    stats = {s.shard: s for s in layout.stats}
     out, how = [], {"link": 0, "copy": 0}
     for shard in layout.shards_with(REUSE):
         s = by_shard[shard]
@@ -409,8 +464,48 @@ def reuse_shards(layout: Layout, staging: str) -> list[dict]:
             how[link_or_copy(f"{layout.parent.uri}/{name}", f"{staging}/{name}")] += 1
         if fs.size(f"{root}/{s['name']}") != s["num_bytes"]:
             raise JobError(f"reused shard {s['name']} of {layout.parent.uri} changed size")
-        out.append({**s, "shard": shard, "reused": True})
+        dels = deletions.get(shard) or NO_DELETIONS
+        live = stats[shard].same
+        out.append({**s, **dels, "num_samples": live, "shard": shard, "reused": True})
     log.info("publish: reused %d shards of version %d (%s)", len(out), layout.parent.version, how)
+    return out
+
+
+NO_DELETIONS = {"deleted": 0, "deletions": None, "deletions_sha256": None}
+
+
+def deletion_lists(layout: Layout, members, staging: str) -> dict[int, dict]:
+    """The deletion list of every reused shard that has one, by shard: the parent's file
+    (linked) where the shard's deleted members are the parent's, else a new file written
+    by Spark tasks (one per shard). Each: deleted, deletions (file name), deletions_sha256."""
+    from pyspark.sql import functions as F
+
+    by_shard = {int(s["name"][len("shard-") : -len(".tar")]): s for s in layout.parent.shards}
+    fs, root = open_fs(staging)
+    fs.makedirs(root, exist_ok=True)
+    out, new = {}, []
+    for s in layout.with_deletions():
+        old = by_shard[s.shard]
+        if s.flips == 0 and old.get("deletions"):  # the same members as in the parent
+            link_or_copy(f"{layout.parent.uri}/{old['deletions']}", f"{staging}/{old['deletions']}")
+            out[s.shard] = {k: old[k] for k in NO_DELETIONS}
+        else:
+            new.append(s.shard)
+    if new:
+        gone = members.filter(F.col("shard").isin(new) & (F.col("status") != "same"))
+        rows = (
+            gone.select("shard", "uid")
+            .repartition(min(len(new), 10_000), "shard")
+            .groupBy("shard")
+            .applyInPandas(shardlib.deletions_writer(staging), shardlib.DELETIONS_RESULT_SCHEMA)
+            .collect()
+        )
+        for r in rows:
+            out[r["shard"]] = {k: r[k] for k in NO_DELETIONS}
+    want = {s.shard: s.deleted for s in layout.with_deletions()}
+    got = {shard: d["deleted"] for shard, d in out.items()}
+    if got != want:
+        raise JobError(f"deletion lists written {got} are not the ones planned {want}")
     return out
 
 
@@ -418,9 +513,9 @@ def lay_out(
     spark, lake: Lake, cfg: Config, parent: Parent, samples, pairs_version: int, staging: str, write
 ) -> tuple[list[dict], dict] | str:
     """Write the shards that change into `staging` (`write(frame, n_shards)`), link the
-    reused ones next to them; return every shard's record (by number) and a summary.
-    Returns instead the reason to write every shard afresh when too little of the parent
-    is reusable (`publish.min_reuse`): nothing is written then."""
+    reused ones next to them with their deletion lists; return every shard's record (by
+    number) and a summary. Returns instead the reason to write every shard afresh when
+    too little of the parent is reusable (`publish.min_reuse`): nothing is written then."""
     from pyspark import StorageLevel
 
     members = compare(spark, parent, samples.select(*CURRENT))
@@ -437,9 +532,11 @@ def lay_out(
         frame = rows_to_write(spark, lake, pairs_version, layout, members, cfg)
         expected = len(layout.shards_with(REWRITE)) + -(-layout.added // cfg.publish.shard_size)
         written = [] if frame is None else _write(write, frame, expected + 1)
+        deletions = deletion_lists(layout, members, staging)
     finally:
         members.unpersist()
-    shards = [{**s, "reused": False} for s in written] + reuse_shards(layout, staging)
+    shards = [{**s, **NO_DELETIONS, "reused": False} for s in written]
+    shards += reuse_shards(layout, staging, deletions)
     return sorted(shards, key=lambda s: s["shard"]), layout.summary()
 
 
