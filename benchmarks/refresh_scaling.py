@@ -100,6 +100,17 @@ def timed(spark, cfg) -> dict:
         "stages": {k: round(st[k]["seconds"], 1) for k in STAGES if k in st},
         "new_pairs": st["ingest"]["rows_out"],
         "message": result.message,
+        # samples of the previous selection / version this refresh left out, by cause
+        "churn": {
+            **{
+                k: v
+                for k, v in (st.get("select", {}).get("counts") or {}).items()
+                if k.startswith("churn_") or k == "refitted"
+            },
+            "publish_removed": (st.get("publish", {}).get("counts") or {}).get(
+                "removed_from_parent"
+            ),
+        },
     }
     log.info("%s", out)
     return out
@@ -177,6 +188,7 @@ def main() -> int:
         "nothing_new_seconds": {n: r["nothing_new"]["seconds"] for n, r in runs.items()},
         "nothing_new_jobs": {n: r["nothing_new"]["spark_jobs"] for n, r in runs.items()},
         "full_seconds": {n: r["full"]["seconds"] for n, r in runs.items()},
+        "refresh_churn": {n: r["refresh"]["churn"] for n, r in runs.items()},
     }
     print(json.dumps(doc))
     return 0

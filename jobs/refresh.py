@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lakecurate.catalog.dataset import selection_hash_of
-from lakecurate.runtime import jobkit
+from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
 from lakecurate.runtime.errors import ConfigError
 from lakecurate.runtime.jobkit import JobContext, JobResult
@@ -173,12 +173,20 @@ def refresh(spark, cfg: Config, lease: Lease) -> JobResult:
         for stage in STAGES:
             lease.check()
             st = summary.stage(stage.name)
-            skip = skip_reason(spark, cfg, stage.name, ctx)
-            if skip:
-                st.status, st.message = "skipped", skip
-                event(log, "stage_skipped", f"{stage.name}: {skip}", stage=stage.name)
-                continue
-            _run_stage(spark, cfg, stage, st)
+            # under the refresh's job group when there is one (the CLI), else the stage's
+            with progress.stage(spark, stage.name):
+                jobs0 = progress.spark_jobs(spark)
+                try:
+                    skip = skip_reason(spark, cfg, stage.name, ctx)
+                    if skip:
+                        st.status, st.message = "skipped", skip
+                        event(log, "stage_skipped", f"{stage.name}: {skip}", stage=stage.name)
+                    else:
+                        _run_stage(spark, cfg, stage, st)
+                finally:
+                    jobs1 = progress.spark_jobs(spark)
+                    if jobs0 is not None and jobs1 is not None:
+                        st.spark_jobs = jobs1 - jobs0
         summary.outcome = outcome(summary, cfg)
     except BaseException as e:
         summary.outcome = f"failed: {type(e).__name__}: {e}"
@@ -318,7 +326,18 @@ def outcome(summary: RunSummary, cfg: Config) -> str:
     if pub.status == "skipped" or pub.counts.get("published") is False:
         return pub.message
     version = pub.counts.get("version")
-    return f"published {cfg.publish.name}@{version} ({pub.rows_out} samples)"
+    sel = next(s for s in summary.stages if s.stage == "select")
+    churned = ""
+    if sel.counts.get("churn_removed") is not None:
+        causes = [
+            f"{k[len('churn_') :]} {v}"
+            for k, v in sorted(sel.counts.items())
+            if k.startswith("churn_") and k != "churn_removed"
+        ]
+        churned = f"; churn {sel.counts['churn_removed']}" + (
+            f" ({', '.join(causes)})" if causes else ""
+        )
+    return f"published {cfg.publish.name}@{version} ({pub.rows_out} samples{churned})"
 
 
 build_parser, main = jobkit.entry_points(__name__)

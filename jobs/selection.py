@@ -11,7 +11,13 @@ Writes:
   selection   one row per uid of pairs: uid, recipe_id, kept, reason (label of the
               first rule that dropped it; null if kept), run_id. The rows of this
               recipe_id are replaced in one commit (none when nothing changed); the
-              commit metadata holds the recipe, its rules and the per-rule funnel.
+              commit metadata holds the recipe, its rules, the per-rule funnel, the
+              thresholds of its percentile rules and the churn.
+
+Percentile rules keep the thresholds of their last fit (frozen) until the lake has grown
+by `select.refit_growth`, the model changed, or `--refit` asks
+(`lakecurate.curation.selection.thresholds`). The churn (uids the previous selection of
+the recipe kept that this one drops) is reported by cause.
 
 Every missing input is reported, with the command that produces it, before any Spark
 work starts; a bad recipe is a ConfigError (exit 2) naming the rule and parameter.
@@ -44,8 +50,17 @@ from lakecurate.curation.selection.recipes import (
     label_rows,
     load_recipe,
     recipe_for,
+    rule_labels,
 )
 from lakecurate.curation.selection.rules import COLUMNS
+from lakecurate.curation.selection.thresholds import (
+    Fit,
+    Thresholds,
+    churn,
+    fitted_labels,
+    refit_reason,
+    stored_fit,
+)
 from lakecurate.deltaio.lake import Lake
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, replace
@@ -296,6 +311,13 @@ def _log_missing(frame: DataFrame, tables: dict[str, list[str]]) -> int:
 def add_arguments(p) -> None:
     add_recipe_argument(p)
     add_model_arguments(p)  # the model whose embeddings and CLIP scores rules read
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        default=None,
+        help="fit the percentile rules' thresholds afresh (they are otherwise frozen "
+        "until the lake grows by select.refit_growth)",
+    )
 
 
 def add_recipe_argument(p) -> None:
@@ -311,6 +333,8 @@ def apply_args(cfg: Config, args) -> Config:
     cfg = apply_model_args(cfg, args)
     if getattr(args, "recipe", None):
         cfg = replace(cfg, select={"recipe": args.recipe})
+    if getattr(args, "refit", None):
+        cfg = replace(cfg, select={"refit": True})
     # a bad recipe fails here, before a Spark session starts. Missing inputs are checked
     # in run(): refresh applies these arguments before its own ingest/embed/dedup run.
     recipe_for(cfg)
@@ -328,10 +352,29 @@ def run(spark, cfg: Config) -> JobResult:
     progress.describe(spark, f"recipe {recipe.name}")
     check_semantic_eps(spark, ctx, recipe)
     frame = build_frame(spark, ctx, tables).persist()
+    mid = model_id(cfg.model) if "embeddings" in tables else ""
     try:
         total = _log_missing(frame, tables)
-        labeled = label_rows(frame, recipe.rules)
+        labels = rule_labels(recipe.rules)
+        fit = (
+            stored_fit(ctx.lake.history("selection"), rid) if ctx.lake.exists("selection") else None
+        )
+        why = refit_reason(fit, total, mid, cfg.select.refit_growth, cfg.select.refit)
+        thresholds = Thresholds(frozen={} if why or fit is None else dict(fit.values))
+        labeled = label_rows(frame, recipe.rules, thresholds).persist()
         steps = funnel(labeled, recipe.rules)
+        refitted = bool(thresholds.fitted)
+        if fitted_labels(recipe.rules, labels):
+            if refitted:
+                fit = Fit(thresholds.used, total, mid, ctx.run_id)
+                log.info("select: fitted the thresholds of %s (%s)", thresholds.fitted, why)
+            else:
+                log.info(
+                    "select: thresholds frozen at the fit of run %s (%d pairs)",
+                    fit.run_id,
+                    fit.rows,
+                )
+        moved = _churn(spark, ctx, rid, labeled, recipe.rules, labels, refitted)
         log.info("select: funnel of %s over %d pairs\n%s", recipe.name, total, format_funnel(steps))
         dup_drops = duplicate_drops(labeled, recipe.rules)
         out = labeled.select(
@@ -350,17 +393,30 @@ def run(spark, cfg: Config) -> JobResult:
         }
         if "embeddings" in tables:
             meta["model_id"] = model_id(cfg.model)
+        if fitted_labels(recipe.rules, labels):
+            meta["thresholds"] = fit.to_json()
+        if moved is not None:
+            meta["churn"] = json.dumps(moved, sort_keys=True)
         version, changed = ctx.lake.replace_where(
             out, "selection", "recipe_id", rid, ctx.commit, **meta
         )
     finally:
         frame.unpersist()
+        if "labeled" in locals():
+            labeled.unpersist()
     if changed:
         ctx.wrote("selection", version)
     kept = steps[-1].rows_out if steps else total
     note = "" if changed else " (selection unchanged: no commit)"
     lines = [f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}", format_funnel(steps)]
     lines += [format_duplicate_drops(d) for d in dup_drops]
+    if fitted_labels(recipe.rules, labels):
+        lines.append(
+            f"thresholds: {'refitted (' + why + ')' if refitted else 'frozen'}; "
+            f"{json.dumps(fit.values, sort_keys=True)}"
+        )
+    if moved is not None:
+        lines.append(format_churn(moved))
     return ctx.done(
         "\n".join(lines),
         recipe=recipe.name,
@@ -371,7 +427,34 @@ def run(spark, cfg: Config) -> JobResult:
         changed=changed,
         funnel=[s.as_dict() for s in steps],
         duplicate_drops=dup_drops,
+        refitted=refitted,
+        churn=moved,
+        **churn_counts(moved),
     )
+
+
+def churn_counts(c: dict | None) -> dict[str, int]:
+    """The churn as flat counts (`churn_removed`, `churn_<cause>`), for run summaries."""
+    if c is None:
+        return {}
+    return {"churn_removed": c["removed"], **{f"churn_{k}": v for k, v in c["by_cause"].items()}}
+
+
+def _churn(spark, ctx: JobContext, rid: str, labeled, rules, labels, refitted: bool):
+    """The churn against the selection of `rid` this run replaces (None: there is none)."""
+    if not ctx.lake.exists("selection"):
+        return None
+    sel = ctx.read(spark, "selection")
+    before = sel.filter((F.col("recipe_id") == rid) & F.col("kept")).select("uid")
+    return churn(before, labeled, rules, labels, refitted)
+
+
+def format_churn(c: dict) -> str:
+    """One line: how many uids the previous selection kept that this one drops, and why."""
+    if not c["removed"]:
+        return "churn: none of the previous selection's samples dropped"
+    causes = ", ".join(f"{k} {v:,}" for k, v in c["by_cause"].items())
+    return f"churn: {c['removed']:,} of the previous selection's samples dropped ({causes})"
 
 
 def format_duplicate_drops(d: dict) -> str:

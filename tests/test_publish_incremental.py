@@ -164,10 +164,16 @@ def test_versions_diff_and_show_of_incremental_versions(spark, chain, capsys):
     doc = versions.diff_versions(spark, lake, a, b, None)
     assert doc["added"]["count"] == 0
     assert [r["uid"] for r in doc["removed"]["sample"]] == [chain["victim"]]
+    # the fixture writes selection rows without a recipe's rules: a cause it cannot name
+    assert doc["churn"] == {"removed": 1, "by_cause": {"other": 1}, "thresholds_refitted": False}
     doc = versions.diff_versions(spark, lake, resolve(spark, lake, "inc", 1), a, None)
     assert {r["uid"] for r in doc["added"]["sample"]} == chain["added"]
     assert versions.main(["show", "inc@3", "--lake", lake.root]) == 0
-    assert "incremental over inc@2: " in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "incremental over inc@2: " in shown
+    assert "1 samples in the deletion lists of 1 shards" in shown and "exact:    no" in shown
+    assert versions.main(["diff", "inc@2", "inc@3", "--lake", lake.root]) == 0
+    assert "churn: 1 of inc@2 missing from inc@3 (other 1)" in capsys.readouterr().out
 
 
 def _plain_read(out: Path, manifest: dict) -> list[dict]:

@@ -42,11 +42,20 @@ def test_refresh_publishes_then_says_unchanged_then_publishes_new_pairs(spark, c
     assert st["ingest"]["rows_out"] == 0 and st["embed"]["rows_out"] == 0
     assert st["publish"]["status"] == "skipped"
     assert "datasets" not in again.written_versions
+    # every stage counts its Spark jobs; the summary says the total
+    assert all(isinstance(s["spark_jobs"], int) for s in first.counts["stages"])
+    assert stages["ingest"]["spark_jobs"] > 0
+    assert st["dedup"]["spark_jobs"] == 0  # nothing new: no Spark job at all
+    text = refresh.format_run(again.run_id, again.message, again.counts["stages"])
+    total = sum(s["spark_jobs"] for s in again.counts["stages"])
+    assert f"({total} Spark jobs)" in text and " jobs  " in text
 
     third = refresh.run(spark, _with_sources(cfg, batches / "night1", batches / "night2"))
     assert third.counts["published"] is True and third.counts["dataset_version"] == 2
     st = {s["stage"]: s for s in third.counts["stages"]}
     assert 0 < st["ingest"]["rows_out"] <= 10  # only night2's pairs are new
+    # the outcome says how many of the previous selection's samples left it
+    assert f"churn {st['select']['counts']['churn_removed']}" in third.message
     rows = _datasets(spark, lake)
     assert [r["version"] for r in rows] == [1, 2]
     assert rows[0]["selection_hash"] != rows[1]["selection_hash"]

@@ -142,7 +142,7 @@ def test_similarity_band_against_numpy(spark, accuracy):
     values = rng.normal(0.3, 0.05, 3000)
     df = values_frame(spark, values).cache()
     rule = make_rule("similarity_band", {"lo": 0.4, "hi": 0.6, "accuracy": accuracy})
-    lo, hi = rule.thresholds(df)
+    lo, hi = rule.fit(df)
     s = np.sort(values)
     if accuracy == 0:  # exact: numpy's linear interpolation
         np.testing.assert_allclose([lo, hi], np.quantile(values, [0.4, 0.6]), rtol=1e-12)
@@ -162,7 +162,7 @@ def test_top_fraction_keeps_the_top_of_the_rows_in_play(spark):
     values = np.random.default_rng(5).uniform(0, 1, 2000)
     df = values_frame(spark, values)
     rule = make_rule("clip_score_top_fraction", {"fraction": 0.3, "accuracy": 0})
-    (q,) = rule.thresholds(df)
+    (q,) = rule.fit(df)
     assert q == pytest.approx(np.quantile(values, 0.7), rel=1e-12)
     assert len(kept(df, rule)) == int((values >= q).sum()) == 600
 

@@ -3,12 +3,12 @@ fractions, determinism, commit metadata, missing inputs and bad recipes on the C
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import benchmark_modules
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -27,16 +27,7 @@ N = 3000
 NO_EMBEDDING = 40  # pairs whose embedding row is missing
 
 
-def _bench():
-    """The generator and checks shared with benchmarks/select_bunny.py."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "select_bunny.py"
-    spec = importlib.util.spec_from_file_location("select_bunny_benchmark", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-bench = _bench()
+bench = benchmark_modules.load("select_bunny")  # its generator and reference checks
 
 
 def make_cfg(lake_path: str):

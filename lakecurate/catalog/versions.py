@@ -212,6 +212,7 @@ def diff_versions(
     gone = _explain(spark, lake, removed, b, reasons_a).persist()
     came = _explain(spark, lake, added, a, reasons_b).persist()
     try:
+        removed_side = _side(gone=True, df=gone, sample=sample)
         return {
             "a": a.ref,
             "b": b.ref,
@@ -219,11 +220,43 @@ def diff_versions(
             "pinned": {"a": a.pinned, "b": b.pinned},
             "num_samples": {"a": a.num_samples, "b": b.num_samples},
             "added": _side(gone=False, df=came, sample=sample),
-            "removed": _side(gone=True, df=gone, sample=sample),
+            "removed": removed_side,
+            "churn": churn_between(lake, a, b, removed_side["by_reason"]),
         }
     finally:
         gone.unpersist()
         came.unpersist()
+
+
+def churn_between(lake: Lake, a: DatasetVersion, b: DatasetVersion, by_reason: dict) -> dict:
+    """The samples of A missing from B, by cause (see `selection.thresholds`): every
+    one is a `rule_change` when the recipes differ; else a refit is a change of the
+    recipe's frozen thresholds between the selections A and B pin."""
+    from lakecurate.curation.selection.thresholds import (
+        RULE_CHANGE,
+        count_by_cause,
+        rule_classes,
+        stored_fit,
+    )
+
+    removed = sum(by_reason.values())
+    if a.recipe_id != b.recipe_id:
+        return {"removed": removed, "by_cause": {RULE_CHANGE: removed} if removed else {}}
+    history = lake.history("selection")
+    fits = [stored_fit(history, b.recipe_id, dv.pinned["selection"]) for dv in (a, b)]
+    refitted = fits[0] != fits[1]
+    runs = [
+        h
+        for h in history
+        if h.get("recipe_id") == b.recipe_id and h["version"] <= b.pinned["selection"]
+    ]
+    rules = (
+        json.loads(max(runs, key=lambda h: h["version"]).get("recipe_rules") or "[]")
+        if runs
+        else []
+    )
+    causes = count_by_cause(by_reason, rule_classes(rules), refitted)
+    return {"removed": removed, "by_cause": causes, "thresholds_refitted": refitted}
 
 
 def _side(gone: bool, df, sample: int | None) -> dict:
@@ -263,6 +296,11 @@ def do_diff(spark, lake: Lake, args) -> tuple[dict, str]:
         lines.append(f"  {side}: {d['count']}  ({label})")
         for reason, n in d["by_reason"].items():
             lines.append(f"    {n:>7}  {reason}")
+    causes = ", ".join(f"{k} {v}" for k, v in doc["churn"]["by_cause"].items())
+    lines.append(
+        f"  churn: {doc['churn']['removed']} of {a.ref} missing from {b.ref}"
+        + (f" ({causes})" if causes else "")
+    )
     return doc, "\n".join(lines)
 
 

@@ -332,6 +332,8 @@ class Commit:
 
 ENGINES = ("deltalake", "delta-spark")
 SMALL_APPEND = 20_000  # rows up to which `Lake.append_new` appends from the driver
+# key columns holding hashes: file statistics cannot prune lookups by them
+HASHED_KEYS = ("uid",)
 
 
 class Lake:
@@ -584,15 +586,21 @@ class Lake:
         within: str | None = None,
         **metadata: Any,
     ) -> tuple[int, int]:
-        """`append_new` for a small Arrow table built on the driver: no Spark job unless
-        the engine is delta-spark. `within`: a key column; only existing rows sharing
-        one of its values with `rows` are read to find present keys. Returns
-        (version, rows added)."""
+        """`append_new` for a small Arrow table built on the driver. `within`: a key
+        column; only existing rows sharing one of its values with `rows` are read to
+        find present keys: on the driver where file statistics prune (a source URI),
+        by a Spark job where they cannot (`uid`, a hash: every file's min/max spans
+        it, so the driver would read the whole column). Returns (version, rows added)."""
         spec = self.spec(table)
         rows = rows.select(spec.columns).cast(spec.schema)
         values = rows.column(within).unique().to_pylist() if within and rows.num_rows else None
         read = self.version(table)
-        seen = self._keys(table, within, values, read) if rows.num_rows else set()
+        if not rows.num_rows:
+            seen = set()
+        elif within in HASHED_KEYS and spark is not None:
+            seen = self._keys_on_executors(spark, table, within, values, read)
+        else:
+            seen = self._keys(table, within, values, read)
         keep = []
         for k in zip(*(rows.column(c).to_pylist() for c in spec.key), strict=True):
             keep.append(k not in seen)
@@ -619,6 +627,28 @@ class Lake:
         )
         write_deltalake(target, rows, mode="append", commit_properties=props)
         return self.version(table), n
+
+    def _keys_on_executors(self, spark, table: str, column: str, values: list, version) -> set:
+        """The key tuples of `table@version` whose `column` is in `values`: Spark tasks
+        scan the key columns and keep the rows matching a broadcast of `values`; only
+        those (at most one per value and key) reach the driver."""
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructField, StructType
+
+        if version is None or not values:
+            return set()
+        key = list(self.spec(table).key)
+        field = self.spec(table).spark_schema()[column]
+        probe = spark.createDataFrame(
+            [(v,) for v in values], StructType([StructField(column, field.dataType)])
+        )
+        found = (
+            self.read(spark, table, version)
+            .select(*key)
+            .join(F.broadcast(probe), column, "left_semi")
+            .collect()
+        )
+        return {tuple(r[c] for c in key) for r in found}
 
     def _keys(
         self,

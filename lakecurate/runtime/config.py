@@ -292,9 +292,20 @@ class SelectConfig:
     """`select`: which recipe (validated by `lakecurate.curation.selection.recipes.load_recipe` when used)."""
 
     recipe: str = "default"  # a built-in recipe name (default, datacomp-clip, bunny) or a YAML file
+    # percentile rules keep the thresholds of their last fit until the lake holds this
+    # fraction more pairs than at that fit (0.1: with +1% a night, a refit every ~10
+    # nights; between refits no boundary moves, so refreshes do not flip old rows).
+    # 0: refit on every run that sees new pairs
+    refit_growth: float = 0.1
+    refit: bool = False  # refit the percentile rules on this run (`select --refit`)
 
     def __post_init__(self):
         _check(bool(self.recipe.strip()), "select.recipe", "must name a built-in recipe or a file")
+        _check(
+            0 <= self.refit_growth <= 100,
+            "select.refit_growth",
+            "0..100 (a fraction of the pairs at the last fit; 0: refit on any growth)",
+        )
 
 
 @dataclass(frozen=True)

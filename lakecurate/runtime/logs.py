@@ -102,6 +102,7 @@ class StageSummary:
     counts: dict[str, Any] = field(default_factory=dict)
     message: str = ""
     seconds: float = 0.0
+    spark_jobs: int | None = None  # Spark jobs the stage ran (None: not counted)
 
 
 @dataclass
@@ -131,6 +132,7 @@ class RunSummary:
             "outcome": self.outcome,
             "seconds": round(time.time() - self.started, 3),
             "versions_written": self.written(),
+            "spark_jobs": sum(s.spark_jobs or 0 for s in self.stages),
             "stages": [asdict(s) for s in self.stages],
         }
 
@@ -140,14 +142,18 @@ class RunSummary:
 
 def format_run(run_id: str, outcome: str, stages: list[dict]) -> str:
     """A few human lines: the outcome, then one line per stage."""
-    lines = [f"refresh {run_id}: {outcome}"]
+    jobs = [s["spark_jobs"] for s in stages if s.get("spark_jobs") is not None]
+    lines = [f"refresh {run_id}: {outcome}" + (f" ({sum(jobs)} Spark jobs)" if jobs else "")]
     for s in stages:
         io = f"in={s['rows_in']} out={s['rows_out']}" if s["rows_in"] is not None else ""
         if not io and s["rows_out"] is not None:
             io = f"out={s['rows_out']}"
         wrote = ", ".join(f"{t}@v{v}" for t, v in s["written_versions"].items())
+        jobs = s.get("spark_jobs")
         lines.append(
-            f"  {s['stage']:<8} {s['status']:<8} {s['seconds']:7.1f} s  {io}"
+            f"  {s['stage']:<8} {s['status']:<8} {s['seconds']:7.1f} s"
+            + (f" {jobs:4d} jobs" if jobs is not None else "")
+            + f"  {io}"
             + (f"  wrote {wrote}" if wrote else "")
             + (f"  ({s['message']})" if s["message"] else "")
         )

@@ -262,6 +262,13 @@ def describe(spark, detail: str, rows: int | None = None) -> None:
         spark.sparkContext.setJobDescription(detail)
 
 
+def spark_jobs(spark) -> int | None:
+    """How many Spark jobs the current stage has run so far (None outside a stage)."""
+    if _current is None or spark is None:
+        return None
+    return snapshot(_current.sc, _current.group).jobs
+
+
 def row_counter():
     """The current stage's row accumulator, for executor code to `add` each batch's rows
     to (None outside a stage: count nothing)."""

@@ -39,7 +39,15 @@ import yaml
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecurate.curation.selection.rules import COLUMNS, RULES, Rule, RuleParamError, make_rule
+from lakecurate.curation.selection.rules import (
+    COLUMNS,
+    RULES,
+    FittedRule,
+    Rule,
+    RuleParamError,
+    make_rule,
+)
+from lakecurate.curation.selection.thresholds import Thresholds
 from lakecurate.runtime.errors import ConfigError
 
 RECIPE_ID_VERSION = "1"  # bump when rule semantics change in a way that changes selections
@@ -216,13 +224,17 @@ def rule_labels(rules: list[Rule] | tuple[Rule, ...]) -> list[str]:
     return labels
 
 
-def label_rows(df: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> DataFrame:
+def label_rows(
+    df: DataFrame, rules: list[Rule] | tuple[Rule, ...], thresholds: Thresholds | None = None
+) -> DataFrame:
     """`df` plus `reason`: the label of the first rule that dropped the row (null: kept).
 
     Each rule sees only the rows every earlier rule kept; a null in a rule's condition
     (a missing score, say) counts as dropped. Cache `df` first: quantile and sample
-    rules run one Spark aggregate each over the rows in play.
+    rules run one Spark aggregate each over the rows in play (none where `thresholds`
+    holds their frozen fit; it records the thresholds each fitted rule used).
     """
+    thresholds = thresholds if thresholds is not None else Thresholds()
     in_play = df
     reason = None
     flags: list[str] = []
@@ -234,6 +246,8 @@ def label_rows(df: DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> DataFrame
             df, in_play = df.join(marks, "uid", "left"), in_play.join(marks, "uid", "left")
             keep = ~F.coalesce(F.col(flag), F.lit(False))
             flags.append(flag)
+        elif isinstance(rule, FittedRule):
+            keep = F.coalesce(rule.keep_fitted(thresholds.get(label, rule, in_play)), F.lit(False))
         else:
             keep = F.coalesce(rule.keep(in_play), F.lit(False))
         reason = F.when(~keep, F.lit(label)) if reason is None else reason.when(~keep, label)

@@ -12,6 +12,12 @@ keeps (hi - lo) of the rows within +-2/accuracy (ties aside). `accuracy: 0` uses
 Spark's exact `percentile`, which interpolates linearly like `numpy.quantile` but
 gathers every value of the column in one task: fine for millions of rows, not billions.
 
+Fitted rules (`FittedRule`: the quantile rules and `sample`) split `keep` into `fit(df)`,
+which computes thresholds as plain data, and `keep_fitted(thresholds)`. The select job
+freezes the thresholds of a fit and reuses them until the lake has grown by
+`select.refit_growth` (`lakecurate.curation.selection.thresholds`), so a small refresh
+does not move every boundary a little and flip the rows next to it.
+
 User rules: subclass `Rule` and decorate with `@register_rule`, or register a plain
 function `fn(df, **params) -> Column` with `register_rule("name", params=..., columns=...)`.
 """
@@ -183,6 +189,22 @@ class Rule:
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.values.items())})"
 
 
+class FittedRule(Rule):
+    """A rule whose decision depends on thresholds fitted over the rows in play.
+
+    `fit(df)` returns them as JSON-able data (None when there are no rows to fit);
+    `keep_fitted(thresholds)` keeps rows by them. `keep` fits and keeps in one go."""
+
+    def fit(self, df: DataFrame) -> Any:
+        raise NotImplementedError
+
+    def keep_fitted(self, thresholds: Any) -> Column:
+        raise NotImplementedError
+
+    def keep(self, df: DataFrame) -> Column:
+        return self.keep_fitted(self.fit(df))
+
+
 RULES: dict[str, type[Rule]] = {}
 
 
@@ -333,7 +355,7 @@ class CaptionCharsRule(RangeRule):
 
 
 @register_rule
-class ClipScoreTopFractionRule(Rule):
+class ClipScoreTopFractionRule(FittedRule):
     """Keep the top `fraction` of the rows in play by CLIP score."""
 
     name = "clip_score_top_fraction"
@@ -344,12 +366,11 @@ class ClipScoreTopFractionRule(Rule):
         if self.fraction <= 0:
             raise RuleParamError("fraction", "must be > 0 (it would keep nothing)")
 
-    def thresholds(self, df: DataFrame) -> list | None:
+    def fit(self, df: DataFrame) -> list | None:
         return quantiles(df, "clip_score", [1.0 - self.fraction], self.accuracy)
 
-    def keep(self, df: DataFrame) -> Column:
-        q = self.thresholds(df)
-        return F.lit(False) if q is None else F.col("clip_score") >= q[0]
+    def keep_fitted(self, thresholds: list | None) -> Column:
+        return F.lit(False) if thresholds is None else F.col("clip_score") >= thresholds[0]
 
 
 @register_rule
@@ -431,7 +452,7 @@ class CaptionRepeatCapRule(Rule):
         return ranked.filter(F.col("_n") > self.max).select("uid")
 
 
-class QuantileBandRule(Rule):
+class QuantileBandRule(FittedRule):
     """Keep rows whose `column` lies in the [lo, hi] quantile band of the rows in play."""
 
     column: ClassVar[str] = ""
@@ -444,13 +465,14 @@ class QuantileBandRule(Rule):
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def thresholds(self, df: DataFrame) -> list | None:
+    def fit(self, df: DataFrame) -> list | None:
         """[value at quantile lo, value at quantile hi] over the rows of `df`."""
         return quantiles(df, self.column, [self.lo, self.hi], self.accuracy)
 
-    def keep(self, df: DataFrame) -> Column:
-        q = self.thresholds(df)
-        return F.lit(False) if q is None else F.col(self.column).between(q[0], q[1])
+    def keep_fitted(self, thresholds: list | None) -> Column:
+        if thresholds is None:
+            return F.lit(False)
+        return F.col(self.column).between(thresholds[0], thresholds[1])
 
 
 @register_rule
@@ -476,27 +498,36 @@ class CentroidBandRule(QuantileBandRule):
     def columns(self) -> tuple[str, ...]:
         return ("centroid_sim", "semantic_cluster") if self.per_cluster else ("centroid_sim",)
 
-    def keep(self, df: DataFrame) -> Column:
+    def fit(self, df: DataFrame) -> list | dict | None:
+        """As the band's; per cluster: {cluster (as text): [lo, hi]}."""
         if not self.per_cluster:
-            return super().keep(df)
+            return super().fit(df)
         q = quantile_expr(self.column, [self.lo, self.hi], self.accuracy)
         rows = df.groupBy("semantic_cluster").agg(q.alias("q")).collect()
         rows = [r for r in rows if r["semantic_cluster"] is not None and r["q"] is not None]
-        if not rows:
+        return {str(r["semantic_cluster"]): [float(v) for v in r["q"]] for r in rows}
+
+    def keep_fitted(self, thresholds: list | dict | None) -> Column:
+        if not self.per_cluster:
+            return super().keep_fitted(thresholds)
+        if not thresholds:
             return F.lit(False)
-        keys = F.array(*[F.lit(r["semantic_cluster"]) for r in rows])
-        lo = F.map_from_arrays(keys, F.array(*[F.lit(float(r["q"][0])) for r in rows]))
-        hi = F.map_from_arrays(keys, F.array(*[F.lit(float(r["q"][1])) for r in rows]))
+        items = sorted(thresholds.items(), key=lambda kv: int(kv[0]))
+        keys = F.array(*[F.lit(int(c)) for c, _ in items])
+        lo = F.map_from_arrays(keys, F.array(*[F.lit(float(q[0])) for _, q in items]))
+        hi = F.map_from_arrays(keys, F.array(*[F.lit(float(q[1])) for _, q in items]))
         k = F.col("semantic_cluster")
         return F.col(self.column).between(F.element_at(lo, k), F.element_at(hi, k))
 
 
 @register_rule
-class SampleRule(Rule):
+class SampleRule(FittedRule):
     """Keep `n` rows (or `fraction` of the rows in play), chosen by a seeded hash of uid.
 
     Deterministic: the rows with the smallest xxhash64(seed, uid) are kept, so the same
     rows in play give the same sample. A fraction keeps round(fraction * rows in play).
+    The fit is the largest hash kept: frozen, it keeps about the same fraction of new
+    rows, so `n` is exact at each refit and grows with the lake between refits.
     """
 
     name = "sample"
@@ -511,12 +542,18 @@ class SampleRule(Rule):
         if (self.n is None) == (self.fraction is None):
             raise RuleParamError("n", "give exactly one of n or fraction")
 
-    def keep(self, df: DataFrame) -> Column:
-        h = F.xxhash64(F.lit(self.seed), F.col("uid"))
+    def _hash(self) -> Column:
+        return F.xxhash64(F.lit(self.seed), F.col("uid"))
+
+    def fit(self, df: DataFrame) -> list | None:
         n = self.n
         if n is None:
             n = round(self.fraction * df.count())
         if n <= 0:
-            return F.lit(False)
+            return None
+        h = self._hash()
         top = df.select(h.alias("h")).orderBy("h").limit(n).agg(F.max("h").alias("t")).first()
-        return F.lit(False) if top["t"] is None else h <= top["t"]
+        return None if top["t"] is None else [int(top["t"])]
+
+    def keep_fitted(self, thresholds: list | None) -> Column:
+        return F.lit(False) if thresholds is None else self._hash() <= F.lit(thresholds[0])
