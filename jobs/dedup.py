@@ -80,7 +80,7 @@ from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, config_hash, replace
 from lakecurate.runtime.errors import ConfigError, JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
-from lakecurate.runtime.runs import last_run, record_run
+from lakecurate.runtime.runs import record_run, table_watermark, unchanged_since
 
 NAME = "dedup"
 HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
@@ -193,21 +193,14 @@ PER_RUN_COUNTS = ("new_rows", "semantic_refit", "semantic_assigned")  # the rest
 
 def watermark(lake, cfg: Config) -> dict:
     """The versions of dedup's inputs and outputs and the hash of its configuration (the
-    dedup section and the model that ranks keepers). Equal to the last run's: nothing
-    new arrived, nobody else wrote its tables, and its settings are the same, so a run
-    would change nothing."""
-    return {
-        "versions": {t: lake.version(t) for t in WATERMARK_TABLES},
-        "config": f"{config_hash(cfg.dedup)}-{config_hash(cfg.model)}",
-    }
+    dedup section and the model that ranks keepers)."""
+    config = f"{config_hash(cfg.dedup)}-{config_hash(cfg.model)}"
+    return table_watermark(lake, WATERMARK_TABLES, config)
 
 
 def unchanged_since_last_run(ctx: JobContext, cfg: Config) -> dict | None:
     """The last run's record when nothing changed since it (`watermark`), else None."""
-    last = last_run(cfg.lake.path, WATERMARK)
-    if last and last.get("watermark") == watermark(ctx.lake, cfg):
-        return last
-    return None
+    return unchanged_since(cfg.lake.path, WATERMARK, watermark(ctx.lake, cfg))
 
 
 def run(spark, cfg: Config) -> JobResult:

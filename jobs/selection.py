@@ -66,6 +66,7 @@ from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, replace
 from lakecurate.runtime.errors import JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.runtime.runs import record_run, table_watermark, unchanged_since
 
 NAME = "select"
 WRITES = True
@@ -341,6 +342,24 @@ def apply_args(cfg: Config, args) -> Config:
     return cfg
 
 
+# What a select run's rows depend on, recorded per recipe after each run as
+# <lake>/_runs/select-watermark-<recipe_id>.json (written last).
+WATERMARK_TABLES = ("pairs", "embeddings", "signals", "duplicates", "selection")
+PER_RUN_COUNTS = {"changed": False, "refitted": False, "churn": None}
+
+
+def watermark(lake: Lake, cfg: Config, recipe: Recipe) -> dict:
+    """The versions of select's inputs and output, the recipe, its model and the
+    refit rule: equal to the last run's, the selection would come out the same."""
+    mid = model_id(cfg.model) if "embeddings" in needed_columns(recipe) else ""
+    config = f"{recipe.recipe_id}-{mid}-{cfg.select.refit_growth:g}"
+    return table_watermark(lake, WATERMARK_TABLES, config)
+
+
+def _watermark_name(recipe: Recipe) -> str:
+    return f"select-watermark-{recipe.recipe_id}"
+
+
 def run(spark, cfg: Config) -> JobResult:
     recipe = load_recipe(cfg.select.recipe)
     ctx = JobContext(NAME, cfg)
@@ -348,6 +367,24 @@ def run(spark, cfg: Config) -> JobResult:
         cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     tables = check_inputs(recipe, cfg, ctx.lake)
     rid = recipe.recipe_id
+    last = (
+        None
+        if cfg.select.refit
+        else unchanged_since(
+            cfg.lake.path, _watermark_name(recipe), watermark(ctx.lake, cfg, recipe)
+        )
+    )
+    if last is not None:  # a refresh with nothing new: no Spark job at all
+        for t, v in last["watermark"]["versions"].items():
+            if v is not None and t in INPUTS:  # what this result was computed from
+                ctx.result.read_versions[t] = v
+        counts = {**last["counts"], **PER_RUN_COUNTS, **churn_counts(NO_CHURN)}
+        counts["churn"] = NO_CHURN
+        return ctx.done(
+            f"recipe {recipe.name} ({rid}): nothing new since select run {last['run_id']} "
+            f"(kept {counts.get('kept', 0):,} of {counts.get('rows', 0):,})",
+            **counts,
+        )
     log.info("select: recipe %s (%s) from %s: %s", recipe.name, rid, recipe.origin, recipe.rules)
     progress.describe(spark, f"recipe {recipe.name}")
     check_semantic_eps(spark, ctx, recipe)
@@ -417,20 +454,34 @@ def run(spark, cfg: Config) -> JobResult:
         )
     if moved is not None:
         lines.append(format_churn(moved))
+    totals = {
+        "recipe": recipe.name,
+        "recipe_id": rid,
+        "rows": total,
+        "kept": kept,
+        "dropped": total - kept,
+        "funnel": [s.as_dict() for s in steps],
+        "duplicate_drops": dup_drops,
+    }
+    record_run(
+        cfg.lake.path,
+        _watermark_name(recipe),
+        "ok",
+        run_id=ctx.run_id,
+        watermark=watermark(ctx.lake, cfg, recipe),
+        counts=totals,
+    )
     return ctx.done(
         "\n".join(lines),
-        recipe=recipe.name,
-        recipe_id=rid,
-        rows=total,
-        kept=kept,
-        dropped=total - kept,
+        **totals,
         changed=changed,
-        funnel=[s.as_dict() for s in steps],
-        duplicate_drops=dup_drops,
         refitted=refitted,
         churn=moved,
         **churn_counts(moved),
     )
+
+
+NO_CHURN = {"removed": 0, "by_cause": {}, "by_rule": {}}
 
 
 def churn_counts(c: dict | None) -> dict[str, int]:

@@ -16,6 +16,7 @@ from lakecurate.curation.selection.recipes import load_recipe
 from lakecurate.curation.selection.thresholds import Fit, refit_reason
 from lakecurate.deltaio.lake import Commit, Lake
 from lakecurate.jobs import selection as select_job
+from lakecurate.runtime import progress
 from lakecurate.runtime.config import load_config, replace
 from lakecurate.runtime.errors import ConfigError
 from lakecurate.schemas import TABLES
@@ -154,8 +155,13 @@ def test_growth_past_the_rule_and_refit_flag_fit_again(spark, grown, tmp_path):
     shutil.copytree(grown["cfg"].lake.path, tmp_path / "lake")
     cfg = replace(grown["cfg"], lake={"path": str(tmp_path / "lake")})
     lake = Lake(cfg.lake.path)
-    again = select_job.run(spark, cfg).counts  # nothing new: frozen, no churn
+    with progress.stage(spark, "select-again"):  # nothing new: no Spark job at all
+        same = select_job.run(spark, cfg)
+        assert progress.spark_jobs(spark) == 0
+    again = same.counts
+    assert "nothing new since select run" in same.message
     assert again["refitted"] is False and again["churn_removed"] == 0
+    assert again["kept"] == grown["second"].counts["kept"]
     _append(spark, lake, _new_rows(N // 8, seed=11, mid=grown["mid"], prefix="yy"))
     grew = select_job.run(spark, cfg)
     assert grew.counts["refitted"] is True

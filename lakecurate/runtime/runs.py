@@ -57,3 +57,20 @@ def last_run(lake_root: str, job: str) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+# --- watermarks: "nothing changed since the last run" --------------------------------------
+
+
+def table_watermark(lake, tables: tuple[str, ...], config: str) -> dict:
+    """What a job's result depends on: the versions of `tables` (its inputs and
+    outputs) and a hash of its settings. Equal to the one its last run recorded
+    (`unchanged_since`): nothing new arrived, nobody else wrote its tables, and its
+    settings are the same, so running again would change nothing."""
+    return {"versions": {t: lake.version(t) for t in tables}, "config": config}
+
+
+def unchanged_since(lake_root: str, name: str, mark: dict) -> dict | None:
+    """The record of the last run saved under `name` when its watermark is `mark`."""
+    last = last_run(lake_root, name)
+    return last if last and last.get("watermark") == mark else None
