@@ -206,43 +206,62 @@ def phash_edges(items: DataFrame, max_distance: int, crops: bool = False) -> Dat
 
     The distance of a pair is that of their whole-frame pHashes or, with `crops`, the
     fewest bits between a window hash of one and the whole-frame hash of the other (a
-    crop or a border: `phash.WINDOWS`). Only new items probe, with every hash they
-    have: the flips are symmetric, so a probe of a new item meets the band value of
-    every item within the distance (its whole frame meets the old windows, its windows
-    the old whole frames), and old pairs are not looked at.
+    crop or a border: `phash.WINDOWS`). Only new items probe (old pairs are not looked
+    at): a new whole frame meets every hash within the distance, a new window the old
+    whole frames (the flips are symmetric).
     """
     reps, same = collapse_identical(items, "phash")
     if crops:  # a representative stands for identical hashes with its own windows
         reps = reps.join(items.select("uid", "phash_windows"), "uid")
     keys = _band_values(hash_rows(reps, crops))
-    masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
-    probes = (
-        keys.filter("is_new")
-        .select("uid", "kind", "hash", "band", F.explode(masks).alias("mask"), "value")
-        .select(
-            "uid", "kind", "hash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value")
+    # A pair needs a whole-frame hash W on one side (a window against a window is no
+    # match) and a new item on one side. Where W is new, W's flips probe every key of
+    # any kind; where W is old, the new item's window flips probe the old whole-frame
+    # keys. So window hashes are flipped only for new items and only meet old whole
+    # frames: a full run flips whole frames alone, 1/16 of the probe rows that flipping
+    # every hash made (at 200k pairs those ran a full run out of memory).
+    new = keys.filter("is_new")
+    candidates = _probe_join(keys, _flips(new.filter("kind = 0"), max_distance))
+    candidates = candidates.unionByName(
+        _probe_join(
+            keys.filter("kind = 0 AND NOT is_new"),
+            _flips(new.filter("kind > 0"), max_distance),
         )
     )
-    # probes are up to (1 + 16 + 120) per band of every new hash: never broadcast them
-    # (the planner's size estimate of an explode ignores the fan-out)
-    x, y = keys.alias("x"), probes.hint("merge").alias("y")
-    dist = F.bit_count(F.col("x.hash").bitwiseXOR(F.col("y.hash")))
+    dist = F.bit_count(F.col("x_hash").bitwiseXOR(F.col("y_hash")))
     verified = (
-        x.join(y, ["band", "value"])
-        .filter(
-            (F.col("x.uid") != F.col("y.uid"))
-            & ((F.col("x.kind") == 0) | (F.col("y.kind") == 0))
-            & (dist <= max_distance)
-        )
+        candidates.filter((F.col("x_uid") != F.col("y_uid")) & (dist <= max_distance))
         .select(
-            F.least("x.uid", "y.uid").alias("a"),
-            F.greatest("x.uid", "y.uid").alias("b"),
+            F.least("x_uid", "y_uid").alias("a"),
+            F.greatest("x_uid", "y_uid").alias("b"),
             (1 - dist / 64.0).cast("float").alias("similarity"),
         )
         .groupBy("a", "b")
         .agg(F.max("similarity").alias("similarity"))
     )
     return same.unionByName(verified)
+
+
+def _flips(keys: DataFrame, max_distance: int) -> DataFrame:
+    """Every band value within `max_distance // PHASH_BANDS` bits of each key's: by the
+    pigeonhole principle a hash within `max_distance` bits matches one band that close."""
+    masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
+    return keys.select(
+        "uid", "kind", "hash", "band", F.explode(masks).alias("mask"), "value"
+    ).select("uid", "kind", "hash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
+
+
+def _probe_join(keys: DataFrame, probes: DataFrame) -> DataFrame:
+    """(x_uid, x_hash, y_uid, y_hash) of keys and probes sharing a band value."""
+    # probes are up to (1 + 16 + 120) per band of every new hash: never broadcast them
+    # (the planner's size estimate of an explode ignores the fan-out)
+    x, y = keys.alias("x"), probes.hint("merge").alias("y")
+    return x.join(y, ["band", "value"]).select(
+        F.col("x.uid").alias("x_uid"),
+        F.col("x.hash").alias("x_hash"),
+        F.col("y.uid").alias("y_uid"),
+        F.col("y.hash").alias("y_hash"),
+    )
 
 
 # --- semantic (SemDeDup) ------------------------------------------------------------------
