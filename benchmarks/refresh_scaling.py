@@ -32,6 +32,17 @@ crop route of phash (#19): nothing new 4.1 s / 5.3 s (55 / 58 jobs; dedup 0.0 s:
 Spark job); +1,000 refresh 23.8 s / 30.8 s (dedup 12.3 / 18.0 s), exponent 0.124
 (dedup 0.18, select 0.15); full run at 40k 140.1 s (dedup 85.8 s: the window hashes,
 their band join and registration of crop candidates), ratio 4.55.
+
+Stop 35 (defaults, alone, at 37f3af4): at 25k the full run took 111.3 s (157 jobs;
+dedup 55.4 s), the +1,000 refresh 27.8 s (217 jobs: ingest 0.9, embed 2.2, dedup 15.4,
+select 3.4, publish 5.1 s; churn 0), nothing new 0.9 s (10 jobs: select's watermark
+too). The 200k full run then died in dedup: Java heap space in the pHash band join,
+whose probes flipped every window hash (1.75 billion probe rows at 200k). c68e036 flips
+windows only for new items against old whole frames: the full edge search over the 40k
+lake's signals went from 51-52 s to 9.7 s with the same edges. The 200k run was not
+repeated in that stop. A +1,000 refresh of a 40k lake (same commit, profiled on its
+own): 35.0 s, 218 jobs (dedup 19.6 s, 111 jobs: signals 2.4, exact 1.4, exact_caption
+0.9, phash 7.7, writing the changes 6.1 s; select 4.3 s; publish 6.1 s, 49 jobs).
 """
 
 from __future__ import annotations
