@@ -51,6 +51,10 @@ class Parent:
     def shards(self) -> list[dict]:
         return self.manifest["shards"]
 
+    def by_number(self) -> dict[int, dict]:
+        """The manifest's shard records by shard number (`shard-NNNNNN.tar`)."""
+        return {int(s["name"][len("shard-") : -len(".tar")]): s for s in self.shards}
+
     def describe(self) -> dict:
         """What the manifest records (and `inputs_hash` covers) about the parent."""
         blob = json.dumps(self.shards, sort_keys=True).encode()

@@ -214,10 +214,7 @@ def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
 
 def check_stats(parent: Parent, stats: list[ShardStat]) -> None:
     """The indexes read must be the manifest's shards with its counts."""
-    listed = {
-        int(s["name"][len("shard-") : -len(".tar")]): (s["num_samples"], s.get("deleted") or 0)
-        for s in parent.shards
-    }
+    listed = {n: (s["num_samples"], s.get("deleted") or 0) for n, s in parent.by_number().items()}
     got = {s.shard: (s.old - s.deleted_before, s.deleted_before) for s in stats}
     if listed != got:
         raise JobError(
@@ -455,7 +452,7 @@ def reuse_shards(layout: Layout, staging: str, deletions: dict[int, dict]) -> li
     with each one's deletion list (`deletions`, by shard; none where absent)."""
     fs, root = open_fs(staging)
     fs.makedirs(root, exist_ok=True)
-    by_shard = {int(s["name"][len("shard-") : -len(".tar")]): s for s in layout.parent.shards}
+    by_shard = layout.parent.by_number()
     stats = {s.shard: s for s in layout.stats}
     out, how = [], {"link": 0, "copy": 0}
     for shard in layout.shards_with(REUSE):
@@ -480,7 +477,7 @@ def deletion_lists(layout: Layout, members, staging: str) -> dict[int, dict]:
     by Spark tasks (one per shard). Each: deleted, deletions (file name), deletions_sha256."""
     from pyspark.sql import functions as F
 
-    by_shard = {int(s["name"][len("shard-") : -len(".tar")]): s for s in layout.parent.shards}
+    by_shard = layout.parent.by_number()
     fs, root = open_fs(staging)
     fs.makedirs(root, exist_ok=True)
     out, new = {}, []
