@@ -390,6 +390,7 @@ def run(spark, cfg: Config) -> JobResult:
     check_semantic_eps(spark, ctx, recipe)
     frame = build_frame(spark, ctx, tables).persist()
     mid = model_id(cfg.model) if "embeddings" in tables else ""
+    labeled = None
     try:
         total = _log_missing(frame, tables)
         labels = rule_labels(recipe.rules)
@@ -439,7 +440,7 @@ def run(spark, cfg: Config) -> JobResult:
         )
     finally:
         frame.unpersist()
-        if "labeled" in locals():
+        if labeled is not None:
             labeled.unpersist()
     if changed:
         ctx.wrote("selection", version)

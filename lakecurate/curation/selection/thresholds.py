@@ -116,9 +116,9 @@ def refit_reason(
 def cause_of(rule: Rule | type[Rule] | None, refitted: bool) -> str:
     """The churn cause of a uid dropped by `rule` (a rule or its class) that the
     previous selection kept."""
-    cls = rule if isinstance(rule, type) else type(rule)
     if rule is None:
         return OTHER
+    cls = rule if isinstance(rule, type) else type(rule)
     if issubclass(cls, NotDuplicateRule):
         return BETTER_KEEPER
     if issubclass(cls, FittedRule) and refitted:
