@@ -18,7 +18,8 @@ dedup and the clip_score keeper, `embeddings` of the configured model. Writes:
 * `semantic_centroids`: the k-means fit semantic dedup assigns new uids to.
 
 Incremental runs. Each method matches only the uids missing from `dedup_index`
-(exact: the hash values of new rows; phash: band probes of new hashes; minhash: the
+(exact: the hash values of new rows; phash: the lake's hashes streamed past an index
+of the new ones, `udfs/phash_probe.py`, with no shuffle of the lake; minhash: the
 buckets of new signatures; semantic: new embeddings against their cluster) and
 rebuilds only the groups those matches touch: components of the new edges plus the
 touched groups' edges, keepers and similarities of those groups. With

@@ -23,8 +23,10 @@ def _verdicts(spark, lake, methods) -> set[tuple]:
 def test_old_then_new_equals_one_full_run(
     spark, lake, cfg, sample_set, tmp_path, monkeypatch, broadcast_keys
 ):
-    # the new MinHash band keys are broadcast when few, joined by a shuffle otherwise
+    # the new MinHash band keys are broadcast when few, joined by a shuffle otherwise;
+    # new pHashes probe the lake from an index when few, else take the band join
     monkeypatch.setattr(dedup_near, "BROADCAST_KEYS", broadcast_keys)
+    monkeypatch.setattr(dedup_near, "PROBE_NEW_LIMIT", 20_000 if broadcast_keys else 0)
     methods = ("exact", "exact_caption", "phash", "minhash")
     # every MinHash bucket pairs all its members (no leader/neighbour links, which an
     # incremental run makes only for new members), so minhash must match exactly too

@@ -74,3 +74,53 @@ def test_explain_shows_the_verification_of_a_copy_and_a_look_alike(spark, tmp_pa
     doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert doc["uid"] == copies[0] and {m["method"] for m in doc["methods"]} >= {"phash"}
     assert dedup.main(["explain", "0" * 64, "--lake", lake_dir]) == 1
+
+
+def test_incremental_phash_on_real_copies_equals_one_full_run(spark, tmp_path, real_set):
+    """Originals first, then their copies (crops, borders, re-encodes...): the refresh's
+    probe of the new hashes (`udfs/phash_probe.py`) gives the verdicts a full run gives."""
+    import pyarrow as pa
+
+    from lakecurate.deltaio.lake import Commit, Lake
+    from lakecurate.jobs import dedup
+    from lakecurate.runtime.config import load_config
+    from lakecurate.schemas import TABLES
+
+    rows, by_uid = real_images.pair_rows(real_set)
+    copies = {u for u, it in by_uid.items() if it.kind != "original"}
+
+    def write(lake: Lake, part: list[dict]) -> None:
+        table = pa.Table.from_pylist(part, schema=TABLES["pairs"].schema)
+        df = spark.createDataFrame(table.to_pandas(), TABLES["pairs"].spark_schema())
+        lake.write(df, "pairs", Commit("real-images", "real-images"))
+
+    def verdicts(lake: Lake) -> set[tuple]:
+        cols = ("uid", "group_id", "keeper_uid", "similarity")
+        got = lake.read(spark, "duplicates").filter("method = 'phash'").select(*cols).collect()
+        return {tuple(r) for r in got}
+
+    def config(lake: Lake):
+        return load_config(
+            None,
+            {
+                "lake.path": lake.root,
+                "model.name": "lakecurate-tiny",
+                "model.pretrained": "none",
+                "dedup.methods": ["phash"],
+                "dedup.stable_keepers": False,
+            },
+        )
+
+    inc = Lake(str(tmp_path / "incremental"))
+    write(inc, [r for r in rows if r["uid"] not in copies])
+    dedup.run(spark, config(inc))
+    write(inc, [r for r in rows if r["uid"] in copies])
+    second = dedup.run(spark, config(inc))
+    assert second.counts["new_rows"] == len(copies)
+    whole = Lake(str(tmp_path / "whole"))
+    write(whole, rows)
+    dedup.run(spark, config(whole))
+    got, want = verdicts(inc), verdicts(whole)
+    assert got == want
+    # the copies did join their originals' groups
+    assert sum(1 for v in got if v[0] in copies and v[0] != v[2]) >= len(copies) // 2

@@ -29,6 +29,7 @@ from lakecurate.curation.dedup.groups import (
     write_groups,
     write_mode,
 )
+from lakecurate.curation.dedup.near import EDGE_SCHEMA
 from lakecurate.runtime.config import Config
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs import phash as ph
@@ -93,13 +94,6 @@ def minhash_slug(p: mh.MinHashParams) -> str:
     """Signature identity, banding (`xxh`: bands hashed with Spark's xxhash64) and threshold."""
     b, r = p.band_rows
     return f"{p.slug}_b{b}r{r}xxh_t{p.threshold:g}"
-
-
-def _edges(items: DataFrame, full: bool, edges_fn) -> DataFrame:
-    """edges_fn(items), or no edges at all when an incremental run has no new item."""
-    if not full and items.filter("is_new").isEmpty():
-        return items.sparkSession.createDataFrame([], "a string, b string, similarity float")
-    return edges_fn(items)
 
 
 def caption_minhash(run: DedupRun) -> dict[str, int]:
@@ -172,24 +166,37 @@ def perceptual(run: DedupRun) -> dict[str, int]:
     slug = phash_slug(run.cfg)
     idx, full = index_rows(run, "phash", slug)
     signals = run.signals.filter(F.col("phash").isNotNull())
-    hashes = signals.select("uid", "phash", *(["phash_windows"] if crops else []))
-    known = idx.select("uid", F.lit(False).alias("is_new"))
-    items = run.cache(hashes.join(known, "uid", "left").fillna(True, ["is_new"]))
-    write_groups(
-        run,
-        "phash",
-        slug,
-        _edges(items, full, lambda it: near.phash_edges(it, d, crops)),
-        full,
-        Keeping(
-            vectors=signals.select("uid", phash_vector(crops).alias("vector")),
-            kernel="phash_verified",
-            min_similarity=1 - d / 64,
-        ),
+    windows = F.col("phash_windows") if crops else F.lit(None).cast("binary")
+    hashes = signals.select("uid", "phash", windows.alias("phash_windows"))
+    if full:
+        new = hashes.select("uid")
+        edges = near.phash_edges(hashes.withColumn("is_new", F.lit(True)), d, crops)
+    else:
+        new, edges = _new_phash_edges(run, hashes, idx, d, crops)
+    keeping = Keeping(
+        vectors=signals.select("uid", phash_vector(crops).alias("vector")),
+        kernel="phash_verified",
+        min_similarity=1 - d / 64,
     )
-    new = items.filter("is_new")
+    write_groups(run, "phash", slug, edges, full, keeping)
     record_index(run, "phash", index_frame(run, new, "phash", slug), full)
     return {}
+
+
+def _new_phash_edges(
+    run: DedupRun, hashes: DataFrame, idx: DataFrame, d: int, crops: bool
+) -> tuple[DataFrame, DataFrame]:
+    """(uids not matched yet, their edges): a refresh's few new images probe the lake
+    without shuffling it (`near.phash_new_edges`); a bulk load takes the band join."""
+    new = run.cache(hashes.select("uid").join(idx.select("uid"), "uid", "left_anti"))
+    n = new.count()
+    if n == 0:
+        return new, run.spark.createDataFrame([], EDGE_SCHEMA)
+    if n <= near.PROBE_NEW_LIMIT:
+        rows = hashes.join(F.broadcast(new), "uid", "left_semi").collect()
+        return new, near.phash_new_edges(hashes, rows, d)
+    items = hashes.join(new.withColumn("is_new", F.lit(True)), "uid", "left")
+    return new, near.phash_edges(items.fillna(False, ["is_new"]), d, crops)
 
 
 METHODS: dict[str, Callable[[DedupRun], dict[str, int]]] = {

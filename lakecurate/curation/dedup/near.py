@@ -20,7 +20,7 @@ here compares all pairs:
 
 from __future__ import annotations
 
-import itertools
+import hashlib
 from functools import partial
 
 import numpy as np
@@ -30,10 +30,13 @@ from pyspark.sql import functions as F
 from lakecurate.curation.dedup.components import cut_lineage
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs import phash as ph
+from lakecurate.udfs import phash_probe as probe
 from lakecurate.udfs import semantic as sem
 
 EDGE_COLUMNS = ("a", "b", "similarity")
+EDGE_SCHEMA = "a string, b string, similarity float"
 BROADCAST_KEYS = 2_000_000  # new MinHash band keys up to which they are broadcast
+PROBE_NEW_LIMIT = 20_000  # new pHash images up to which the lake streams past an index of them
 
 
 def collapse_identical(items: DataFrame, value: str) -> tuple[DataFrame, DataFrame]:
@@ -142,7 +145,7 @@ def minhash_edges(
     sigs = reps.select("uid", "signature")
     joined = cand.join(sigs.toDF("a", "sig_a"), "a").join(sigs.toDF("b", "sig_b"), "b")
     scored = joined.select("a", "b", "sig_a", "sig_b").mapInArrow(
-        partial(mh.jaccard_batches, params=params), "a string, b string, similarity float"
+        partial(mh.jaccard_batches, params=params), EDGE_SCHEMA
     )
     verified = scored.filter(F.col("similarity") >= params.threshold)
     return same.unionByName(verified)
@@ -150,17 +153,8 @@ def minhash_edges(
 
 # --- pHash ------------------------------------------------------------------------------
 
-PHASH_BANDS = 4
-PHASH_BAND_BITS = 16
-
-
-def flip_masks(radius: int, bits: int = PHASH_BAND_BITS) -> list[int]:
-    """Every mask of at most `radius` set bits within a band (0 included)."""
-    masks = [0]
-    for r in range(1, radius + 1):
-        for combo in itertools.combinations(range(bits), r):
-            masks.append(sum(1 << i for i in combo))
-    return masks
+PHASH_BANDS = probe.BANDS  # the bands and flips are those of the refresh's probe
+PHASH_BAND_BITS = probe.BAND_BITS
 
 
 def hash_rows(items: DataFrame, crops: bool) -> DataFrame:
@@ -242,10 +236,25 @@ def phash_edges(items: DataFrame, max_distance: int, crops: bool = False) -> Dat
     return same.unionByName(verified)
 
 
+def phash_new_edges(hashes: DataFrame, new: list, max_distance: int) -> DataFrame:
+    """hashes (uid, phash, phash_windows) of the lake, `new` rows of the same columns
+    (at most `PROBE_NEW_LIMIT`) -> the verified edges `phash_edges` would give for them.
+
+    No shuffle of the lake: each Python worker indexes the new hashes once and the
+    lake's rows stream past it in their partitions (`udfs/phash_probe.py`); only the
+    edges are shuffled, to drop the pairs of two new images found from both sides.
+    """
+    rows = [(r["uid"], r["phash"], r["phash_windows"]) for r in new]
+    token = hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:16]
+    fn = partial(probe.probe_batches, rows=rows, max_distance=max_distance, token=token)
+    edges = hashes.select("uid", "phash", "phash_windows").mapInArrow(fn, EDGE_SCHEMA)
+    return edges.groupBy("a", "b").agg(F.max("similarity").alias("similarity"))
+
+
 def _flips(keys: DataFrame, max_distance: int) -> DataFrame:
     """Every band value within `max_distance // PHASH_BANDS` bits of each key's: by the
     pigeonhole principle a hash within `max_distance` bits matches one band that close."""
-    masks = F.array(*[F.lit(m) for m in flip_masks(max_distance // PHASH_BANDS)])
+    masks = F.array(*[F.lit(int(m)) for m in probe.flip_masks(max_distance // PHASH_BANDS)])
     return keys.select(
         "uid", "kind", "hash", "band", F.explode(masks).alias("mask"), "value"
     ).select("uid", "kind", "hash", "band", F.col("value").bitwiseXOR(F.col("mask")).alias("value"))
@@ -313,7 +322,7 @@ def semantic_edges(assigned: DataFrame, dcfg) -> DataFrame:
     )
     min_cos = 1.0 - dcfg.semantic_eps
     return spread.groupBy("semantic_cluster", "lo", "hi").applyInPandas(
-        sem.block_pairs_fn(min_cos), "a string, b string, similarity float"
+        sem.block_pairs_fn(min_cos), EDGE_SCHEMA
     )
 
 
@@ -345,5 +354,5 @@ def semantic_new_edges(members: DataFrame, dcfg) -> DataFrame:
     return (
         probes.unionByName(bases)
         .groupBy("semantic_cluster", "pc", "bc")
-        .applyInPandas(sem.probe_pairs_fn(min_cos), "a string, b string, similarity float")
+        .applyInPandas(sem.probe_pairs_fn(min_cos), EDGE_SCHEMA)
     )
