@@ -163,13 +163,15 @@ def check_inputs(lake: Lake, cfg: Config) -> None:
             )
 
 
-def keeper_ranks(spark, ctx: JobContext, cfg: Config, signals: DataFrame) -> DataFrame:
-    ranks = signals.select("uid", "resolution")
+def keeper_ranks(spark, ctx: JobContext, cfg: Config, signals: DataFrame) -> tuple[DataFrame, ...]:
+    """The sources of the keeper rank columns, each (uid, its column): `resolution` from
+    `signals`, `clip_score` of the configured model from `embeddings` (null without)."""
+    resolution = signals.select("uid", "resolution")
     if "clip_score" in cfg.dedup.keeper and ctx.lake.exists("embeddings"):
         mid = model_id(cfg.model)
         emb = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid)
-        return ranks.join(emb.select("uid", "clip_score"), "uid", "left")
-    return ranks.withColumn("clip_score", F.lit(None).cast("float"))
+        return resolution, emb.select("uid", "clip_score")
+    return (resolution.withColumn("clip_score", F.lit(None).cast("float")),)
 
 
 # --- the job ------------------------------------------------------------------------------
@@ -224,10 +226,11 @@ def run(spark, cfg: Config) -> JobResult:
     ):
         n = signal_rows.refresh_stale(spark, ctx, pairs)
         log.info("dedup: recomputed %d signals rows made by an older verification", n)
-    signals = ctx.lake.read(spark, "signals").persist()
-    ranks = keeper_ranks(spark, ctx, cfg, signals).persist()
-    state = DedupRun(spark, ctx, cfg, pairs, signals, ranks)
-    counts: dict[str, int] = {"rows": signals.count(), "new_rows": added}
+    # not cached: each method reads its few columns (the table holds the verification
+    # thumbnails, kilobytes a row)
+    signals = ctx.lake.read(spark, "signals")
+    state = DedupRun(spark, ctx, cfg, pairs, signals, keeper_ranks(spark, ctx, cfg, signals))
+    counts: dict[str, int] = {"rows": ctx.lake.count("signals"), "new_rows": added}
     try:
         for method in expand_methods(cfg.dedup.methods):
             t0 = time.perf_counter()
@@ -240,8 +243,6 @@ def run(spark, cfg: Config) -> JobResult:
         log.info("dedup: incremental changes written in %.1f s", time.perf_counter() - t0)
     finally:
         state.release()
-        signals.unpersist()
-        ranks.unpersist()
     counts |= method_counts(state, expand_methods(cfg.dedup.methods))
     counts["duplicates"] = sum(v for k, v in counts.items() if k.endswith("_duplicates"))
     methods = ", ".join(expand_methods(cfg.dedup.methods))

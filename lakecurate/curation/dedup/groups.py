@@ -61,12 +61,25 @@ class DedupRun:
     cfg: Config
     pairs: DataFrame  # uid, image_sha256, caption
     signals: DataFrame  # every uid's signals row
-    ranks: DataFrame  # uid, resolution, clip_score
+    # where keeper ranks come from, each (uid, its columns): resolution, clip_score
+    rank_sources: tuple[DataFrame, ...]
     # incremental results, written together by `write_deferred` (one commit per table)
     changes: list[tuple[str, DataFrame, DataFrame]] = field(default_factory=list)
     new_index: list[DataFrame] = field(default_factory=list)
     cached: list[DataFrame] = field(default_factory=list)
     _slugs: dict[tuple[str, str], int] | None = None
+    _ranks: DataFrame | None = None
+
+    @property
+    def ranks(self) -> DataFrame:
+        """(uid, resolution, clip_score) of every uid, cached on first use (a full run
+        ranks the whole lake; a refresh looks its few members up instead, `_with_ranks`)."""
+        if self._ranks is None:
+            ranks = self.rank_sources[0]
+            for src in self.rank_sources[1:]:
+                ranks = ranks.join(src, "uid", "left")
+            self._ranks = ranks.persist()
+        return self._ranks
 
     def stored_slugs(self) -> dict[tuple[str, str], int]:
         """(method, config_slug) -> index rows (0: `duplicates` rows only) of every method
@@ -108,20 +121,27 @@ class DedupRun:
         for df in self.cached[first:]:
             df.unpersist()
         del self.cached[first:]
+        if first == 0 and self._ranks is not None:
+            self._ranks.unpersist()
+            self._ranks = None
 
 
 @dataclass(frozen=True)
 class Keeping:
-    """How a method turns a group into verdicts: extra ranks and ordering columns first;
+    """How a method turns a group into verdicts: extra rank columns (frames of uid and
+    the columns, joined to the run's ranks) and the ordering columns that come first;
     for a near-duplicate method, each member's vector, the similarity kernel of
     `udfs/keepers.py` and the method's threshold (None: every member is an identical
     copy of the keeper)."""
 
-    ranks: DataFrame | None = None  # default: the run's ranks
+    extra: tuple[DataFrame, ...] = ()
     first: tuple[Column, ...] = ()
     vectors: DataFrame | None = None  # uid, vector
     kernel: str = ""
     min_similarity: float = 0.0
+    # the members are few (a refresh's touched groups): their uids are broadcast to
+    # each rank source and to the vectors, which are scanned in place, not shuffled
+    few: bool = False
 
 
 def is_best() -> Column:
@@ -144,8 +164,14 @@ def keeper_order(cfg: Config, first: tuple[Column, ...] = ()) -> list[Column]:
 def _with_ranks(run: DedupRun, members: DataFrame, keeping: Keeping):
     """(members joined with their ranks, the window ordering each group by keeper rank)."""
     w = Window.partitionBy("group_id").orderBy(*keeper_order(run.cfg, keeping.first))
-    ranks = keeping.ranks if keeping.ranks is not None else run.ranks
-    return members.join(ranks, "uid", "left"), w
+    if keeping.few:
+        uids = F.broadcast(members.select("uid").distinct())
+        sources = [src.join(uids, "uid", "left_semi") for src in run.rank_sources + keeping.extra]
+    else:
+        sources = [run.ranks, *keeping.extra]
+    for src in sources:
+        members = members.join(src, "uid", "left")
+    return members, w
 
 
 def _keepers(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
@@ -163,7 +189,8 @@ def ranked(run: DedupRun, members: DataFrame, keeping: Keeping) -> DataFrame:
 def greedy_verdicts(ranked: DataFrame, keeping: Keeping) -> DataFrame:
     """(uid, group_id, pos) -> (uid, group_id, keeper_uid, similarity): greedy keepers."""
     fn = partial(keepers_batches, kernel=keeping.kernel, min_similarity=keeping.min_similarity)
-    rows = ranked.join(keeping.vectors.select("uid", "vector"), "uid")
+    vectors = keeping.vectors.select("uid", "vector")
+    rows = vectors.join(F.broadcast(ranked), "uid") if keeping.few else ranked.join(vectors, "uid")
     return rows.repartition("group_id").mapInArrow(fn, KEEPERS_SCHEMA)
 
 
@@ -357,7 +384,7 @@ def write_changes(
             existing.join(rerank, "group_id", "left_semi").select("uid", "group_id")
         )
     stale = run.cache(existing.join(redo, "group_id", "left_semi"))
-    rows = run.cache(finalize(run, method, slug, regroup, keeping))
+    rows = run.cache(finalize(run, method, slug, regroup, replace(keeping, few=True)))
     run.changes.append((method, rows, stale))
 
 
@@ -370,10 +397,8 @@ def _earlier_first(run: DedupRun, method: str, keeping: Keeping) -> Keeping:
         .filter(F.col("method") == method)
         .select("uid", F.lit(0).alias("_arrival"))
     )
-    base = keeping.ranks if keeping.ranks is not None else run.ranks
     arrival = F.coalesce(F.col("_arrival"), F.lit(1)).asc()
-    ranks = base.join(earlier, "uid", "left")
-    return replace(keeping, ranks=ranks, first=(arrival, *keeping.first))
+    return replace(keeping, extra=(*keeping.extra, earlier), first=(arrival, *keeping.first))
 
 
 def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str]:

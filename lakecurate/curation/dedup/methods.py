@@ -30,6 +30,7 @@ from lakecurate.curation.dedup.groups import (
     write_mode,
 )
 from lakecurate.curation.dedup.near import EDGE_SCHEMA
+from lakecurate.deltaio.keyed import BROADCAST_UIDS
 from lakecurate.runtime.config import Config
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs import phash as ph
@@ -55,6 +56,8 @@ def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
         members = _hash_groups(rows, column, method)
     else:  # only groups holding a new row can change
         values = new.select(column).filter(F.col(column).isNotNull()).distinct()
+        if new.count() <= BROADCAST_UIDS:  # a refresh: the lake's column is scanned in place
+            values = F.broadcast(values)
         members = _hash_groups(rows.join(values, column, "left_semi"), column, method)
         members = cut_lineage(members)  # used twice below
     touched = members.select("group_id").distinct()

@@ -136,9 +136,8 @@ def semantic(run: DedupRun) -> dict[str, int]:
 
 def _keeping(run: DedupRun, sims: DataFrame, emb: DataFrame) -> Keeping:
     d = run.cfg.dedup
-    ranks = run.ranks.join(sims.select("uid", "centroid_sim"), "uid", "left")
     return Keeping(
-        ranks,
+        (sims.select("uid", "centroid_sim"),),
         (_POLICY[d.semantic_keep](d.seed),),
         vectors=emb.select("uid", F.col("image_emb").alias("vector")),
         kernel="cosine",

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.groups import replace_rows
 from lakecurate.curation.dedup.semantic import CLUSTER_COLUMNS
+from lakecurate.deltaio.keyed import rows_for_uids
 from lakecurate.runtime import progress
 from lakecurate.runtime.jobkit import JobContext
 from lakecurate.schemas import TABLES
@@ -29,10 +30,24 @@ def _computed(pairs: DataFrame, run_id: str) -> DataFrame:
 
 
 def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
-    """Compute `signals` rows for uids that have none; return how many were added."""
+    """Compute `signals` rows for uids that have none; return how many were added.
+
+    The missing uids are found from the uid columns alone; the images of those are read
+    from only the `pairs` files that hold them (`keyed.rows_for_uids`), so a refresh
+    neither reads nor shuffles the lake's image bytes.
+    """
     have = ctx.lake.read(spark, "signals").select("uid")
-    todo = pairs.join(have, "uid", "left_anti")
-    version, added = ctx.lake.append_new(_computed(todo, ctx.run_id), "signals", ctx.commit)
+    missing = pairs.select("uid").join(have, "uid", "left_anti").persist()
+    try:
+        n = missing.count()
+        if n == 0:
+            ctx.lake.ensure("signals", ctx.commit)
+            return 0
+        version = ctx.result.read_versions["pairs"]
+        todo = rows_for_uids(spark, ctx.lake, "pairs", version, missing, n, ph.SIGNAL_INPUTS)
+        version, added = ctx.lake.append_new(_computed(todo, ctx.run_id), "signals", ctx.commit)
+    finally:
+        missing.unpersist()
     if added:
         ctx.wrote("signals", version)
     return added
