@@ -76,8 +76,13 @@ def generate(root: Path, n2: int, n_new: int, shard_size: int) -> tuple[Path, Pa
 
     t0 = time.time()
     base, new = root / "base", root / "new"
+    done = root / f"generated-{n2}-{n_new}-{shard_size}"
+    if done.exists():  # a --keep directory from an earlier run: the same pairs
+        log.info("reusing the pairs generated in %s", root)
+        return base, new
     sample(n=n2, seed=1, prefix="a").write_webdataset(base, shard_size=shard_size)
     sample(n=n_new, seed=2, prefix="b").write_webdataset(new, shard_size=shard_size)
+    done.touch()
     log.info("generated %d + %d pairs in %.0f s", n2, n_new, time.time() - t0)
     return base, new
 
@@ -143,7 +148,11 @@ def main() -> int:
     p.add_argument("--n2", type=int, default=200_000)
     p.add_argument("--new", type=int, default=1_000, help="pairs the refresh adds")
     p.add_argument("--shard-size", type=int, default=1000, help="records per source tar")
-    p.add_argument("--keep", help="keep the generated data and lakes in this directory")
+    p.add_argument(
+        "--keep",
+        help="keep the generated data and lakes in this directory (a later run with the "
+        "same sizes reuses the data)",
+    )
     args = p.parse_args()
     if not 0 < args.n1 < args.n2 or args.n1 % args.shard_size or args.n2 % args.shard_size:
         p.error("need 0 < n1 < n2, both multiples of --shard-size")
@@ -160,6 +169,8 @@ def main() -> int:
 
     root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-scaling-"))
     base, new = generate(root, args.n2, args.new, args.shard_size)
+    for old in [root / "small", *root.glob("lake-*")]:  # lakes of an earlier --keep run
+        shutil.rmtree(old, ignore_errors=True)
     small = subset(base, root / "small", args.n1 // args.shard_size)
     configure_environment()
     model = "lakecurate-tiny"

@@ -43,8 +43,11 @@ def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
         if n == 0:
             ctx.lake.ensure("signals", ctx.commit)
             return 0
-        version = ctx.result.read_versions["pairs"]
-        todo = rows_for_uids(spark, ctx.lake, "pairs", version, missing, n, ph.SIGNAL_INPUTS)
+        if ctx.lake.count("signals") == 0:  # a first run: every pair, no join
+            todo = pairs.select(*ph.SIGNAL_INPUTS)
+        else:
+            version = ctx.result.read_versions["pairs"]
+            todo = rows_for_uids(spark, ctx.lake, "pairs", version, missing, n, ph.SIGNAL_INPUTS)
         version, added = ctx.lake.append_new(_computed(todo, ctx.run_id), "signals", ctx.commit)
     finally:
         missing.unpersist()
