@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "report": "lakecurate.catalog.report",
     "vacuum": "lakecurate.deltaio.maintenance",
     "demo": "lakecurate.jobs.demo",
+    "probe": "lakecurate.probe.command",
 }
 
 

@@ -6,6 +6,7 @@ from lakecurate.schemas import (
     duplicates,
     embeddings,
     pairs,
+    probes,
     rejects,
     selection,
     semantic_centroids,
@@ -27,6 +28,7 @@ TABLES: dict[str, TableSpec] = {
         semantic_centroids,
         selection,
         datasets,
+        probes,
     )
 }
 

@@ -123,14 +123,19 @@ def _lake(lake: Lake | str) -> Lake:
 
 
 def dataset_rows(spark, lake: Lake | str, name: str | None = None) -> list[DatasetVersion]:
-    """Every registered version (of `name`, if given), ordered by name and version."""
+    """Every registered version (of `name`, if given), ordered by name and version
+    (`spark` None: read without Spark)."""
     lake = _lake(lake)
     if not lake.exists("datasets"):
         return []
-    df = lake.read(spark, "datasets")
-    if name is not None:
-        df = df.filter(df["name"] == name)
-    rows = [DatasetVersion.from_row(r.asDict(recursive=True)) for r in df.collect()]
+    if spark is None:  # a command without Spark: the small table read through delta-rs
+        found = lake.delta("datasets").to_pyarrow_table().to_pylist()
+        rows = [DatasetVersion.from_row(r) for r in found if name is None or r["name"] == name]
+    else:
+        df = lake.read(spark, "datasets")
+        if name is not None:
+            df = df.filter(df["name"] == name)
+        rows = [DatasetVersion.from_row(r.asDict(recursive=True)) for r in df.collect()]
     return sorted(rows, key=lambda d: (d.name, d.version))
 
 

@@ -37,6 +37,7 @@ SECTIONS = (
     "captions",
     "resolution",
     "samples",
+    "probes",
 )
 KEPT_COLOR, DROP_COLOR = "#2b8a3e", "#c92a2a"
 
@@ -69,15 +70,7 @@ class Chart:
         n, k = max(len(self.labels), 1), max(len(self.series), 1)
         slot = w / n
         bar = max(slot * 0.8 / k, 0.5)
-        out = [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" '
-            f'height="{self.height}" role="img" aria-label="{html.escape(self.title)}">',
-            f'<text x="{pad_l}" y="15" font-size="13" font-weight="bold">'
-            f"{html.escape(self.title)}</text>",
-            f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#333"/>',
-            f'<text x="{pad_l - 4}" y="{pad_t + 8}" font-size="10" text-anchor="end">'
-            f"{_num(top)}</text>",
-        ]
+        out = _frame(self.title, self.width, self.height, pad_l, pad_t, w, h, top)
         for s, (name, values) in enumerate(self.series.items()):
             color = self.colors[s % len(self.colors)]
             for i, v in enumerate(values):
@@ -106,6 +99,56 @@ class Chart:
             f'text-anchor="middle">{html.escape(self.xlabel)}</text></svg>'
         )
         return "".join(out)
+
+
+@dataclass
+class Lines:
+    """A line chart: one polyline per series of (x, y) points."""
+
+    title: str
+    series: dict[str, list[tuple[float, float]]]
+    xlabel: str = ""
+    colors: list[str] = field(default_factory=lambda: ["#1864ab", "#c92a2a", "#2b8a3e", "#e67700"])
+    width: int = 640
+    height: int = 260
+
+    def svg(self) -> str:
+        pad_l, pad_b, pad_t = 48, 46, 24
+        w, h = self.width - pad_l - 10, self.height - pad_b - pad_t
+        pts = [p for v in self.series.values() for p in v]
+        x1 = max([p[0] for p in pts] + [1])
+        y1 = max([p[1] for p in pts] + [1e-9])
+        out = _frame(self.title, self.width, self.height, pad_l, pad_t, w, h, y1)
+        out.append(
+            f'<text x="{pad_l + w}" y="{pad_t + h + 14}" font-size="10" text-anchor="end">'
+            f"{_num(x1)}</text>"
+        )
+        for s, (name, points) in enumerate(self.series.items()):
+            color = self.colors[s % len(self.colors)]
+            xy = " ".join(
+                f"{pad_l + w * x / x1:.1f},{pad_t + h - h * y / y1:.1f}" for x, y in points
+            )
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{xy}"/>')
+            out.append(
+                f'<text x="{pad_l + 8}" y="{pad_t + 14 + 13 * s}" font-size="11" '
+                f'fill="{color}">{html.escape(name)}</text>'
+            )
+        out.append(
+            f'<text x="{pad_l + w / 2}" y="{self.height - 6}" font-size="11" '
+            f'text-anchor="middle">{html.escape(self.xlabel)}</text></svg>'
+        )
+        return "".join(out)
+
+
+def _frame(title: str, width: int, height: int, x0: int, y0: int, w: float, h: float, top):
+    """The opening of a chart: the svg element, its title, the x axis, the y maximum."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{x0}" y="15" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#333"/>',
+        f'<text x="{x0 - 4}" y="{y0 + 8}" font-size="10" text-anchor="end">{_num(top)}</text>',
+    ]
 
 
 def _num(v: float) -> str:
@@ -263,6 +306,7 @@ def build_report(spark, lake: Lake, dv: DatasetVersion, thumbs: int = 24) -> str
             "captions": _hist_html(frame, "caption_chars", 10, "caption length (characters)"),
             "resolution": _hist_html(frame, "resolution", 32, "resolution: min(width, height) px"),
             "samples": _samples_html(thumbnails(spark, lake, dv, frame, thumbs)),
+            "probes": _probes_html(lake, dv),
         }
     finally:
         frame.unpersist()
@@ -398,7 +442,48 @@ TITLES = {
     "captions": "Caption length",
     "resolution": "Resolution",
     "samples": "Samples kept and dropped",
+    "probes": "Probes trained on this version",
 }
+
+
+def _probes_html(lake: Lake, dv: DatasetVersion) -> str:
+    """The probes trained on this version (`lakecurate probe train`): their loss curves
+    and their latest figures on each eval set."""
+    import json as _json
+
+    if not lake.exists("probes"):
+        return _NO_PROBES.format(ref=html.escape(dv.ref))
+    rows = lake.delta("probes").to_pyarrow_table().to_pylist()
+    ids = [r["probe_id"] for r in rows if r["event"] == "train" and r["dataset"] == dv.ref]
+    if not ids:
+        return _NO_PROBES.format(ref=html.escape(dv.ref))
+    curves = {}
+    evals: dict[tuple[str, str], dict] = {}
+    for r in sorted(rows, key=lambda r: r["created_at"]):
+        if r["probe_id"] not in ids:
+            continue
+        if r["event"] == "train":
+            label = f"{r['probe_id'][-8:]} {r['model']} seed {r['seed']}"
+            curves[label] = [tuple(p) for p in _json.loads(r["loss_curve"] or "[]")]
+        elif r["event"].startswith("eval:"):
+            evals[(r["probe_id"], r["eval_set"])] = _json.loads(r["metrics"] or "{}")
+    chart = Lines("training loss", curves, xlabel="samples seen").svg()
+    keys = sorted({k for m in evals.values() for k in m if k != "images"})
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in ["probe", "eval set", *keys])
+    body = "".join(
+        "<tr>"
+        + f"<td>{html.escape(pid)}</td><td>{html.escape(es)}</td>"
+        + "".join(f"<td>{m[k]:.3f}</td>" if k in m else "<td>-</td>" for k in keys)
+        + "</tr>"
+        for (pid, es), m in sorted(evals.items())
+    )
+    return f"{chart}<table><tr>{head}</tr>{body}</table>"
+
+
+_NO_PROBES = (
+    "<p class=none>no probe trained on {ref} yet: <code>lakecurate probe train {ref}</code>"
+    " trains one.</p>"
+)
 
 
 def _page(dv: DatasetVersion, parts: dict[str, str]) -> str:

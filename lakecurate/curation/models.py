@@ -17,6 +17,7 @@ from lakecurate.runtime.errors import ConfigError
 log = logging.getLogger(__name__)
 
 TINY_MODEL = "lakecurate-tiny"
+OWN_CONFIGS = "lakecurate-"  # udfs/model_configs/*.json: the tiny model and the probes
 DEFAULT_MODEL = "ViT-B-32"
 
 
@@ -35,13 +36,15 @@ def resolve_device(cfg: ModelConfig, gpu_scheduled: bool = False) -> str:
 
 
 def resolve_precision(cfg: ModelConfig, device: str | None = None) -> str:
-    """`auto`: fp16 on GPU; on CPU bf16 (measured ~4x faster than fp32 for ViT-B-32 here)."""
+    """`auto`: fp16 on GPU; on CPU bf16 (measured ~4x faster than fp32 for ViT-B-32 here),
+    except lakecurate's own small configs (the tiny test model, the probes), which stay
+    fp32 as they were trained."""
     if cfg.precision != "auto":
         return cfg.precision
     device = device or resolve_device(cfg)
     if device == "cuda":
         return "fp16"
-    return "fp32" if cfg.name == TINY_MODEL else "bf16"
+    return "fp32" if cfg.name.startswith(OWN_CONFIGS) else "bf16"
 
 
 def weights_id(pretrained: str) -> str:

@@ -143,8 +143,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
         return urls if info is None else urls[info.id :: info.num_workers]
 
     def __iter__(self) -> Iterator[Any]:
+        return self.samples(self.my_shards())
+
+    def samples(self, urls: list[str]) -> Iterator[Any]:
+        """The version's samples in the shards `urls` (of `shard_urls`), in that order."""
         deletions = self.version.deletion_files
-        for url in self.my_shards():
+        for url in urls:
             skip = read_deleted_keys(deletions[url]) if url in deletions else frozenset()
             for sample in read_shard(url):
                 if sample["__key__"] not in skip:
