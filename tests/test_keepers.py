@@ -114,3 +114,40 @@ def test_a_crop_joins_the_group_through_the_copy_it_resembles(name):
     keeper, sim = greedy(rows, "phash_verified", 1 - 6 / 64)
     assert keeper.tolist() == [0, 0, 0]
     assert sim[2] >= 1 - 6 / 64  # its similarity to the copy it was matched with
+
+
+def test_candidate_edges_are_verified_before_they_form_groups():
+    """A hash match is a candidate: only pairs the images verify become edges, so
+    look-alikes that share a hash never chain into one component."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from lakecurate.udfs import phash
+    from lakecurate.udfs.keepers import verify_edge_batches
+
+    def vector(h: int, colour) -> bytes:
+        img = _png(Image.new("RGB", (64, 64), colour))
+        return h.to_bytes(8, "big") + phash.phash_and_thumbs([img])[1][0]
+
+    red, blue = (220, 40, 40), (40, 80, 220)
+    edges = [  # (a, b, vector a, vector b, verified similarity or None)
+        ("x", "y", vector(0b1011, red), vector(0b1010, red), 1 - 1 / 64),  # a copy
+        ("x", "z", vector(0b1011, red), vector(0b1011, blue), None),  # same hash, not alike
+        ("w", "y", vector(0, red), vector(0b1111111, red), None),  # 7 bits: too far
+        ("w", "v", vector(0, red), vector(0, red), 1.0),  # identical
+    ]
+    batch = pa.record_batch(
+        {
+            "a": [e[0] for e in edges],
+            "b": [e[1] for e in edges],
+            "vector_a": pa.array([e[2] for e in edges], pa.binary()),
+            "vector_b": pa.array([e[3] for e in edges], pa.binary()),
+        }
+    )
+    out = pa.Table.from_batches(
+        list(verify_edge_batches(iter([batch]), "phash_verified", 1 - 6 / 64))
+    ).to_pylist()
+    got = {(r["a"], r["b"]): r["similarity"] for r in out}
+    want = {(e[0], e[1]): e[4] for e in edges if e[4] is not None}
+    assert set(got) == set(want)
+    assert all(got[k] == pytest.approx(want[k]) for k in want)

@@ -203,3 +203,36 @@ def keepers_batches(
         [uids, groups, uids.take(pa.array(keeper)), pa.array(score, pa.float32())],
         names=["uid", "group_id", "keeper_uid", "similarity"],
     )
+
+
+def verify_edge_batches(
+    batches: Iterator[pa.RecordBatch], kernel: str, min_similarity: float
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body over candidate edges (a, b, vector_a, vector_b) -> the edges
+    (a, b, similarity) whose pair the kernel verifies (similarity >= min_similarity).
+
+    Verifying candidates before they form components keeps look-alikes that merely
+    share a hash (one gradient background, one flag layout) from chaining a large pool
+    into one giant component, whose greedy keepers cost grows with its size squared.
+    Edges are verified per distinct `a`: its row against all its candidates at once."""
+    sim_of = _similarity(kernel, min_similarity)
+    schema = pa.schema([("a", pa.string()), ("b", pa.string()), ("similarity", pa.float32())])
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        a = batch.column("a").to_numpy(zero_copy_only=False)
+        va = _matrix(kernel, batch.column("vector_a").to_pandas())
+        vb = _matrix(kernel, batch.column("vector_b").to_pandas())
+        sim = np.zeros(len(a), dtype=np.float32)
+        order = np.argsort(a, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, a[order][1:] != a[order][:-1], True])
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            rows = order[lo:hi]
+            sim[rows] = sim_of(vb[rows], va[rows[0]])
+        keep = sim >= min_similarity
+        if keep.any():
+            idx = pa.array(np.flatnonzero(keep))
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("a").take(idx), batch.column("b").take(idx), pa.array(sim[keep])],
+                schema=schema,
+            )

@@ -32,6 +32,7 @@ from lakecurate.curation.dedup.groups import (
 from lakecurate.curation.dedup.near import EDGE_SCHEMA
 from lakecurate.deltaio.keyed import BROADCAST_UIDS
 from lakecurate.runtime.config import Config
+from lakecurate.udfs import keepers as kp
 from lakecurate.udfs import minhash as mh
 from lakecurate.udfs import phash as ph
 from lakecurate.udfs import registration as reg
@@ -181,9 +182,32 @@ def perceptual(run: DedupRun) -> dict[str, int]:
         kernel="phash_verified",
         min_similarity=1 - d / 64,
     )
+    edges = verified_edges(edges, keeping, few=not full)
     write_groups(run, "phash", slug, edges, full, keeping)
     record_index(run, "phash", index_frame(run, new, "phash", slug), full)
     return {}
+
+
+def verified_edges(edges: DataFrame, keeping: Keeping, few: bool) -> DataFrame:
+    """The candidate edges whose pair `keeping`'s kernel verifies (`keepers.
+    verify_edge_batches`), before they form groups: candidates chained by shared hashes
+    alone grew a 200k generated pool's phash groups into one giant component, whose
+    greedy keepers never finished. `few` (a refresh): the vectors of the edges' uids are
+    picked by a broadcast of those uids, so the lake's blobs are scanned, not shuffled."""
+    vectors = keeping.vectors.select("uid", "vector")
+    if few:
+        edges = cut_lineage(edges.select("a", "b"))
+        uids = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
+        vectors = vectors.join(F.broadcast(uids.distinct()), "uid", "left_semi")
+    pairs = (
+        edges.select("a", "b")
+        .join(vectors.toDF("a", "vector_a"), "a")
+        .join(vectors.toDF("b", "vector_b"), "b")
+    )
+    fn = partial(
+        kp.verify_edge_batches, kernel=keeping.kernel, min_similarity=keeping.min_similarity
+    )
+    return pairs.select("a", "b", "vector_a", "vector_b").mapInArrow(fn, EDGE_SCHEMA)
 
 
 def _new_phash_edges(

@@ -39,18 +39,19 @@ BROADCAST_KEYS = 2_000_000  # new MinHash band keys up to which they are broadca
 PROBE_NEW_LIMIT = 20_000  # new pHash images up to which the lake streams past an index of them
 
 
-def collapse_identical(items: DataFrame, value: str) -> tuple[DataFrame, DataFrame]:
-    """(representatives, edges): one item per distinct `value`, the rest linked to it."""
-    reps = items.groupBy(value).agg(
+def collapse_identical(items: DataFrame, *values: str) -> tuple[DataFrame, DataFrame]:
+    """(representatives, edges): one item per distinct `values` (not null), the rest
+    linked to it."""
+    reps = items.groupBy(*values).agg(
         F.min("uid").alias("rep"), F.max(F.col("is_new").cast("int")).alias("any_new")
     )
     edges = (
-        items.join(reps.filter(F.col("any_new") == 1), value)
+        items.join(reps.filter(F.col("any_new") == 1), list(values))
         .filter(F.col("uid") != F.col("rep"))
         .select(F.col("rep").alias("a"), F.col("uid").alias("b"), F.lit(1.0).alias("similarity"))
     )
     rep_items = reps.select(
-        F.col("rep").alias("uid"), value, (F.col("any_new") == 1).alias("is_new")
+        F.col("rep").alias("uid"), *values, (F.col("any_new") == 1).alias("is_new")
     )
     return rep_items, edges
 
@@ -204,9 +205,13 @@ def phash_edges(items: DataFrame, max_distance: int, crops: bool = False) -> Dat
     at): a new whole frame meets every hash within the distance, a new window the old
     whole frames (the flips are symmetric).
     """
-    reps, same = collapse_identical(items, "phash")
-    if crops:  # a representative stands for identical hashes with its own windows
-        reps = reps.join(items.select("uid", "phash_windows"), "uid")
+    if crops:  # identical when the whole frame and every window hash are: a representative
+        # then stands for its class's windows too (collapsing by the whole frame alone
+        # lost the windows of the others, and with them crops of those pictures)
+        items = items.withColumn("phash_windows", F.coalesce("phash_windows", F.lit(b"")))
+        reps, same = collapse_identical(items, "phash", "phash_windows")
+    else:
+        reps, same = collapse_identical(items, "phash")
     keys = _band_values(hash_rows(reps, crops))
     # A pair needs a whole-frame hash W on one side (a window against a window is no
     # match) and a new item on one side. Where W is new, W's flips probe every key of
