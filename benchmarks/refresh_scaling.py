@@ -47,6 +47,20 @@ own): 35.0 s, 218 jobs (dedup 19.6 s, 111 jobs: signals 2.4, exact 1.4, exact_ca
 85.8 s), +1,000 refresh 28.2 s / 34.9 s (216 / 226 jobs; dedup 15.2 / 21.6 s), exponent
 0.103 (dedup 0.169, select 0.119, publish 0.009), ratio 2.8 (the full run got faster),
 nothing new 1.1 s / 1.1 s (10 / 11 jobs).
+
+Stop 36 (defaults, alone, at c07bf0d; the first complete defaults run since stop 30):
+a +1,000 refresh takes 31.6 s (215 jobs) at 25k and 63.3 s (229 jobs) at 200k:
+exponent 0.334 (target 0.10; embed 0.58, select 0.54, publish 0.35, dedup 0.21); the
+200k full run 586.9 s, so ratio 9.27 (target 20); nothing new 1.0 s / 3.4 s. Per stage
+at 200k: ingest 1.4, embed 10.0, dedup 23.4, select 13.1, publish 13.3 s. Before it
+completed: the refresh's pHash probe from a per-worker index of the new hashes (no
+shuffle of the lake's hashes; 20k lake: 27 jobs / 11.6 s -> 12 jobs / 1.0 s), no
+lake-wide image shuffle for new signals (303 MB at 60k), and candidate edges verified
+before they form groups (unverified, they chained the 200k pool into one component
+whose keepers never finished). Verification costs the 25k refresh about 3 s (dedup
+12.0 -> 15.1 s at b26883d -> c07bf0d). What still grows with the lake: select (the
+whole selection is recomputed), publish (every parent index is read), embed's and
+dedup's uid anti-joins, and the keepers of touched groups.
 """
 
 from __future__ import annotations

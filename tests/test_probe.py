@@ -134,3 +134,13 @@ def test_training_is_reproducible_and_bad_inputs_are_refused(published, tmp_path
     args = ["--lake", lake, "probe", "train", "probe@1", "--eval", str(tmp_path)]
     assert cli(args) == 2
     assert "no *.tar shards" in capsys.readouterr().err
+
+
+def test_checkpoints_of_an_object_store_lake_are_written_locally():
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.probe.command import default_out
+
+    assert default_out(Lake("/data/lake"), "p1") == Path("/data/lake/_probes/p1")
+    assert default_out(Lake("file:///data/lake"), "p1") == Path("/data/lake/_probes/p1")
+    remote = default_out(Lake("s3://bucket/lake"), "p1")
+    assert remote == Path.home() / ".cache" / "lakecurate" / "probes" / "p1"

@@ -74,7 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--workers", type=int, default=d.workers, help="DataLoader workers")
     g.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
-    g.add_argument("--out", help="checkpoint directory (default <lake>/_probes/<probe_id>)")
+    g.add_argument(
+        "--out",
+        help="checkpoint directory (default <lake>/_probes/<probe_id>; for a lake in an "
+        "object store ~/.cache/lakecurate/probes/<probe_id>)",
+    )
 
 
 def probe_config(args: argparse.Namespace):
@@ -141,7 +145,7 @@ def do_train(lake: Lake, cfg: Config, args: argparse.Namespace) -> dict:
         )
     sets = [evalsets.load(s) for s in _eval_specs(args)]  # bad eval sets fail before training
     probe_id = new_run_id("probe")
-    out = Path(args.out) if args.out else Path(lake.root) / PROBES_DIR / probe_id
+    out = Path(args.out) if args.out else default_out(lake, probe_id)
     log.info("probe %s: training %s on %s (%d samples)", probe_id, pcfg.model, dv.ref, pcfg.samples)
 
     def report(step: int, steps: int, loss: float) -> None:
@@ -193,6 +197,16 @@ def do_train(lake: Lake, cfg: Config, args: argparse.Namespace) -> dict:
         "evals": results,
         "text": "\n".join(text),
     }
+
+
+def default_out(lake: Lake, probe_id: str) -> Path:
+    """`<lake>/_probes/<probe_id>` for a lake on this filesystem; for a lake in an object
+    store, `~/.cache/lakecurate/probes/<probe_id>` (the checkpoint is written locally;
+    `--out` picks another place, and `probes` records where it is)."""
+    root = lake.root.removeprefix("file://")
+    if "://" in root:
+        return Path.home() / ".cache" / "lakecurate" / "probes" / probe_id
+    return Path(root) / PROBES_DIR / probe_id
 
 
 def _has(lake: Lake, name: str) -> bool:

@@ -142,39 +142,6 @@ class Decode:
         return self.transform(img), self.tokenizer([text])[0]
 
 
-def _stream_class():
-    import torch.utils.data
-
-    from lakecurate.dataset import ShardDataset
-
-    class TrainStream(torch.utils.data.IterableDataset):
-        """A version's samples for one epoch: each worker's shards in a seeded order,
-        samples shuffled in a buffer, undecodable ones skipped."""
-
-        def __init__(self, path: str, decode: Decode, seed: int, epoch: int, buffer: int):
-            super().__init__()
-            self.ds = ShardDataset(path, transform=decode)
-            self.seed, self.epoch, self.buffer = seed, epoch, buffer
-
-        def __iter__(self) -> Iterator[Any]:
-            info = torch.utils.data.get_worker_info()
-            wid = 0 if info is None else info.id
-            rng = random.Random(f"{self.seed}-{self.epoch}-{wid}")
-            shards = self.ds.my_shards()
-            rng.shuffle(shards)
-            buf: list = []
-            for item in self.ds.samples(shards):
-                if item is None:
-                    continue
-                buf.append(item)
-                if len(buf) >= self.buffer:
-                    yield buf.pop(rng.randrange(len(buf)))
-            rng.shuffle(buf)
-            yield from buf
-
-    return TrainStream
-
-
 def learning_rate(step: int, cfg: ProbeConfig) -> float:
     """Linear warmup to `lr`, then cosine decay to 0 over the remaining steps."""
     warm = max(1, int(cfg.steps * cfg.warmup))
@@ -203,20 +170,23 @@ def _optimizer(model, cfg: ProbeConfig):
 
 
 def _batches(path: str, decode: Decode, cfg: ProbeConfig, device: str) -> Iterator[tuple]:
-    """Batches for as many epochs as the budget needs; each epoch a new seeded order."""
+    """Batches for as many epochs as the budget needs (`TrainStream`: each epoch a new
+    seeded order), from one DataLoader whose workers live across epochs."""
     import torch
 
-    stream = _stream_class()
-    for epoch in range(1_000_000):
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(
-            stream(path, decode, cfg.seed, epoch, cfg.shuffle_buffer),
-            batch_size=cfg.batch_size,
-            num_workers=cfg.workers,
-            drop_last=True,
-            generator=gen,
-            pin_memory=device == "cuda",
-        )
+    from lakecurate.probe.stream import TrainStream
+
+    workers = {"multiprocessing_context": "forkserver", "persistent_workers": True}
+    loader = torch.utils.data.DataLoader(
+        TrainStream(path, decode, cfg.seed, cfg.shuffle_buffer),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        pin_memory=device == "cuda",
+        **(workers if cfg.workers else {}),
+    )
+    while True:
         n = 0
         for images, texts in loader:
             n += 1
