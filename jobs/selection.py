@@ -19,6 +19,12 @@ by `select.refit_growth`, the model changed, or `--refit` asks
 (`lakecurate.curation.selection.thresholds`). The churn (uids the previous selection of
 the recipe kept that this one drops) is reported by cause.
 
+With the thresholds frozen, a run after an earlier one labels only the pairs whose
+inputs changed since it, closed over the rows the cross-row rules link them to, and
+rewrites the rows among them whose verdict moved; its funnel and churn are the earlier
+run's plus what changed (`lakecurate.curation.selection.incremental`). `--full`
+labels every pair; so does a refit, another model, or a first run.
+
 Every missing input is reported, with the command that produces it, before any Spark
 work starts; a bad recipe is a ConfigError (exit 2) naming the rule and parameter.
 """
@@ -41,6 +47,7 @@ from lakecurate.curation.models import (
     model_id,
     resolve_model,
 )
+from lakecurate.curation.selection import incremental
 from lakecurate.curation.selection.recipes import (
     Recipe,
     builtin_recipes,
@@ -61,12 +68,13 @@ from lakecurate.curation.selection.thresholds import (
     refit_reason,
     stored_fit,
 )
+from lakecurate.deltaio.keyed import replace_rows
 from lakecurate.deltaio.lake import Lake
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, replace
 from lakecurate.runtime.errors import JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
-from lakecurate.runtime.runs import record_run, table_watermark, unchanged_since
+from lakecurate.runtime.runs import last_run, record_run, table_watermark
 
 NAME = "select"
 WRITES = True
@@ -216,20 +224,25 @@ def check_semantic_eps(spark, ctx: JobContext, recipe: Recipe) -> None:
             log.warning("cannot tell the eps of the semantic verdicts (no config_slug)")
 
 
-def _attach_embeddings(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
-    mid = model_id(ctx.cfg.model)
-    emb = ctx.read(spark, "embeddings").filter(F.col("model_id") == mid).select("uid", *cols)
+# `read(table) -> DataFrame` gives the rows a frame is built from: the whole table, or
+# only some uids' rows (`lakecurate.curation.selection.incremental.restricted_reader`).
+Read = Callable[[str], DataFrame]
+
+
+def _attach_embeddings(read: Read, cfg: Config, frame: DataFrame, cols: list[str]) -> DataFrame:
+    mid = model_id(cfg.model)
+    emb = read("embeddings").filter(F.col("model_id") == mid).select("uid", *cols)
     return frame.join(emb, "uid", "left")
 
 
-def _attach_signals(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
-    return frame.join(ctx.read(spark, "signals").select("uid", *cols), "uid", "left")
+def _attach_signals(read: Read, cfg: Config, frame: DataFrame, cols: list[str]) -> DataFrame:
+    return frame.join(read("signals").select("uid", *cols), "uid", "left")
 
 
-def _attach_duplicates(spark, ctx: JobContext, frame: DataFrame, cols: list[str]) -> DataFrame:
+def _attach_duplicates(read: Read, cfg: Config, frame: DataFrame, cols: list[str]) -> DataFrame:
     methods = _methods(cols)
     dups = (
-        ctx.read(spark, "duplicates")
+        read("duplicates")
         .filter(F.col("method").isin(methods) & (F.col("keeper_uid") != F.col("uid")))
         .groupBy("uid")
         .pivot("method", methods)
@@ -284,13 +297,13 @@ def check_inputs(recipe: Recipe, cfg: Config, lake: Lake) -> dict[str, list[str]
     return tables
 
 
-def build_frame(spark, ctx: JobContext, tables: dict[str, list[str]]) -> DataFrame:
-    """One row per uid of pairs with every column the recipe's rules read."""
+def build_frame(read: Read, cfg: Config, tables: dict[str, list[str]]) -> DataFrame:
+    """One row per uid of `read("pairs")` with every column the recipe's rules read."""
     derived = [PAIR_COLUMNS.get(c, lambda c=c: F.col(c))().alias(c) for c in tables["pairs"]]
-    frame = ctx.read(spark, "pairs").select("uid", *derived)
+    frame = read("pairs").select("uid", *derived)
     for table, cols in tables.items():
         if INPUTS[table].attach is not None:
-            frame = INPUTS[table].attach(spark, ctx, frame, cols)
+            frame = INPUTS[table].attach(read, cfg, frame, cols)
     return frame
 
 
@@ -312,6 +325,13 @@ def _log_missing(frame: DataFrame, tables: dict[str, list[str]]) -> int:
 def add_arguments(p) -> None:
     add_recipe_argument(p)
     add_model_arguments(p)  # the model whose embeddings and CLIP scores rules read
+    p.add_argument(
+        "--full",
+        action="store_true",
+        default=None,
+        help="label every pair again (by default a run after an earlier one labels only "
+        "the pairs whose inputs changed since, and those linked to them)",
+    )
     p.add_argument(
         "--refit",
         action="store_true",
@@ -336,6 +356,8 @@ def apply_args(cfg: Config, args) -> Config:
         cfg = replace(cfg, select={"recipe": args.recipe})
     if getattr(args, "refit", None):
         cfg = replace(cfg, select={"refit": True})
+    if getattr(args, "full", None):
+        cfg = replace(cfg, select={"full": True})
     # a bad recipe fails here, before a Spark session starts. Missing inputs are checked
     # in run(): refresh applies these arguments before its own ingest/embed/dedup run.
     recipe_for(cfg)
@@ -367,37 +389,55 @@ def run(spark, cfg: Config) -> JobResult:
         cfg = ctx.cfg = resolve_model(ctx.lake, cfg)
     tables = check_inputs(recipe, cfg, ctx.lake)
     rid = recipe.recipe_id
-    last = (
-        None
-        if cfg.select.refit
-        else unchanged_since(
-            cfg.lake.path, _watermark_name(recipe), watermark(ctx.lake, cfg, recipe)
-        )
-    )
-    if last is not None:  # a refresh with nothing new: no Spark job at all
-        for t, v in last["watermark"]["versions"].items():
-            if v is not None and t in INPUTS:  # what this result was computed from
-                ctx.result.read_versions[t] = v
-        counts = {**last["counts"], **PER_RUN_COUNTS, **churn_counts(NO_CHURN)}
-        counts["churn"] = NO_CHURN
-        return ctx.done(
-            f"recipe {recipe.name} ({rid}): nothing new since select run {last['run_id']} "
-            f"(kept {counts.get('kept', 0):,} of {counts.get('rows', 0):,})",
-            **counts,
-        )
+    mark = watermark(ctx.lake, cfg, recipe)
+    previous = last_run(cfg.lake.path, _watermark_name(recipe))
+    if not (cfg.select.refit or cfg.select.full) and previous and previous.get("watermark") == mark:
+        return _nothing_new(ctx, recipe, previous)  # a refresh with nothing new: no Spark job
     log.info("select: recipe %s (%s) from %s: %s", recipe.name, rid, recipe.origin, recipe.rules)
     progress.describe(spark, f"recipe {recipe.name}")
     check_semantic_eps(spark, ctx, recipe)
-    frame = build_frame(spark, ctx, tables).persist()
+    mid = model_id(cfg.model) if "embeddings" in tables else ""
+    history = ctx.lake.history("selection") if ctx.lake.exists("selection") else []
+    fit = stored_fit(history, rid)
+    labels = rule_labels(recipe.rules)
+    why = refit_reason(fit, ctx.lake.count("pairs"), mid, cfg.select.refit_growth, cfg.select.refit)
+    if fitted_labels(recipe.rules, labels) and why:
+        full = f"the thresholds are fitted again ({why})"
+    elif cfg.select.full:
+        full = "asked for (select --full)"
+    else:
+        full = incremental.full_reason(recipe, previous, mark, history)
+    if not full:
+        inc = incremental.plan(spark, ctx, recipe, tables, previous, mid)
+        if isinstance(inc, incremental.Increment):
+            return _select_increment(spark, ctx, recipe, tables, inc, fit, previous)
+        full = inc
+    log.info("select: labelling every pair: %s", full)
+    return _select_all(spark, ctx, recipe, tables, fit, why)
+
+
+def _nothing_new(ctx: JobContext, recipe: Recipe, last: dict) -> JobResult:
+    for t, v in last["watermark"]["versions"].items():
+        if v is not None and t in INPUTS:  # what this result was computed from
+            ctx.result.read_versions[t] = v
+    counts = {**last["counts"], **PER_RUN_COUNTS, **churn_counts(NO_CHURN)}
+    counts["churn"] = NO_CHURN
+    return ctx.done(
+        f"recipe {recipe.name} ({recipe.recipe_id}): nothing new since select run "
+        f"{last['run_id']} (kept {counts.get('kept', 0):,} of {counts.get('rows', 0):,})",
+        **counts,
+    )
+
+
+def _select_all(spark, ctx: JobContext, recipe: Recipe, tables, fit: Fit | None, why) -> JobResult:
+    """Label every pair of the lake and make the recipe's rows of `selection` those."""
+    cfg, rid = ctx.cfg, recipe.recipe_id
+    frame = build_frame(lambda t: ctx.read(spark, t), cfg, tables).persist()
     mid = model_id(cfg.model) if "embeddings" in tables else ""
     labeled = None
     try:
         total = _log_missing(frame, tables)
         labels = rule_labels(recipe.rules)
-        fit = (
-            stored_fit(ctx.lake.history("selection"), rid) if ctx.lake.exists("selection") else None
-        )
-        why = refit_reason(fit, total, mid, cfg.select.refit_growth, cfg.select.refit)
         thresholds = Thresholds(frozen={} if why or fit is None else dict(fit.values))
         labeled = label_rows(frame, recipe.rules, thresholds).persist()
         steps = funnel(labeled, recipe.rules)
@@ -413,7 +453,6 @@ def run(spark, cfg: Config) -> JobResult:
                     fit.rows,
                 )
         moved = _churn(spark, ctx, rid, labeled, recipe.rules, labels, refitted)
-        log.info("select: funnel of %s over %d pairs\n%s", recipe.name, total, format_funnel(steps))
         dup_drops = duplicate_drops(labeled, recipe.rules)
         out = labeled.select(
             "uid",
@@ -422,19 +461,7 @@ def run(spark, cfg: Config) -> JobResult:
             "reason",
             F.lit(ctx.run_id).alias("run_id"),
         )
-        meta = {
-            "recipe": recipe.name,
-            "recipe_id": rid,
-            "recipe_rules": json.dumps(recipe.canonical()),
-            "funnel": json.dumps([s.as_dict() for s in steps]),
-            "duplicate_drops": json.dumps(dup_drops),
-        }
-        if "embeddings" in tables:
-            meta["model_id"] = model_id(cfg.model)
-        if fitted_labels(recipe.rules, labels):
-            meta["thresholds"] = fit.to_json()
-        if moved is not None:
-            meta["churn"] = json.dumps(moved, sort_keys=True)
+        meta = _commit_metadata(ctx, recipe, tables, steps, dup_drops, fit, moved)
         version, changed = ctx.lake.replace_where(
             out, "selection", "recipe_id", rid, ctx.commit, **meta
         )
@@ -442,13 +469,114 @@ def run(spark, cfg: Config) -> JobResult:
         frame.unpersist()
         if labeled is not None:
             labeled.unpersist()
+    return _finish(
+        ctx, recipe, total, steps, dup_drops, fit, moved, version, changed, why, refitted
+    )
+
+
+def _select_increment(
+    spark, ctx: JobContext, recipe: Recipe, tables, inc, fit: Fit | None, last: dict
+) -> JobResult:
+    """Label the pairs of `inc` (closed over the cross-row rules), rewrite the recipe's
+    rows among them that changed, and carry the last run's figures forward."""
+    cfg, rid, rules = ctx.cfg, recipe.recipe_id, recipe.rules
+    uids = incremental.uid_frame(spark, inc.uids).persist()
+    frame = build_frame(incremental.restricted_reader(spark, ctx, uids, None), cfg, tables)
+    frame = frame.persist()
+    selected = (
+        ctx.read(spark, "selection")
+        .filter(F.col("recipe_id") == rid)
+        .join(F.broadcast(uids), "uid", "left_semi")
+        .select("uid", "kept", "reason")
+        .persist()
+    )
+    labeled = None
+    try:
+        _log_missing(frame, tables)
+        labels = rule_labels(rules)
+        thresholds = Thresholds(frozen=dict(fit.values) if fit else {})
+        labeled = label_rows(frame, rules, thresholds).persist()
+        total = ctx.lake.count("pairs")
+        dropped = incremental.combine(
+            incremental.drops_by_label(last["counts"]["funnel"]),
+            incremental.reason_counts(selected),
+            incremental.reason_counts(labeled),
+        )
+        steps = incremental.funnel_from(labels, total, dropped)
+        dup_drops = duplicate_drops(labeled, rules)
+        if dup_drops:
+            then = incremental.restricted_reader(spark, ctx, uids, inc.since)
+            before = build_frame(then, cfg, tables).join(selected.select("uid", "reason"), "uid")
+            dup_drops = incremental.combine_duplicate_drops(
+                last["counts"]["duplicate_drops"], duplicate_drops(before, rules), dup_drops
+            )
+        before_kept = selected.filter(F.col("kept")).select("uid")
+        moved = churn(before_kept, labeled, rules, labels, False)
+        new = labeled.select("uid", F.col("reason").isNull().alias("kept"), "reason")
+        old = selected.select("uid", F.col("kept").alias("_k"), F.col("reason").alias("_r"))
+        same = F.col("_k").isNotNull() & (F.col("_k") == F.col("kept"))
+        same = same & F.col("_r").eqNullSafe(F.col("reason"))
+        rows = (
+            new.join(old, "uid", "left")
+            .filter(~same)
+            .select(
+                "uid",
+                F.lit(rid).alias("recipe_id"),
+                "kept",
+                "reason",
+                F.lit(ctx.run_id).alias("run_id"),
+            )
+            .persist()
+        )
+        try:
+            changed = rows.count() > 0
+            version = ctx.lake.version("selection")
+            if changed:
+                meta = _commit_metadata(ctx, recipe, tables, steps, dup_drops, fit, moved)
+                version = replace_rows(spark, ctx.lake, ctx.commit, "selection", rows, rows, **meta)
+        finally:
+            rows.unpersist()
+    finally:
+        for df in (uids, frame, selected, labeled):
+            if df is not None:
+                df.unpersist()
+    log.info("select: labelled %d pairs again (their inputs or linked rows changed)", len(inc.uids))
+    return _finish(
+        ctx, recipe, total, steps, dup_drops, fit, moved, version, changed, None, False,
+        relabelled=len(inc.uids),
+    )  # fmt: skip
+
+
+def _commit_metadata(ctx, recipe: Recipe, tables, steps, dup_drops, fit, moved) -> dict:
+    meta = {
+        "recipe": recipe.name,
+        "recipe_id": recipe.recipe_id,
+        "recipe_rules": json.dumps(recipe.canonical()),
+        "funnel": json.dumps([s.as_dict() for s in steps]),
+        "duplicate_drops": json.dumps(dup_drops),
+    }
+    if "embeddings" in tables:
+        meta["model_id"] = model_id(ctx.cfg.model)
+    if fitted_labels(recipe.rules, rule_labels(recipe.rules)):
+        meta["thresholds"] = fit.to_json()
+    if moved is not None:
+        meta["churn"] = json.dumps(moved, sort_keys=True)
+    return meta
+
+
+def _finish(
+    ctx, recipe, total, steps, dup_drops, fit, moved, version, changed, why, refitted, **more
+) -> JobResult:
+    """Record the run (its watermark last) and say what it did."""
+    rid = recipe.recipe_id
     if changed:
         ctx.wrote("selection", version)
     kept = steps[-1].rows_out if steps else total
     note = "" if changed else " (selection unchanged: no commit)"
     lines = [f"recipe {recipe.name} ({rid}) kept {kept:,} of {total:,}{note}", format_funnel(steps)]
+    log.info("select: funnel of %s over %d pairs\n%s", recipe.name, total, lines[-1])
     lines += [format_duplicate_drops(d) for d in dup_drops]
-    if fitted_labels(recipe.rules, labels):
+    if fitted_labels(recipe.rules, rule_labels(recipe.rules)):
         lines.append(
             f"thresholds: {'refitted (' + why + ')' if refitted else 'frozen'}; "
             f"{json.dumps(fit.values, sort_keys=True)}"
@@ -465,11 +593,11 @@ def run(spark, cfg: Config) -> JobResult:
         "duplicate_drops": dup_drops,
     }
     record_run(
-        cfg.lake.path,
+        ctx.cfg.lake.path,
         _watermark_name(recipe),
         "ok",
         run_id=ctx.run_id,
-        watermark=watermark(ctx.lake, cfg, recipe),
+        watermark=watermark(ctx.lake, ctx.cfg, recipe),
         counts=totals,
     )
     return ctx.done(
@@ -479,6 +607,7 @@ def run(spark, cfg: Config) -> JobResult:
         refitted=refitted,
         churn=moved,
         **churn_counts(moved),
+        **more,
     )
 
 

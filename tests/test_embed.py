@@ -149,3 +149,65 @@ def test_embed_on_gpu_uses_fp16_model_id(spark, pairs_lake, cfg):
     result = embed.run(spark, gpu)
     assert result.counts["model_id"] == "lakecurate-tiny/none/fp16"
     assert result.counts["embedded"] == pairs_lake.count("pairs")
+
+
+def _append_recaptioned(spark, lake, sample_set, tag: str, n: int) -> set[str]:
+    """Append `n` pairs of the sample set's images under new captions (new uids) in one
+    commit, as an ingest would; return their uids."""
+    import pyarrow as pa
+
+    from lakecurate.udfs.text import make_uid
+
+    rows = []
+    for i, row in enumerate(sample_set.pair_rows()[:n]):
+        row = dict(row, caption=f"{row['caption']} ({tag} {i})")
+        row["uid"] = make_uid(row["image_sha256"], row["caption"])
+        row["source_uri"], row["source_key"] = f"generated-{tag}", f"{tag}{i:04d}"
+        rows.append(row)
+    spec = TABLES["pairs"]
+    table = pa.Table.from_pylist(rows, schema=spec.schema)
+    lake.write(
+        spark.createDataFrame(table.to_pandas(), spec.spark_schema()), "pairs", Commit("t", tag)
+    )
+    return {r["uid"] for r in rows}
+
+
+def test_after_a_complete_run_only_the_files_added_since_are_read(
+    spark, pairs_lake, cfg, sample_set
+):
+    from lakecurate.runtime.jobkit import JobContext
+
+    mid = model_id(cfg.model)
+    n0 = pairs_lake.count("pairs")
+    assert embed.run(spark, cfg).counts["embedded"] == n0
+
+    old_files = set(pairs_lake.delta("pairs").file_uris())
+    new = _append_recaptioned(spark, pairs_lake, sample_set, "night1", 7)
+    todo = embed.pending_uids(JobContext("embed", cfg), spark, mid)
+    assert set(todo.files) == set(pairs_lake.delta("pairs").file_uris()) - old_files
+    assert {r["uid"] for r in todo.uids.collect()} == new
+    assert embed.run(spark, cfg).counts == {"model_id": mid, "embedded": 7, "rejected": 0}
+    assert set(_embeddings(spark, pairs_lake, mid).index) >= new
+
+    # a run killed after committing a chunk (no completion record): the next run embeds
+    # the rest only, from the embeddings rows added since the last complete run
+    more = _append_recaptioned(spark, pairs_lake, sample_set, "night2", 9)
+    ctx = JobContext("embed", cfg)
+    todo = embed.pending_uids(ctx, spark, mid)
+    first = sorted(more)[:4]
+    part = todo.uids.filter(todo.uids.uid.isin(first))
+    _, spec = embed.plan(spark, cfg.model)
+    rows = embed.pending(ctx, spark, todo, part, 4)
+    assert embed.embed_chunk(spark, ctx, rows, 4, spec, mid) == (4, 0)
+    assert embed.run(spark, cfg).counts["embedded"] == 5
+    got = _embeddings(spark, pairs_lake, mid)
+    assert len(got) == n0 + 16 and got.index.is_unique
+
+    # a table rewritten since the last complete run is read whole: still nothing twice
+    emb = pairs_lake.read(spark, "embeddings").persist()
+    pairs_lake.write(emb, "embeddings", Commit("t", "rewrite"), mode="overwrite")
+    emb.unpersist()
+    assert pairs_lake.added_since("embeddings", pairs_lake.version("embeddings") - 1)[1] is None
+    assert embed.pending_uids(JobContext("embed", cfg), spark, mid).files is not None
+    assert embed.run(spark, cfg).counts["embedded"] == 0
+    assert pairs_lake.count("embeddings") == n0 + 16

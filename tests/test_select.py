@@ -202,7 +202,9 @@ def test_columns_derived_from_pairs(spark, lake, cfg):
     }
     bench.write_lake(spark, lake, {"pairs": bench._table(TABLES["pairs"].schema, rows, 4)})
     cols = ["aspect", "caption_chars", "caption_words", "resolution"]
-    frame = select_job.build_frame(spark, JobContext("select", cfg), {"pairs": cols})
+    frame = select_job.build_frame(
+        lambda t: JobContext("select", cfg).read(spark, t), cfg, {"pairs": cols}
+    )
     got = frame.toPandas().set_index("uid").sort_index()
     assert got["caption_words"].tolist() == [2, 0, 0, 1]
     assert got["caption_chars"].tolist() == [9, 0, 0, 3]

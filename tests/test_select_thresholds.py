@@ -124,6 +124,7 @@ def test_a_small_refresh_reuses_the_fit_and_only_better_keepers_churn(spark, gro
     first, second = grown["first"].counts, grown["second"].counts
     assert first["refitted"] is True and first["churn"] is None
     assert second["refitted"] is False
+    assert 0 < second["relabelled"] < N // 10  # the new pairs and what they link to
     assert second["churn"] == {
         "removed": 1,
         "by_cause": {"better_keeper": 1},

@@ -9,8 +9,8 @@ uids with a narrow scan (uid and file name only), reads just those files, and ke
 their rows with a broadcast semi-join: the cost follows the new data, not the lake.
 New uids come from newly ingested sources, so they sit in new files.
 
-(This is a read of one table version and belongs on `Lake` as a method; it lives
-here while lake.py is being reworked.)
+`replace_rows` is the matching write: one commit that swaps the rows of some keys,
+rewriting only the files that held them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from __future__ import annotations
 import posixpath
 from urllib.parse import unquote
 
+from lakecurate.deltaio.conflicts import ReadScope
 from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime.errors import JobError
 
 BROADCAST_UIDS = 200_000  # more uids than this: a plain semi-join (a full run, say)
 
@@ -57,3 +59,38 @@ def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, col
         return spark.createDataFrame([], schema).select(*columns)
     rows = lake.read_files(spark, table, files, columns).select(*columns)
     return rows.join(F.broadcast(uids), "uid", "left_semi")
+
+
+def replace_rows(spark, lake: Lake, commit, table: str, rows, drop, **metadata) -> int:
+    """One commit: remove the rows whose key is in `drop`, add `rows`; return the version.
+    `metadata`: added to the commit's.
+
+    Only the files holding a dropped row are rewritten (their other rows are carried
+    over); the delta-spark engine, whose writes take no remove list, rewrites the table.
+    """
+    spec = lake.spec(table)
+    key = list(spec.key)
+    drop = drop.select(*key).distinct()
+    read = lake.version(table)  # one snapshot: the rows read, the files removed, the commit
+    if lake.engine == "delta-spark" or not lake.exists(table):
+        current = lake.read(spark, table, read)
+        whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
+        return lake.write(whole, table, commit, mode="overwrite", read_version=read, **metadata)
+    # tables keyed by uid first: the files that hold a dropped uid (maybe more of its rows)
+    files = files_holding(spark, lake, table, read, drop.select("uid").distinct())
+    names = {basename(u) for u in files}
+    remove = [
+        {"path": a["path"], "size": a["size_bytes"]}
+        for a in lake.add_actions(table, read)
+        if basename(a["path"]) in names
+    ]
+    if len(remove) != len(names):
+        raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
+    out = rows.select(*spec.columns)
+    if files:
+        carried = lake.read_files(spark, table, files)
+        out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
+    # as many files as there are cores: unions of small parts would add one file each
+    out = out.coalesce(spark.sparkContext.defaultParallelism)
+    scope = ReadScope.whole()
+    return lake.write(out, table, commit, remove=remove, read_version=read, scope=scope, **metadata)

@@ -104,6 +104,11 @@ class _TaskWriter(DataSourceArrowWriter):
         discard_files(self.table_uri, paths)
 
 
+def _is_file(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def discard_files(table_uri: str, paths: list[str]) -> None:
     """Delete the written files that no table version references. A commit whose
     outcome is unknown (a timeout after the log entry was written) is resolved by
@@ -471,6 +476,43 @@ class Lake:
         """The files of `table` (at `version`, default latest) with flattened stats
         (`min.<col>`, `max.<col>`)."""
         return pa.table(self.delta(table, version).get_add_actions(flatten=True)).to_pylist()
+
+    def changes_since(
+        self, table: str, version: int | None
+    ) -> tuple[int, list[str], list[str]] | None:
+        """(latest version, URIs of the files added since `version`, URIs of the files
+        removed since): the rows of the first minus those of the second are what changed.
+
+        None when that cannot be told: no table or no `version`, `version` can no longer
+        be loaded (its log was cleaned up), or a removed file is gone from storage (a
+        vacuum). Callers then read the whole table instead.
+        """
+        if version is None or not self.exists(table):
+            return None
+        now = self.delta(table)
+        try:
+            then = self.delta(table, version)
+        except Exception as e:  # deltalake raises its own error types for a lost version
+            log.info("%s@%s cannot be loaded (%s): no diff from the log", table, version, e)
+            return None
+        before, current = then.file_uris(), set(now.file_uris())
+        removed = [u for u in before if u not in current]
+        if not all(_is_file(u) for u in removed):
+            return None
+        held = set(before)
+        return now.version(), [u for u in now.file_uris() if u not in held], removed
+
+    def added_since(self, table: str, version: int | None) -> tuple[int | None, list[str] | None]:
+        """(latest version, URIs of its files that `table@version` lacks) when the table
+        has only gained files since `version` (appends): the files of the rows added.
+        The list is None when files were also removed since (a rewrite, a compaction) or
+        `changes_since` cannot tell; callers then read the whole table."""
+        if not self.exists(table):
+            return None, None
+        changes = self.changes_since(table, version)
+        if changes is None or changes[2]:
+            return self.version(table), None
+        return changes[0], changes[1]
 
     def distinct_values(self, table: str, column: str) -> list:
         """The values `column` takes in `table`, sorted. From the files' min/max stats

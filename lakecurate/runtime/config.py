@@ -298,6 +298,9 @@ class SelectConfig:
     # 0: refit on every run that sees new pairs
     refit_growth: float = 0.1
     refit: bool = False  # refit the percentile rules on this run (`select --refit`)
+    # label every pair again (`select --full`); otherwise a run after an earlier one
+    # labels only the pairs whose inputs changed and those linked to them
+    full: bool = False
 
     def __post_init__(self):
         _check(bool(self.recipe.strip()), "select.recipe", "must name a built-in recipe or a file")

@@ -10,9 +10,10 @@ the changes of every incremental method together:
   under the current ranking (`dedup.keeper`, clip scores embedded since) differs from
   the stored one; with it, the members matched by earlier runs rank before the new
   ones instead (`_earlier_first`) and untouched groups are left alone;
-* `replace_rows`: one commit that adds the rows of the rebuilt groups and removes the
-  rows they replace; only the Parquet files holding a replaced row are rewritten (a
-  method whose rebuilt rows equal the old ones takes no part).
+* `write_deferred` (`lakecurate.deltaio.keyed.replace_rows`): one commit that adds the
+  rows of the rebuilt groups and removes the rows they replace; only the Parquet files
+  holding a replaced row are rewritten (a method whose rebuilt rows equal the old ones
+  takes no part).
 
 Groups only grow (new edges never split one), and a group's id, keeper and
 similarities depend only on its members and their ranks, so without stable keepers
@@ -41,11 +42,9 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from lakecurate.curation.dedup.components import connected_components, cut_lineage
-from lakecurate.deltaio.conflicts import ReadScope
-from lakecurate.deltaio.keyed import basename, files_holding
-from lakecurate.deltaio.lake import VOLATILE_COLUMNS, Lake
+from lakecurate.deltaio.keyed import replace_rows
+from lakecurate.deltaio.lake import VOLATILE_COLUMNS
 from lakecurate.runtime.config import Config
-from lakecurate.runtime.errors import JobError
 from lakecurate.runtime.jobkit import JobContext
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.keepers import OUTPUT_SCHEMA as KEEPERS_SCHEMA
@@ -284,7 +283,10 @@ def write_deferred(run: DedupRun) -> None:
     picked = [(rows, stale) for m, rows, stale in run.changes if m in changed]
     if picked:
         rows, stale = (_union([p[i] for p in picked]) for i in (0, 1))
-        run.ctx.wrote("duplicates", replace_rows(run.spark, run.ctx, "duplicates", rows, stale))
+        run.ctx.wrote(
+            "duplicates",
+            replace_rows(run.spark, run.ctx.lake, run.ctx.commit, "duplicates", rows, stale),
+        )
     if run.new_index:
         version, added = lake.append_new(_union(run.new_index), "dedup_index", commit)
         if added:
@@ -419,39 +421,3 @@ def _changed_methods(changes: list[tuple[str, DataFrame, DataFrame]]) -> set[str
         .agg(F.sum("s").alias("n"), F.sum(F.col("h") * F.col("s")).alias("d"))
     )
     return {r["m"] for r in agg.collect() if r["n"] or r["d"]}
-
-
-def replace_rows(spark, ctx: JobContext, table: str, rows: DataFrame, drop: DataFrame) -> int:
-    """One commit: remove the rows whose key is in `drop`, add `rows`; return the version.
-
-    Only the files holding a dropped row are rewritten (their other rows are carried
-    over); the delta-spark engine, whose writes take no remove list, rewrites the table.
-    """
-    lake: Lake = ctx.lake
-    spec = lake.spec(table)
-    key = list(spec.key)
-    drop = drop.select(*key).distinct()
-    read = lake.version(table)  # one snapshot: the rows read, the files removed, the commit
-    if lake.engine == "delta-spark" or not lake.exists(table):
-        current = lake.read(spark, table, read)
-        whole = current.join(drop, key, "left_anti").unionByName(rows.select(*spec.columns))
-        return lake.write(whole, table, ctx.commit, mode="overwrite", read_version=read)
-    # tables keyed by uid first: the files that hold a dropped uid (maybe more of its rows)
-    files = files_holding(spark, lake, table, read, drop.select("uid").distinct())
-    names = {basename(u) for u in files}
-    remove = [
-        {"path": a["path"], "size": a["size_bytes"]}
-        for a in lake.add_actions(table, read)
-        if basename(a["path"]) in names
-    ]
-    if len(remove) != len(names):
-        raise JobError(f"{table}: files {sorted(names)} are not all in the table's current version")
-    out = rows.select(*spec.columns)
-    if files:
-        carried = lake.read_files(spark, table, files)
-        out = out.unionByName(carried.join(drop, key, "left_anti").select(*spec.columns))
-    # as many files as there are cores: unions of small parts would add one file each
-    out = out.coalesce(spark.sparkContext.defaultParallelism)
-    return lake.write(
-        out, table, ctx.commit, remove=remove, read_version=read, scope=ReadScope.whole()
-    )

@@ -35,10 +35,10 @@ from lakecurate.curation.dedup.groups import (
     index_frame,
     index_rows,
     record_index,
-    replace_rows,
     write_groups,
 )
 from lakecurate.curation.models import model_id
+from lakecurate.deltaio.keyed import replace_rows
 from lakecurate.deltaio.lake import fingerprint
 from lakecurate.runtime.errors import JobError
 from lakecurate.schemas import TABLES
@@ -217,7 +217,10 @@ def write_new_signals(run: DedupRun, fresh: DataFrame) -> int:
         n = rows.count()
         if n:
             run.ctx.wrote(
-                "signals", replace_rows(run.spark, run.ctx, "signals", rows, rows.select("uid"))
+                "signals",
+                replace_rows(
+                    run.spark, run.ctx.lake, run.ctx.commit, "signals", rows, rows.select("uid")
+                ),
             )
         return n
     finally:

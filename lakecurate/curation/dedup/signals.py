@@ -14,9 +14,8 @@ from functools import partial
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lakecurate.curation.dedup.groups import replace_rows
 from lakecurate.curation.dedup.semantic import CLUSTER_COLUMNS
-from lakecurate.deltaio.keyed import rows_for_uids
+from lakecurate.deltaio.keyed import replace_rows, rows_for_uids
 from lakecurate.runtime import progress
 from lakecurate.runtime.jobkit import JobContext
 from lakecurate.schemas import TABLES
@@ -85,7 +84,10 @@ def refresh_stale(spark, ctx: JobContext, pairs: DataFrame) -> int:
     try:
         n = rows.count()
         if n:
-            ctx.wrote("signals", replace_rows(spark, ctx, "signals", rows, rows.select("uid")))
+            ctx.wrote(
+                "signals",
+                replace_rows(spark, ctx.lake, ctx.commit, "signals", rows, rows.select("uid")),
+            )
         return n
     finally:
         rows.unpersist()
