@@ -82,7 +82,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 log = logging.getLogger("benchmarks.refresh_scaling")
-STAGES = ("ingest", "embed", "dedup", "select", "publish")
+STAGES = ("ingest", "embed", "dedup", "concepts", "select", "publish")
 
 
 def generate(root: Path, n2: int, n_new: int, shard_size: int) -> tuple[Path, Path]:

@@ -69,7 +69,9 @@ HELP = "write the current selection as the next version of a dataset (WebDataset
 log = logging.getLogger(__name__)
 
 REQUIRED = ("selection", "pairs")
-PINNED = ("selection", "pairs", "embeddings", "signals", "duplicates")
+PINNED = (
+    "selection", "pairs", "embeddings", "signals", "duplicates", "concepts", "concept_counts"
+)  # fmt: skip
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,8 @@ left, under the lake's lease (`lakecurate.runtime.lease`):
            (a source already in the ledger with the same checksum is skipped)
   embed    pairs -> embeddings (only uids without a row for this model_id)
   dedup    pairs, embeddings -> signals, duplicates (new rows against the whole lake)
+  concepts pairs, metadata -> concepts, concept_counts (only when the recipe balances
+           concepts, MetaCLIP: new captions matched, their counts added)
   select   pairs, embeddings, signals, duplicates -> selection (no commit if unchanged)
   publish  selection, pairs, embeddings -> shards + datasets, ONLY when the hash of the
            kept uids differs from the latest `datasets` row of the dataset name
@@ -88,6 +90,12 @@ STAGES: tuple[Stage, ...] = (
         "lakecurate.jobs.dedup",
         lambda c: _get(c, "new_rows"),  # uids hashed and matched against the lake
         lambda c: _get(c, "duplicates"),
+    ),
+    Stage(
+        "concepts",
+        "lakecurate.jobs.concepts",
+        lambda c: _get(c, "matched"),  # new captions matched against the metadata
+        lambda c: _get(c, "entries"),
     ),
     Stage(
         "select", "lakecurate.jobs.selection", lambda c: _get(c, "rows"), lambda c: _get(c, "kept")
@@ -294,7 +302,19 @@ def _skip_publish(spark, cfg: Config, ctx: JobContext) -> str:
     return ""
 
 
-SKIP_RULES: dict[str, Callable[..., str]] = {"ingest": _skip_ingest, "publish": _skip_publish}
+def _skip_concepts(spark, cfg: Config, ctx: JobContext) -> str:
+    selection = _job("selection")
+    recipe = selection.load_recipe(cfg.select.recipe)
+    if "concepts" in selection.needed_columns(recipe):
+        return ""
+    return f"recipe {recipe.name} matches no concepts"
+
+
+SKIP_RULES: dict[str, Callable[..., str]] = {
+    "ingest": _skip_ingest,
+    "concepts": _skip_concepts,
+    "publish": _skip_publish,
+}
 
 
 def selection_change(spark, cfg: Config, ctx: JobContext) -> tuple[str, dict | None]:

@@ -37,10 +37,12 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace as replace_fit
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from lakecurate.curation.concepts import counts as concept_counts
 from lakecurate.curation.models import (
     add_model_arguments,
     apply_model_args,
@@ -59,7 +61,7 @@ from lakecurate.curation.selection.recipes import (
     recipe_for,
     rule_labels,
 )
-from lakecurate.curation.selection.rules import COLUMNS
+from lakecurate.curation.selection.rules import COLUMNS, BalanceRule, head_counts
 from lakecurate.curation.selection.thresholds import (
     Fit,
     Thresholds,
@@ -262,6 +264,35 @@ def _attach_duplicates(read: Read, cfg: Config, frame: DataFrame, cols: list[str
     return frame.join(dups.select("uid", *picked), "uid", "left")
 
 
+def _check_concepts(lake: Lake, cfg: Config, cols: list[str]) -> None:
+    mv = concept_counts.require_metadata_version(lake)
+    if not lake.exists("concepts") or not _stats_may_hold(lake, "concepts", "metadata_version", mv):
+        raise JobError(
+            f"the recipe reads concept matches, and table concepts has none for metadata "
+            f"v{mv}: run `lakecurate concepts` first"
+        )
+
+
+def _attach_concepts(read: Read, cfg: Config, frame: DataFrame, cols: list[str]) -> DataFrame:
+    mv = concept_counts.require_metadata_version(Lake(cfg.lake.path, cfg.lake.engine))
+    rows = read("concepts").filter(F.col("metadata_version") == mv).select("uid", *cols)
+    return frame.join(rows, "uid", "left")
+
+
+def balance_counts(lake: Lake, recipe: Recipe, thresholds: Thresholds) -> None:
+    """Give each `balance` rule the per-entry counts of the whole lake (`concept_counts`,
+    newest metadata version): its probabilities follow the counts on every run."""
+    labels = rule_labels(recipe.rules)
+    rules = [
+        (lab, r) for lab, r in zip(labels, recipe.rules, strict=True) if isinstance(r, BalanceRule)
+    ]
+    if not rules:
+        return
+    counts = concept_counts.entry_counts(lake, concept_counts.require_metadata_version(lake))
+    for label, rule in rules:
+        thresholds.frozen[label] = head_counts(rule.t, counts)
+
+
 @dataclass(frozen=True)
 class InputTable:
     """A table the recipe may read: a pre-Spark check and a join onto the frame."""
@@ -275,6 +306,7 @@ INPUTS: dict[str, InputTable] = {
     "embeddings": InputTable(_check_embeddings, _attach_embeddings),
     "signals": InputTable(_check_signals, _attach_signals),
     "duplicates": InputTable(_check_duplicates, _attach_duplicates),
+    "concepts": InputTable(_check_concepts, _attach_concepts),
 }
 
 
@@ -366,7 +398,9 @@ def apply_args(cfg: Config, args) -> Config:
 
 # What a select run's rows depend on, recorded per recipe after each run as
 # <lake>/_runs/select-watermark-<recipe_id>.json (written last).
-WATERMARK_TABLES = ("pairs", "embeddings", "signals", "duplicates", "selection")
+WATERMARK_TABLES = (
+    "pairs", "embeddings", "signals", "duplicates", "concepts", "concept_counts", "selection"
+)  # fmt: skip
 PER_RUN_COUNTS = {"changed": False, "refitted": False, "churn": None}
 
 
@@ -439,14 +473,16 @@ def _select_all(spark, ctx: JobContext, recipe: Recipe, tables, fit: Fit | None,
         total = _log_missing(frame, tables)
         labels = rule_labels(recipe.rules)
         thresholds = Thresholds(frozen={} if why or fit is None else dict(fit.values))
+        balance_counts(ctx.lake, recipe, thresholds)
         labeled = label_rows(frame, recipe.rules, thresholds).persist()
         steps = funnel(labeled, recipe.rules)
         refitted = bool(thresholds.fitted)
         if fitted_labels(recipe.rules, labels):
-            if refitted:
+            if refitted or fit is None:  # (balance alone takes its counts from the lake)
                 fit = Fit(thresholds.used, total, mid, ctx.run_id)
                 log.info("select: fitted the thresholds of %s (%s)", thresholds.fitted, why)
-            else:
+            else:  # what was used: the frozen fit, and the balance rules' current counts
+                fit = replace_fit(fit, values=thresholds.used)
                 log.info(
                     "select: thresholds frozen at the fit of run %s (%d pairs)",
                     fit.run_id,

@@ -17,6 +17,8 @@ COMMANDS: dict[str, str] = {
     "embed": "lakecurate.jobs.embed",
     "export-embeddings": "lakecurate.jobs.export_embeddings",
     "dedup": "lakecurate.jobs.dedup",
+    "metadata": "lakecurate.jobs.metadata",
+    "concepts": "lakecurate.jobs.concepts",
     "select": "lakecurate.jobs.selection",
     "publish": "lakecurate.jobs.publish",
     "refresh": "lakecurate.jobs.refresh",

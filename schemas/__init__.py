@@ -1,10 +1,13 @@
 """One module per Delta table of the lake; `TABLES` maps table name -> TableSpec."""
 
 from lakecurate.schemas import (
+    concept_counts,
+    concepts,
     datasets,
     dedup_index,
     duplicates,
     embeddings,
+    metadata,
     pairs,
     probes,
     rejects,
@@ -26,6 +29,9 @@ TABLES: dict[str, TableSpec] = {
         duplicates,
         dedup_index,
         semantic_centroids,
+        metadata,
+        concepts,
+        concept_counts,
         selection,
         datasets,
         probes,

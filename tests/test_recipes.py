@@ -24,9 +24,9 @@ def write(tmp_path, text: str, name: str = "r.yaml") -> str:
 
 
 def test_builtin_recipes_load_with_distinct_ids_and_sources():
-    assert builtin_recipes() == ["bunny", "datacomp-clip", "default"]
+    assert builtin_recipes() == ["bunny", "datacomp-clip", "default", "metaclip"]
     recipes = [load_recipe(n) for n in builtin_recipes()]
-    assert len({r.recipe_id for r in recipes}) == 3
+    assert len({r.recipe_id for r in recipes}) == 4
     for r in recipes:
         assert r.source and r.description, f"{r.name} documents its source"
         assert len(r.recipe_id) == 16

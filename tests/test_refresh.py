@@ -29,7 +29,9 @@ def test_refresh_publishes_then_says_unchanged_then_publishes_new_pairs(spark, c
     lake = cfg.lake.path
     first = refresh.run(spark, _with_sources(cfg, batches / "night1"))
     stages = {s["stage"]: s for s in first.counts["stages"]}
-    assert [s["status"] for s in first.counts["stages"]] == ["ok"] * 5, first.counts
+    statuses = [s["status"] for s in first.counts["stages"]]
+    assert statuses == ["ok", "ok", "ok", "skipped", "ok", "ok"], first.counts
+    assert "matches no concepts" in stages["concepts"]["message"]
     assert first.counts["published"] is True and first.counts["dataset_version"] == 1
     assert stages["ingest"]["rows_out"] > 0 and stages["publish"]["rows_out"] > 0
     assert stages["embed"]["rows_out"] == stages["ingest"]["rows_out"]  # every new pair embedded

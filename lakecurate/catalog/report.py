@@ -37,6 +37,7 @@ SECTIONS = (
     "captions",
     "resolution",
     "samples",
+    "concepts",
     "probes",
 )
 KEPT_COLOR, DROP_COLOR = "#2b8a3e", "#c92a2a"
@@ -306,6 +307,7 @@ def build_report(spark, lake: Lake, dv: DatasetVersion, thumbs: int = 24) -> str
             "captions": _hist_html(frame, "caption_chars", 10, "caption length (characters)"),
             "resolution": _hist_html(frame, "resolution", 32, "resolution: min(width, height) px"),
             "samples": _samples_html(thumbnails(spark, lake, dv, frame, thumbs)),
+            "concepts": _concepts_html(concept_ranks(spark, lake, dv, frame)),
             "probes": _probes_html(lake, dv),
         }
     finally:
@@ -442,8 +444,54 @@ TITLES = {
     "captions": "Caption length",
     "resolution": "Resolution",
     "samples": "Samples kept and dropped",
+    "concepts": "Concept counts before and after balancing (MetaCLIP)",
     "probes": "Probes trained on this version",
 }
+
+
+def concept_ranks(spark, lake: Lake, dv: DatasetVersion, frame) -> dict[str, list[int]] | None:
+    """Per metadata entry, the pairs of the pool matching it and the kept ones, each
+    sorted high to low (None: the version pins no concept matches)."""
+    from pyspark.sql import functions as F
+
+    if "concepts" not in dv.pinned:
+        return None
+    c = lake.read(spark, "concepts", dv.pinned["concepts"])
+    mv = c.agg(F.max("metadata_version")).first()[0]
+    if mv is None:
+        return None
+    per_entry = (
+        c.filter(F.col("metadata_version") == mv)
+        .select("uid", F.explode("entry_ids").alias("e"))
+        .join(frame.select("uid", "kept"), "uid")
+        .groupBy("e")
+        .agg(F.count("*").alias("pool"), F.count_if("kept").alias("kept"))
+        .collect()
+    )
+    return {
+        k: sorted((int(r[k]) for r in per_entry if r[k]), reverse=True) for k in ("pool", "kept")
+    }
+
+
+def _concepts_html(ranks: dict[str, list[int]] | None) -> str:
+    """A log-log rank plot of per-entry counts: the head flattened to about t, the tail
+    (the long part on the right) kept whole."""
+    import math
+
+    if not ranks or not ranks["pool"]:
+        return (
+            "<p class=none>no concept matches pinned: the MetaCLIP recipe (`--recipe "
+            "metaclip`) matches captions with <code>lakecurate concepts</code>.</p>"
+        )
+    series = {
+        f"{name} ({len(v):,} entries, {sum(v):,} matches)": [
+            (math.log10(i), math.log10(n)) for i, n in enumerate(v, 1)
+        ]
+        for name, v in (("pool", ranks["pool"]), ("kept", ranks["kept"]))
+    }
+    chart = Lines("pairs per entry by rank (log10 / log10)", series, xlabel="log10 rank").svg()
+    top = ranks["pool"][:5], ranks["kept"][:5]
+    return f"{chart}<p>largest entries: pool {top[0]}, kept {top[1]}</p>"
 
 
 def _probes_html(lake: Lake, dv: DatasetVersion) -> str:

@@ -34,7 +34,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from lakecurate.curation.selection.recipes import FunnelStep, Recipe
-from lakecurate.curation.selection.rules import CaptionRepeatCapRule, NotDuplicateRule, Rule
+from lakecurate.curation.selection.rules import (
+    BalanceRule,
+    CaptionRepeatCapRule,
+    NotDuplicateRule,
+    Rule,
+)
 from lakecurate.deltaio.keyed import BROADCAST_UIDS
 from lakecurate.runtime.jobkit import JobContext
 
@@ -71,6 +76,8 @@ def full_reason(recipe: Recipe, last: dict | None, mark: dict, history: list[dic
         return "no earlier run of this recipe"
     if last["watermark"].get("config") != mark["config"]:
         return "the recipe's model or refit setting changed"
+    if any(isinstance(r, BalanceRule) for r in recipe.rules):
+        return "balance probabilities follow the concept counts, which every refresh moves"
     rules = [r for r in recipe.rules if type(r).drops is not Rule.drops]
     other = [r.name for r in rules if not isinstance(r, CROSS_ROW_RULES)]
     if other:

@@ -219,8 +219,9 @@ def rule_labels(rules: list[Rule] | tuple[Rule, ...]) -> list[str]:
     seen: set[str] = set()
     labels = []
     for i, r in enumerate(rules, 1):
-        labels.append(r.name if r.name not in seen else f"{r.name}#{i}")
-        seen.add(r.name)
+        base = r.label or r.name
+        labels.append(base if base not in seen else f"{base}#{i}")
+        seen.add(base)
     return labels
 
 

@@ -42,6 +42,7 @@ COLUMNS: dict[str, str] = {
     **{c: "pairs" for c in ("caption_words", "caption_chars", "resolution", "aspect")},
     **{c: "embeddings" for c in ("clip_score", "image_emb", "text_emb")},
     **{c: "signals" for c in ("semantic_cluster", "centroid_sim", "caption_sha256")},
+    "entry_ids": "concepts",  # the metadata entries the caption matches (MetaCLIP)
     **{f"dup_{m}": "duplicates" for m in DUP_METHODS},
     **{f"dupk_{m}": "duplicates" for m in DUP_METHODS},
 }
@@ -149,6 +150,7 @@ class Rule:
     """A selection rule: `name`, `params` (spec), and `keep(df) -> Column`."""
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # the reason its drops carry, when not its name
     params: ClassVar[dict[str, Param]] = {}
     needs: ClassVar[tuple[str, ...]] = ()  # columns keep() reads
 
@@ -557,3 +559,73 @@ class SampleRule(FittedRule):
 
     def keep_fitted(self, thresholds: list | None) -> Column:
         return F.lit(False) if thresholds is None else self._hash() <= F.lit(thresholds[0])
+
+
+@register_rule
+class HasConceptRule(Rule):
+    """Keep pairs whose caption matches at least one metadata entry (`lakecurate
+    concepts`); MetaCLIP drops the rest. Its drops carry the reason `no_concept`."""
+
+    name = "has_concept"
+    label = "no_concept"
+    needs = ("entry_ids",)
+
+    def keep(self, df: DataFrame) -> Column:
+        return F.size(F.coalesce(F.col("entry_ids"), F.array())) > 0
+
+
+def balance_draw(seed: int, uid: Column, entry: Column) -> Column:
+    """A uniform draw in [0, 1) fixed per (seed, uid, entry): the top 53 bits of a
+    seeded xxhash64. The same pair always draws the same number, so a row's fate moves
+    only when its entries' probabilities do."""
+    h = F.xxhash64(F.lit(seed), uid, entry)
+    return F.shiftrightunsigned(h, 11).cast("double") / float(1 << 53)
+
+
+@register_rule
+class BalanceRule(FittedRule):
+    """MetaCLIP balancing: keep a pair with probability 1 - prod(1 - min(1, t / c_e))
+    over the entries e its caption matches, c_e being the number of pairs of the whole
+    pool matching e. Tail entries (c_e <= t) keep all their pairs; a head entry keeps
+    about t. MetaCLIP's t is 20,000 at 400M pairs; scale it with the pool (t of 20 to
+    200 for a pool of 100k pairs keeps the same head/tail split; see the README).
+
+    The draw is not `random()` but a seeded hash of (uid, entry) (`balance_draw`): a
+    refresh changes only rows whose probabilities moved, and as counts grow a kept row
+    of a head entry can only leave, never come back. Pairs matching no entry are
+    dropped. The select job gives the counts from table `concept_counts` (the whole
+    pool, counted incrementally); `fit` counts the rows in play instead (tests, and
+    frames without a lake)."""
+
+    name = "balance"
+    params = {
+        "t": Param("int", 20_000, lo=1, doc="pairs kept per head entry"),
+        "seed": Param("int", 0),
+    }
+    needs = ("uid", "entry_ids")
+
+    def fit(self, df: DataFrame) -> dict:
+        counts = (
+            df.select(F.explode("entry_ids").alias("e"))
+            .groupBy("e")
+            .count()
+            .filter(F.col("count") > self.t)
+            .collect()
+        )
+        return head_counts(self.t, {int(r["e"]): int(r["count"]) for r in counts})
+
+    def keep_fitted(self, thresholds: dict | None) -> Column:
+        head = sorted((thresholds or {}).get("head", {}).items(), key=lambda kv: int(kv[0]))
+        draw = lambda e: balance_draw(self.seed, F.col("uid"), e)  # noqa: E731
+        entries = F.coalesce(F.col("entry_ids"), F.array().cast("array<int>"))
+        if not head:
+            return F.size(entries) > 0
+        ids = F.lit([int(k) for k, _ in head]).cast("array<int>")
+        probs = F.lit([min(1.0, self.t / int(c)) for _, c in head]).cast("array<double>")
+        p = F.map_from_arrays(ids, probs)
+        return F.exists(entries, lambda e: F.coalesce(F.element_at(p, e), F.lit(1.0)) > draw(e))
+
+
+def head_counts(t: int, counts: dict[int, int]) -> dict:
+    """The balance rule's fit: the entries counted above `t` (the rest keep all)."""
+    return {"t": t, "head": {str(e): c for e, c in sorted(counts.items()) if c > t}}

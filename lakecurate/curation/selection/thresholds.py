@@ -16,6 +16,7 @@ were kept and no longer are, by cause:
   better_keeper    a `not_duplicate` rule dropped it: it became a duplicate of a
                    (new) better keeper;
   threshold_refit  a fitted rule dropped it in a run that refitted;
+  concept_balance  MetaCLIP balancing dropped it: its concepts' counts grew;
   other            any other rule (its inputs changed: a new score, a caption group
                    that filled up).
 
@@ -29,12 +30,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from lakecurate.curation.selection.rules import FittedRule, NotDuplicateRule, Rule
+from lakecurate.curation.selection.rules import BalanceRule, FittedRule, NotDuplicateRule, Rule
 
-BETTER_KEEPER, THRESHOLD_REFIT, RULE_CHANGE, OTHER = (
+BETTER_KEEPER, THRESHOLD_REFIT, RULE_CHANGE, CONCEPT_BALANCE, OTHER = (
     "better_keeper",
     "threshold_refit",
     "rule_change",
+    "concept_balance",
     "other",
 )
 
@@ -121,6 +123,8 @@ def cause_of(rule: Rule | type[Rule] | None, refitted: bool) -> str:
     cls = rule if isinstance(rule, type) else type(rule)
     if issubclass(cls, NotDuplicateRule):
         return BETTER_KEEPER
+    if issubclass(cls, BalanceRule):
+        return CONCEPT_BALANCE
     if issubclass(cls, FittedRule) and refitted:
         return THRESHOLD_REFIT
     return OTHER
@@ -134,8 +138,9 @@ def rule_classes(canonical_rules: list[dict]) -> dict[str, type[Rule]]:
     out, seen = {}, set()
     for i, r in enumerate(canonical_rules, 1):
         name = r.get("rule", "")
-        label = name if name not in seen else f"{name}#{i}"
-        seen.add(name)
+        base = (RULES[name].label or name) if name in RULES else name
+        label = base if base not in seen else f"{base}#{i}"
+        seen.add(base)
         if name in RULES:
             out[label] = RULES[name]
     return out

@@ -1,0 +1,155 @@
+"""`lakecurate concepts`: match captions against the concept metadata (MetaCLIP) and
+keep each entry's count.
+
+Reads `metadata` (its newest version), `pairs` (uid, caption), `concepts`.
+Writes
+  concepts        one row per uid of pairs without one for that metadata version: the
+                  ids of the entries its caption matches (`udfs/concepts.py`: MetaCLIP's
+                  substring rule, one Aho-Corasick automaton per Python worker);
+  concept_counts  per entry, how many of the `concepts` rows not counted yet match it,
+                  with the `concepts` version counted through.
+Counts are additive: a refresh matches its new captions and adds their counts; the
+old captions are neither matched nor counted again. The two commits are in that
+order, and the counts catch up on any `concepts` rows a killed run left uncounted, so
+running again completes a run killed anywhere. A new metadata version (`lakecurate
+metadata import|build`) is matched and counted afresh.
+
+`select` reads both for the `has_concept` and `balance` rules (recipe `metaclip`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from functools import partial
+
+from lakecurate.curation.concepts import counts as concept_counts
+from lakecurate.deltaio.keyed import rows_for_uids
+from lakecurate.runtime import jobkit, progress
+from lakecurate.runtime.config import Config
+from lakecurate.runtime.errors import JobError
+from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.schemas import TABLES
+from lakecurate.udfs.concepts import match_batches
+
+NAME = "concepts"
+WRITES = True
+HELP = "match captions against the concept metadata (MetaCLIP) and count each entry"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def pending_uids(spark, ctx: JobContext, mv: int):
+    """uids of pairs without a `concepts` row for metadata version `mv` (uid columns only)."""
+    from pyspark.sql import functions as F
+
+    pairs = ctx.read(spark, "pairs").select("uid")
+    if not ctx.lake.exists("concepts"):
+        return pairs
+    done = ctx.read(spark, "concepts").filter(F.col("metadata_version") == mv).select("uid")
+    return pairs.join(done, "uid", "left_anti")
+
+
+def match_new(spark, ctx: JobContext, mv: int) -> int:
+    """Append `concepts` rows for the uids without one; return how many."""
+    uids = pending_uids(spark, ctx, mv).persist()
+    try:
+        n = uids.count()
+        if n == 0:
+            ctx.lake.ensure("concepts", ctx.commit)
+            return 0
+        progress.describe(spark, f"matching {n:,} captions against metadata v{mv}", rows=n)
+        version = ctx.result.read_versions["pairs"]
+        rows = rows_for_uids(spark, ctx.lake, "pairs", version, uids, n, ["uid", "caption"])
+        fn = partial(
+            match_batches,
+            table_uri=ctx.lake.uri("metadata"),
+            version=mv,
+            run_id=ctx.run_id,
+            counter=progress.row_counter(),
+        )
+        out = rows.mapInArrow(fn, TABLES["concepts"].spark_schema())
+        v, added = ctx.lake.append_new(out, "concepts", ctx.commit, metadata_version=mv)
+    finally:
+        uids.unpersist()
+    if added:
+        ctx.wrote("concepts", v)
+    return added
+
+
+def count_new(spark, ctx: JobContext, mv: int) -> int:
+    """Bring `concept_counts` of `mv` up to the latest `concepts` version: add the counts
+    of the rows added since the version last counted (all of them when the table is
+    not append-only since then: its counts are then replaced). Returns rows counted."""
+    from pyspark.sql import functions as F
+
+    lake = ctx.lake
+    counted = concept_counts.counted_through(lake, mv)
+    version, files = lake.added_since("concepts", counted)
+    if version is None or version == counted:
+        return 0
+    ctx.result.read_versions["concepts"] = version
+    if files is None:
+        rows = lake.read(spark, "concepts", version)
+    elif files:
+        rows = lake.read_files(spark, "concepts", files)
+    else:
+        rows = None
+    n = 0
+    parts = []
+    if rows is not None:
+        rows = rows.filter(F.col("metadata_version") == mv).persist()
+        n = rows.count()
+        parts.append(
+            rows.select(F.explode("entry_ids").alias("entry_id")).groupBy("entry_id").count()
+        )
+    marker = spark.range(1).select(
+        F.lit(concept_counts.MARKER).alias("entry_id"), F.lit(0).cast("long").alias("count")
+    )
+    increments = marker if not parts else parts[0].unionByName(marker)
+    out = increments.select(
+        F.lit(mv).cast("int").alias("metadata_version"),
+        F.col("entry_id").cast("int"),
+        F.col("count").cast("long"),
+        F.lit(version).cast("long").alias("concepts_version"),
+        F.lit(ctx.run_id).alias("run_id"),
+    )
+    try:
+        if files is None and counted is not None:  # recount: replace this version's rows
+            v, _ = lake.replace_where(out, "concept_counts", "metadata_version", mv, ctx.commit)
+        else:
+            v = lake.write(out, "concept_counts", ctx.commit, rows_counted=n)
+    finally:
+        if rows is not None:
+            rows.unpersist()
+    ctx.wrote("concept_counts", v)
+    return n
+
+
+def run(spark, cfg: Config) -> JobResult:
+    ctx = JobContext(NAME, cfg)
+    if not ctx.lake.exists("pairs"):
+        raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
+    mv = concept_counts.require_metadata_version(ctx.lake)
+    matched = match_new(spark, ctx, mv)
+    counted = count_new(spark, ctx, mv)
+    counts = concept_counts.entry_counts(ctx.lake, mv)
+    message = (
+        f"matched {matched:,} new captions against metadata v{mv}; "
+        f"{len(counts):,} entries matched so far"
+    )
+    return ctx.done(
+        message, metadata_version=mv, matched=matched, counted=counted, entries=len(counts)
+    )
+
+
+build_parser, main = jobkit.entry_points(__name__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""MetaCLIP curation without a model: metadata entries, caption matching, balancing."""

@@ -1,0 +1,70 @@
+"""Reading the `metadata` and `concept_counts` tables on the driver (both are small: one
+row per entry, and one per entry and counting run)."""
+
+from __future__ import annotations
+
+import pyarrow.compute as pc
+
+from lakecurate.deltaio.lake import Lake
+from lakecurate.runtime.errors import JobError
+
+# each counting run also appends a row of this entry id (count 0): it records the
+# `concepts` version counted even when the new captions match nothing
+MARKER = -1
+
+
+def latest_metadata_version(lake: Lake) -> int | None:
+    """The newest entry list's version (None: no metadata yet)."""
+    if not lake.exists("metadata"):
+        return None
+    got = [a.get("max.version") for a in lake.add_actions("metadata") if a.get("num_records")]
+    got = [int(v) for v in got if v is not None]
+    return max(got) if got else None
+
+
+def require_metadata_version(lake: Lake) -> int:
+    mv = latest_metadata_version(lake)
+    if mv is None:
+        raise JobError(
+            f"lake {lake.root} has no concept metadata: run `lakecurate metadata import FILE` "
+            "(MetaCLIP's metadata.json or one entry a line) or `lakecurate metadata build`"
+        )
+    return mv
+
+
+def _rows(lake: Lake, table: str, columns: list[str], version: int):
+    ds = lake.delta(table).to_pyarrow_dataset()
+    return ds.to_table(columns=columns, filter=pc.field("metadata_version") == version)
+
+
+def entry_counts(lake: Lake, metadata_version: int) -> dict[int, int]:
+    """entry id -> pairs of the lake whose caption matches it (the sum of its rows)."""
+    if not lake.exists("concept_counts"):
+        return {}
+    t = _rows(lake, "concept_counts", ["entry_id", "count"], metadata_version)
+    t = t.filter(pc.field("entry_id") != MARKER)
+    if not t.num_rows:
+        return {}
+    summed = t.group_by("entry_id").aggregate([("count", "sum")])
+    return dict(
+        zip(
+            summed.column("entry_id").to_pylist(),
+            summed.column("count_sum").to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def counted_through(lake: Lake, metadata_version: int) -> int | None:
+    """The `concepts` version the counts of `metadata_version` account for (None: none)."""
+    if not lake.exists("concept_counts"):
+        return None
+    t = _rows(lake, "concept_counts", ["concepts_version"], metadata_version)
+    return pc.max(t.column("concepts_version")).as_py() if t.num_rows else None
+
+
+def entries(lake: Lake, metadata_version: int) -> dict[int, str]:
+    """entry id -> entry of one metadata version."""
+    ds = lake.delta("metadata").to_pyarrow_dataset()
+    t = ds.to_table(columns=["entry_id", "entry"], filter=pc.field("version") == metadata_version)
+    return dict(zip(t.column("entry_id").to_pylist(), t.column("entry").to_pylist(), strict=True))
