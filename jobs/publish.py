@@ -250,36 +250,37 @@ def funnel(spark, lake: Lake, selection_version: int, recipe_id: str) -> dict:
     """Selection counts of the recipe: total, kept, dropped per reason."""
     from pyspark.sql import functions as F
 
-    sel = lake.read(spark, "selection", selection_version).filter(F.col("recipe_id") == recipe_id)
-    rows = sel.groupBy("kept", "reason").count().collect()
-    dropped = {r["reason"] or "unknown": int(r["count"]) for r in rows if not r["kept"]}
-    kept = sum(int(r["count"]) for r in rows if r["kept"])
+    commit = _select_commit(lake, selection_version, recipe_id)
+    recorded = json.loads(commit["funnel"]) if commit and commit.get("funnel") else None
+    if recorded:  # the select run that wrote these rows counted them
+        kept = int(recorded[-1]["out"])
+        dropped = {s["rule"]: int(s["dropped"]) for s in recorded if s["dropped"]}
+    else:  # rows written before select recorded its funnel
+        sel = lake.read(spark, "selection", selection_version)
+        rows = sel.filter(F.col("recipe_id") == recipe_id).groupBy("kept", "reason").count()
+        rows = rows.collect()
+        dropped = {r["reason"] or "unknown": int(r["count"]) for r in rows if not r["kept"]}
+        kept = sum(int(r["count"]) for r in rows if r["kept"])
     out = {
         "total": kept + sum(dropped.values()),
         "kept": kept,
         "dropped": dict(sorted(dropped.items())),
     }
-    drops = duplicate_drops_at(lake, selection_version, recipe_id)
-    if drops is not None:
-        out["duplicate_drops"] = drops
+    raw = commit.get("duplicate_drops") if commit else None
+    if raw:
+        out["duplicate_drops"] = json.loads(raw)
     return out
 
 
-def duplicate_drops_at(lake: Lake, selection_version: int, recipe_id: str) -> list | None:
-    """What `not_duplicate` dropped per method, as the select run that wrote the recipe's
-    rows at or before `selection_version` recorded it (None for selections made before
-    lakecurate recorded it)."""
-    import json
-
+def _select_commit(lake: Lake, selection_version: int, recipe_id: str) -> dict | None:
+    """The `selection` commit of the select run that last wrote the recipe's rows at or
+    before `selection_version` (its metadata: funnel, duplicate drops, thresholds)."""
     runs = [
         h
         for h in lake.history("selection")
         if h.get("recipe_id") == recipe_id and (h.get("version") or 0) <= selection_version
     ]
-    if not runs:
-        return None
-    raw = max(runs, key=lambda h: h["version"]).get("duplicate_drops")
-    return json.loads(raw) if raw else None
+    return max(runs, key=lambda h: h["version"]) if runs else None
 
 
 def full_layout(spark, cfg: Config, plan: dict, samples, staging: str) -> list[dict]:

@@ -27,6 +27,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -204,8 +205,32 @@ def _spark_parquet(spark, uris: list[str], sschema, file_column: str = ""):
     scan's metadata column (input_file_name() can be "" once columns are pruned)."""
     from pyspark.sql import functions as F
 
-    df = spark.read.schema(sschema).parquet(*[spark_uri(u) for u in uris])
+    paths = [spark_uri(u) for u in uris]
+    if all(p.startswith("file:") or "://" not in p for p in paths):
+        # a local table's files are listed on the driver: past 32 paths Spark would run
+        # a job to stat them, which costs more than the stats (0.5-0.8 s a read)
+        with _sql_conf(spark, LISTING_THRESHOLD, str(len(paths) + 1)):
+            df = spark.read.schema(sschema).parquet(*paths)
+    else:
+        df = spark.read.schema(sschema).parquet(*paths)
     return df.withColumn(file_column, F.col("_metadata.file_path")) if file_column else df
+
+
+LISTING_THRESHOLD = "spark.sql.sources.parallelPartitionDiscovery.threshold"
+
+
+@contextmanager
+def _sql_conf(spark, key: str, value: str):
+    """A Spark SQL setting for the duration of the block (the previous value after)."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 def _jvm_reads(spark, uri: str) -> bool:
