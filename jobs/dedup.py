@@ -39,7 +39,10 @@ such buckets are involved, minhash groups can differ slightly from a full run's
 (they are never split, and every duplicate is still verified against its keeper).
 Re-matching those buckets exactly cost a near-full run on every refresh (half the
 lake reached through large buckets at 20k captions). The first run of a method, or
-a changed matching configuration (its slug), re-matches everything.
+a changed matching configuration (its slug), re-matches everything. After a complete
+run with the same settings only the pairs added since can be unmatched (`arrivals`): a
+refresh broadcasts their uids into its scans of `signals` and `dedup_index` instead of
+joining the lake's uid columns.
 
 Semantic: a refit (k-means on a sample, every embedding assigned, all pairs within
 each cluster compared, every semantic verdict replaced) happens on the first run, when
@@ -76,12 +79,13 @@ from lakecurate.curation.models import (
     model_id,
     resolve_model,
 )
+from lakecurate.deltaio.keyed import BROADCAST_UIDS
 from lakecurate.deltaio.lake import Lake
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, config_hash, replace
 from lakecurate.runtime.errors import ConfigError, JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
-from lakecurate.runtime.runs import record_run, table_watermark, unchanged_since
+from lakecurate.runtime.runs import last_run, record_run, table_watermark, unchanged_since
 
 NAME = "dedup"
 HELP = "find exact, perceptual, caption and semantic duplicate groups (never deletes)"
@@ -197,13 +201,41 @@ PER_RUN_COUNTS = ("new_rows", "semantic_refit", "semantic_assigned")  # the rest
 def watermark(lake, cfg: Config) -> dict:
     """The versions of dedup's inputs and outputs and the hash of its configuration (the
     dedup section and the model that ranks keepers)."""
-    config = f"{config_hash(cfg.dedup)}-{config_hash(cfg.model)}"
-    return table_watermark(lake, WATERMARK_TABLES, config)
+    return table_watermark(lake, WATERMARK_TABLES, _config(cfg))
+
+
+def _config(cfg: Config) -> str:
+    return f"{config_hash(cfg.dedup)}-{config_hash(cfg.model)}"
 
 
 def unchanged_since_last_run(ctx: JobContext, cfg: Config) -> dict | None:
     """The last run's record when nothing changed since it (`watermark`), else None."""
     return unchanged_since(cfg.lake.path, WATERMARK, watermark(ctx.lake, cfg))
+
+
+def arrivals(spark, ctx: JobContext, cfg: Config) -> DataFrame | None:
+    """The uids of the `pairs` rows added since the last complete run with the same
+    settings, persisted (None: a first run, other settings since, `pairs` rewritten
+    since, or a bulk load).
+
+    That run matched every pair of the version it read with every method it ran, so
+    only these can lack a `signals` row or an index row: a refresh looks them up instead
+    of joining the lake's uid columns. Semantic dedup does not use them (an embedding
+    may arrive after its pair)."""
+    last = last_run(cfg.lake.path, WATERMARK) or {}
+    through = (last.get("matched_through") or {}).get("pairs")
+    if through is None or (last.get("watermark") or {}).get("config") != _config(cfg):
+        return None
+    _, files = ctx.lake.added_since("pairs", through)
+    if files is None:
+        return None
+    if not files:
+        return spark.createDataFrame([], "uid string")
+    uids = ctx.lake.read_files(spark, "pairs", files, ["uid"]).persist()
+    if uids.count() > BROADCAST_UIDS:
+        uids.unpersist()
+        return None
+    return uids
 
 
 def run(spark, cfg: Config) -> JobResult:
@@ -220,7 +252,8 @@ def run(spark, cfg: Config) -> JobResult:
         counts |= {k: 0 for k in PER_RUN_COUNTS if k in counts}
         return ctx.done(f"nothing new since dedup run {last['run_id']}", **counts)
     pairs = ctx.read(spark, "pairs")
-    added = signal_rows.add_missing(spark, ctx, pairs)
+    arrived = arrivals(spark, ctx, cfg)
+    added = signal_rows.add_missing(spark, ctx, pairs, arrived)
     if "phash" in cfg.dedup.methods and signal_rows.phash_rematches(
         spark, ctx, dedup_methods.phash_slug(cfg)
     ):
@@ -230,6 +263,7 @@ def run(spark, cfg: Config) -> JobResult:
     # thumbnails, kilobytes a row)
     signals = ctx.lake.read(spark, "signals")
     state = DedupRun(spark, ctx, cfg, pairs, signals, keeper_ranks(spark, ctx, cfg, signals))
+    state.arrivals = arrived
     counts: dict[str, int] = {"rows": ctx.lake.count("signals"), "new_rows": added}
     try:
         for method in expand_methods(cfg.dedup.methods):
@@ -243,6 +277,8 @@ def run(spark, cfg: Config) -> JobResult:
         log.info("dedup: incremental changes written in %.1f s", time.perf_counter() - t0)
     finally:
         state.release()
+        if arrived is not None:
+            arrived.unpersist()
     counts |= method_counts(state, expand_methods(cfg.dedup.methods))
     counts["duplicates"] = sum(v for k, v in counts.items() if k.endswith("_duplicates"))
     methods = ", ".join(expand_methods(cfg.dedup.methods))
@@ -252,6 +288,7 @@ def run(spark, cfg: Config) -> JobResult:
         "ok",
         run_id=ctx.run_id,
         watermark=watermark(ctx.lake, cfg),
+        matched_through={"pairs": ctx.result.read_versions["pairs"]},
         counts=counts,
     )
     return ctx.done(f"{counts['duplicates']} duplicate rows over methods {methods}", **counts)

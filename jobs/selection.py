@@ -279,18 +279,39 @@ def _attach_concepts(read: Read, cfg: Config, frame: DataFrame, cols: list[str])
     return frame.join(rows, "uid", "left")
 
 
-def balance_counts(lake: Lake, recipe: Recipe, thresholds: Thresholds) -> None:
+def balance_counts(
+    lake: Lake, recipe: Recipe, thresholds: Thresholds
+) -> tuple[int, dict[int, int]] | None:
     """Give each `balance` rule the per-entry counts of the whole lake (`concept_counts`,
-    newest metadata version): its probabilities follow the counts on every run."""
+    newest metadata version): its probabilities follow the counts on every run. Returns
+    the last balance rule's t and the counts (None: the recipe does not balance)."""
     labels = rule_labels(recipe.rules)
     rules = [
         (lab, r) for lab, r in zip(labels, recipe.rules, strict=True) if isinstance(r, BalanceRule)
     ]
     if not rules:
-        return
+        return None
     counts = concept_counts.entry_counts(lake, concept_counts.require_metadata_version(lake))
     for label, rule in rules:
         thresholds.frozen[label] = head_counts(rule.t, counts)
+    return rules[-1][1].t, counts
+
+
+def balance_summary(labeled: DataFrame, balance: tuple[int, dict[int, int]] | None) -> dict:
+    """Head and tail entries' matches in the pool and among the kept pairs (empty
+    without a balance rule): the funnel's view of what balancing did."""
+    if balance is None:
+        return {}
+    t, pool = balance
+    rows = (
+        labeled.filter(F.col("reason").isNull())
+        .select(F.explode("entry_ids").alias("e"))
+        .groupBy("e")
+        .count()
+        .collect()
+    )
+    kept = {int(r["e"]): int(r["count"]) for r in rows}
+    return {"balance": concept_counts.head_tail(t, pool, kept)}
 
 
 @dataclass(frozen=True)
@@ -473,9 +494,10 @@ def _select_all(spark, ctx: JobContext, recipe: Recipe, tables, fit: Fit | None,
         total = _log_missing(frame, tables)
         labels = rule_labels(recipe.rules)
         thresholds = Thresholds(frozen={} if why or fit is None else dict(fit.values))
-        balance_counts(ctx.lake, recipe, thresholds)
+        balance = balance_counts(ctx.lake, recipe, thresholds)
         labeled = label_rows(frame, recipe.rules, thresholds).persist()
         steps = funnel(labeled, recipe.rules)
+        more = balance_summary(labeled, balance)
         refitted = bool(thresholds.fitted)
         if fitted_labels(recipe.rules, labels):
             if refitted or fit is None:  # (balance alone takes its counts from the lake)
@@ -506,7 +528,7 @@ def _select_all(spark, ctx: JobContext, recipe: Recipe, tables, fit: Fit | None,
         if labeled is not None:
             labeled.unpersist()
     return _finish(
-        ctx, recipe, total, steps, dup_drops, fit, moved, version, changed, why, refitted
+        ctx, recipe, total, steps, dup_drops, fit, moved, version, changed, why, refitted, **more
     )
 
 
@@ -628,6 +650,9 @@ def _finish(
         "funnel": [s.as_dict() for s in steps],
         "duplicate_drops": dup_drops,
     }
+    if "balance" in more:  # a total, shown again by a run with nothing new
+        totals["balance"] = more.pop("balance")
+        lines.append(concept_counts.format_head_tail(totals["balance"]))
     record_run(
         ctx.cfg.lake.path,
         _watermark_name(recipe),

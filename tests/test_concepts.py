@@ -161,6 +161,16 @@ def test_balancing_keeps_about_t_per_head_entry_and_tails_whole(spark, cfg, tmp_
     funnel = {s["rule"]: s["dropped"] for s in out["funnel"]}
     assert funnel["no_concept"] == 40
     assert funnel["balance"] == sum(HEAD.values()) - int(sum(by_entry[e].kept.sum() for e in HEAD))
+    head_kept = int(sum(by_entry[e].kept.sum() for e in HEAD))
+    assert out["balance"] == {
+        "t": T,
+        "head_entries": len(HEAD),
+        "tail_entries": len(TAIL),
+        "head_pool": sum(HEAD.values()),
+        "head_kept": head_kept,
+        "tail_pool": sum(TAIL.values()),
+        "tail_kept": sum(TAIL.values()),
+    }
 
 
 def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_path):

@@ -10,6 +10,7 @@ from lakecurate.curation.models import model_id
 from lakecurate.deltaio.lake import Lake
 from lakecurate.jobs import dedup
 from lakecurate.runtime.config import replace
+from lakecurate.runtime.jobkit import JobContext
 
 VERDICT = ("uid", "method", "group_id", "keeper_uid", "similarity", "config_slug")
 
@@ -204,7 +205,13 @@ def test_a_run_with_nothing_new_reads_nothing_and_changes_nothing(spark, lake, c
     assert again.counts["duplicates"] == first.counts["duplicates"]
     # new pairs, or other settings: a real run again
     _write(spark, lake, "pairs", rows[-20:])
+    # only the pairs added since the complete run can be unmatched: those are looked up
+    ctx = JobContext("dedup", cfg)
+    got = dedup.arrivals(spark, ctx, cfg)
+    assert sorted(r.uid for r in got.collect()) == sorted(r["uid"] for r in rows[-20:])
+    stricter = replace(cfg, dedup={"phash_max_distance": 4})
+    assert dedup.arrivals(spark, ctx, stricter) is None  # other settings: the whole lake
     third = dedup.run(spark, cfg)
     assert third.counts["new_rows"] == 20 and "nothing new" not in third.message
-    stricter = replace(cfg, dedup={"phash_max_distance": 4})
+    assert dedup.arrivals(spark, ctx, cfg).count() == 0
     assert "nothing new" not in dedup.run(spark, stricter).message

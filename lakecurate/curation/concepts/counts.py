@@ -68,3 +68,24 @@ def entries(lake: Lake, metadata_version: int) -> dict[int, str]:
     ds = lake.delta("metadata").to_pyarrow_dataset()
     t = ds.to_table(columns=["entry_id", "entry"], filter=pc.field("version") == metadata_version)
     return dict(zip(t.column("entry_id").to_pylist(), t.column("entry").to_pylist(), strict=True))
+
+
+def head_tail(t: int, pool: dict[int, int], kept: dict[int, int]) -> dict[str, int]:
+    """The balance funnel: entries above `t` matches in the pool (head) and the rest
+    (tail), with their matches in the pool and among the kept pairs (a pair matching
+    several entries counts once for each)."""
+    head = {e for e, c in pool.items() if c > t}
+    out = {"t": t, "head_entries": len(head), "tail_entries": len(pool) - len(head)}
+    for name, inside in (("head", True), ("tail", False)):
+        ids = [e for e in pool if (e in head) == inside]
+        out[f"{name}_pool"] = sum(pool[e] for e in ids)
+        out[f"{name}_kept"] = sum(kept.get(e, 0) for e in ids)
+    return out
+
+
+def format_head_tail(s: dict[str, int]) -> str:
+    return (
+        f"balance (t={s['t']:,}): {s['head_entries']:,} head entries, matches "
+        f"{s['head_pool']:,} -> {s['head_kept']:,} kept; {s['tail_entries']:,} tail entries, "
+        f"{s['tail_pool']:,} -> {s['tail_kept']:,}"
+    )

@@ -66,6 +66,9 @@ class DedupRun:
     changes: list[tuple[str, DataFrame, DataFrame]] = field(default_factory=list)
     new_index: list[DataFrame] = field(default_factory=list)
     cached: list[DataFrame] = field(default_factory=list)
+    # uids of the `pairs` rows added since the last complete run under the same settings
+    # (None: unknown, every pair may be unmatched); see `unmatched`
+    arrivals: DataFrame | None = None
     _slugs: dict[tuple[str, str], int] | None = None
     _ranks: DataFrame | None = None
 
@@ -96,6 +99,13 @@ class DedupRun:
             self._slugs = {(r[0], r[1]): int(r[2]) for r in rows.collect()}
         return self._slugs
 
+    def unmatched(self, rows: DataFrame, done: DataFrame, full: bool) -> DataFrame:
+        """The `rows` whose uid `done` lacks. After a complete run only this run's
+        arrivals can be, so they are broadcast into both scans (no shuffle of the lake);
+        a method that re-matches everything (`full`), or a run without arrivals, joins
+        over the lake."""
+        return unmatched(rows, done, None if full else self.arrivals)
+
     def existing(self, method: str) -> DataFrame:
         """The method's current `duplicates` rows."""
         return self.ctx.lake.read(self.spark, "duplicates").filter(F.col("method") == method)
@@ -123,6 +133,16 @@ class DedupRun:
         if first == 0 and self._ranks is not None:
             self._ranks.unpersist()
             self._ranks = None
+
+
+def unmatched(rows: DataFrame, done: DataFrame, arrivals: DataFrame | None) -> DataFrame:
+    """The `rows` whose uid `done` lacks, looking only at `arrivals` (a few uids, or None:
+    every row may be)."""
+    if arrivals is None:
+        return rows.join(done.select("uid"), "uid", "left_anti")
+    few = F.broadcast(arrivals.select("uid"))
+    held = done.select("uid").join(few, "uid", "left_semi")
+    return rows.join(few, "uid", "left_semi").join(held, "uid", "left_anti")
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def _hash_groups(rows: DataFrame, column: str, method: str) -> DataFrame:
 def _exact(run: DedupRun, method: str, slug: str, rows: DataFrame, column: str):
     """Groups of rows sharing `column`; incrementally only the values of new rows."""
     idx, full = index_rows(run, method, slug)
-    new = run.cache(rows.join(idx.select("uid"), "uid", "left_anti"))
+    new = run.cache(run.unmatched(rows, idx, full))
     if full:
         members = _hash_groups(rows, column, method)
     else:  # only groups holding a new row can change
@@ -105,7 +105,7 @@ def caption_minhash(run: DedupRun) -> dict[str, int]:
     slug = minhash_slug(params)
     idx, full = index_rows(run, "minhash", slug)
     known = idx.select("uid", "signature")
-    todo = run.pairs.select("uid", "caption").join(known, "uid", "left_anti")
+    todo = run.unmatched(run.pairs.select("uid", "caption"), known, full)
     fresh = run.cache(
         todo.mapInArrow(
             partial(mh.signature_batches, params=params), "uid string, signature binary"
@@ -215,7 +215,7 @@ def _new_phash_edges(
 ) -> tuple[DataFrame, DataFrame]:
     """(uids not matched yet, their edges): a refresh's few new images probe the lake
     without shuffling it (`near.phash_new_edges`); a bulk load takes the band join."""
-    new = run.cache(hashes.select("uid").join(idx.select("uid"), "uid", "left_anti"))
+    new = run.cache(run.unmatched(hashes.select("uid"), idx, False))
     n = new.count()
     if n == 0:
         return new, run.spark.createDataFrame([], EDGE_SCHEMA)

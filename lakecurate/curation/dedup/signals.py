@@ -14,6 +14,7 @@ from functools import partial
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lakecurate.curation.dedup.groups import unmatched
 from lakecurate.curation.dedup.semantic import CLUSTER_COLUMNS
 from lakecurate.deltaio.keyed import replace_rows, rows_for_uids
 from lakecurate.runtime import progress
@@ -28,15 +29,16 @@ def _computed(pairs: DataFrame, run_id: str) -> DataFrame:
     return pairs.select(*ph.SIGNAL_INPUTS).mapInArrow(fn, schema)
 
 
-def add_missing(spark, ctx: JobContext, pairs: DataFrame) -> int:
+def add_missing(spark, ctx: JobContext, pairs: DataFrame, arrivals: DataFrame | None) -> int:
     """Compute `signals` rows for uids that have none; return how many were added.
 
-    The missing uids are found from the uid columns alone; the images of those are read
-    from only the `pairs` files that hold them (`keyed.rows_for_uids`), so a refresh
-    neither reads nor shuffles the lake's image bytes.
+    The missing uids are found from the uid columns alone, among `arrivals` where known
+    (`groups.unmatched`); the images of those are read from only the `pairs` files that
+    hold them (`keyed.rows_for_uids`), so a refresh neither reads nor shuffles the
+    lake's image bytes.
     """
     have = ctx.lake.read(spark, "signals").select("uid")
-    missing = pairs.select("uid").join(have, "uid", "left_anti").persist()
+    missing = unmatched(pairs.select("uid"), have, arrivals).persist()
     try:
         n = missing.count()
         if n == 0:
