@@ -84,7 +84,7 @@ def spark_session(cores: int):
     cfg = SparkConfig(
         master=f"local[{cores}]",
         shuffle_partitions=cores,
-        arrow_batch_rows=4096,
+        arrow_batch_rows=16384,
         conf={"spark.driver.memory": "4g"},
     )
     spark = configure_builder(SparkSession.builder, cfg).getOrCreate()

@@ -90,18 +90,31 @@ def match_batches(
 ) -> Iterator[pa.RecordBatch]:
     """(uid, caption) batches -> `concepts` rows (uid, metadata_version, entry_ids, run_id)."""
     m = matcher_for(table_uri, version)
+    version_value, run_value = pa.scalar(version, pa.int32()), pa.scalar(run_id, pa.string())
     for b in batches:
-        captions = b.column("caption").to_pylist()
-        ids = [m.match(c) for c in captions]
-        n = len(captions)
+        ids = [m.match(c) for c in b.column("caption").to_pylist()]
+        n = len(ids)
         yield pa.RecordBatch.from_arrays(
             [
                 b.column("uid"),
-                pa.array([version] * n, pa.int32()),
-                pa.array(ids, pa.list_(pa.int32())),
-                pa.array([run_id] * n, pa.string()),
+                pa.repeat(version_value, n),
+                int_lists(ids),
+                pa.repeat(run_value, n),
             ],
             names=["uid", "metadata_version", "entry_ids", "run_id"],
         )
         if counter is not None:
             counter.add(n)
+
+
+def int_lists(ids: list[list[int]]) -> pa.ListArray:
+    """A list<int32> array from offsets and one flat array (several times faster than
+    converting the nested Python lists one by one)."""
+    import itertools
+
+    import numpy as np
+
+    offsets = np.zeros(len(ids) + 1, np.int32)
+    np.cumsum([len(x) for x in ids], out=offsets[1:])
+    flat = pa.array(list(itertools.chain.from_iterable(ids)), pa.int32())
+    return pa.ListArray.from_arrays(pa.array(offsets), flat)
