@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "sql": "lakecurate.catalog.sql",
     "report": "lakecurate.catalog.report",
     "vacuum": "lakecurate.deltaio.maintenance",
+    "compact": "lakecurate.deltaio.compaction",
     "demo": "lakecurate.jobs.demo",
     "probe": "lakecurate.probe.command",
 }

@@ -150,15 +150,21 @@ def vacuum(spark, cfg: Config, hours: float, dry_run: bool, tables: list[str]) -
     return {"dry_run": dry_run, "retention_hours": hours, "tables": results, "staging": staging}
 
 
+def table_list(value: str | None) -> list[str]:
+    """`--tables a,b`: the named tables, checked (all of them when not given)."""
+    if not value:
+        return list(TABLES)
+    tables = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in tables if t not in TABLES]
+    if unknown:
+        raise ConfigError("--tables", f"unknown {unknown}; tables: {', '.join(TABLES)}")
+    return tables
+
+
 def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     if args.retention_hours < 0:
         raise ConfigError("--retention-hours", "must be >= 0")
-    tables = list(TABLES)
-    if args.tables:
-        tables = [t.strip() for t in args.tables.split(",") if t.strip()]
-        unknown = [t for t in tables if t not in TABLES]
-        if unknown:
-            raise ConfigError("--tables", f"unknown {unknown}; tables: {', '.join(TABLES)}")
+    tables = table_list(args.tables)
     doc = vacuum(spark, cfg, args.retention_hours, args.dry_run, tables)
     if getattr(args, "json", False):
         print(json.dumps(doc))
