@@ -7,6 +7,8 @@ import json
 import pytest
 
 from lakecurate import cli
+from lakecurate.catalog.status import files_status
+from lakecurate.deltaio.lake import Lake
 from lakecurate.demo.sample import generate
 from lakecurate.runtime.lease import Lease
 
@@ -34,7 +36,7 @@ def _status(run_cli) -> dict:
     rc, out = run_cli("status", "--json")
     assert rc == 0
     doc = json.loads(out)
-    return {**doc["stages"], "lease": doc["lease"]}
+    return {**doc["stages"], "lease": doc["lease"], "files": doc["files"]}
 
 
 def test_status_says_what_each_stage_has_pending(spark, run_cli, tmp_path, lake_path):
@@ -88,6 +90,11 @@ def test_status_says_what_each_stage_has_pending(spark, run_cli, tmp_path, lake_
 
     rc, out = run_cli("status")
     assert rc == 0 and "embed" in out and "published st@2" in out
+    # small files: none reaches compact's threshold yet; at a lower one, the appends do
+    assert s["files"]["compact"] == {} and "no table needs compacting" in out
+    lake = Lake(lake_path)
+    due = files_status(lake, min_files=2)["compact"]
+    assert due["pairs"] == len(lake.add_actions("pairs")) >= 2
 
 
 def test_a_run_record_that_cannot_be_written_does_not_fail_the_run(tmp_path, caplog):

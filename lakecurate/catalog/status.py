@@ -8,7 +8,8 @@ Per stage, from the tables' Delta logs and file statistics (no Spark session):
 * select: whether the selection is stale: an input table has a version newer than
   the one the last `select` read (from its run record, `<lake>/_runs/select.json`);
 * publish: whether the current selection of the recipe is unpublished;
-* refresh: the last refresh, with its result; and who holds the lease.
+* refresh: the last refresh, with its result; and who holds the lease;
+* files: the tables with enough small files for `lakecurate compact` to pack.
 """
 
 from __future__ import annotations
@@ -145,6 +146,24 @@ def lease_status(cfg: Config) -> dict[str, Any]:
     }
 
 
+def files_status(lake: Lake, min_files: int | None = None) -> dict[str, Any]:
+    """The tables `lakecurate compact` would pack: those with `min_files` (its default)
+    files or more under half its target size."""
+    from lakecurate.deltaio import compaction
+
+    least = compaction.MIN_FILES if min_files is None else min_files
+    target = compaction.TARGET_MB * 1024 * 1024
+    due = {}
+    for table in lake.versions():
+        small = len(compaction.small_files(lake, table, target))
+        if small >= least:
+            due[table] = small
+    if not due:
+        return {"compact": {}, "detail": "no table needs compacting"}
+    listed = ", ".join(f"{t} ({n} small files)" for t, n in due.items())
+    return {"compact": due, "detail": f"{listed}: run `lakecurate compact`"}
+
+
 def status(cfg: Config) -> dict[str, Any]:
     lake = Lake(cfg.lake.path, cfg.lake.engine)
     if not lake.exists("pairs"):
@@ -162,6 +181,7 @@ def status(cfg: Config) -> dict[str, Any]:
             "refresh": refresh_status(lake),
         },
         "lease": lease_status(cfg),
+        "files": files_status(lake),
     }
 
 
@@ -174,4 +194,5 @@ def command(spark, cfg: Config, args: argparse.Namespace) -> int:
     for stage, s in doc["stages"].items():
         print(f"  {stage:<8} {s['detail']}")
     print(f"  {'lease':<8} {doc['lease']['detail']}")
+    print(f"  {'files':<8} {doc['files']['detail']}")
     return 0
