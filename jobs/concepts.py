@@ -7,7 +7,8 @@ Writes
                   ids of the entries its caption matches (`udfs/concepts.py`: MetaCLIP's
                   substring rule, one Aho-Corasick automaton per Python worker);
   concept_counts  per entry, how many of the `concepts` rows not counted yet match it,
-                  with the `concepts` version counted through.
+                  with the `concepts` version counted through (one row per entry
+                  and counting run; every FOLD_RUNS runs folded to one per entry).
 Counts are additive: a refresh matches its new captions and adds their counts; the
 old captions are neither matched nor counted again. The two commits are in that
 order, and the counts catch up on any `concepts` rows a killed run left uncounted, so
@@ -38,6 +39,7 @@ WRITES = True
 HELP = "match captions against the concept metadata (MetaCLIP) and count each entry"
 
 log = logging.getLogger(__name__)
+FOLD_RUNS = 30  # counting runs after which concept_counts is folded (`fold_counts`)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -131,6 +133,29 @@ def count_new(spark, ctx: JobContext, mv: int) -> int:
     return n
 
 
+def fold_counts(spark, ctx: JobContext, mv: int) -> bool:
+    """Once `FOLD_RUNS` counting runs have appended their rows for `mv`, replace them by
+    one row per entry (its sum; the newest `concepts` version counted), in one commit:
+    the table stays about the size of the metadata instead of growing every night,
+    and the sums and the version counted through are unchanged."""
+    from pyspark.sql import functions as F
+
+    if concept_counts.counting_runs(ctx.lake, mv) < FOLD_RUNS:
+        return False
+    rows = ctx.read(spark, "concept_counts").filter(F.col("metadata_version") == mv)
+    folded = rows.groupBy("metadata_version", "entry_id").agg(
+        F.sum("count").cast("long").alias("count"),
+        F.max("concepts_version").alias("concepts_version"),
+        F.lit(ctx.run_id).alias("run_id"),
+    )
+    v, _ = ctx.lake.replace_where(
+        folded, "concept_counts", "metadata_version", mv, ctx.commit, folded=True
+    )
+    ctx.wrote("concept_counts", v)
+    log.info("concepts: folded the counts of metadata v%d into one row per entry", mv)
+    return True
+
+
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
     if not ctx.lake.exists("pairs"):
@@ -138,6 +163,7 @@ def run(spark, cfg: Config) -> JobResult:
     mv = concept_counts.require_metadata_version(ctx.lake)
     matched = match_new(spark, ctx, mv)
     counted = count_new(spark, ctx, mv)
+    fold_counts(spark, ctx, mv)
     counts = concept_counts.entry_counts(ctx.lake, mv)
     message = (
         f"matched {matched:,} new captions against metadata v{mv}; "

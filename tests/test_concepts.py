@@ -173,7 +173,7 @@ def test_balancing_keeps_about_t_per_head_entry_and_tails_whole(spark, cfg, tmp_
     }
 
 
-def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_path):
+def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_path, monkeypatch):
     lake = Lake(cfg.lake.path)
     entries = [*HEAD, *TAIL]
     old_uids, old_caps = _pool(HEAD, TAIL, "o")
@@ -203,6 +203,17 @@ def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_pa
     concepts_job.run(spark, wcfg)
     assert cc.entry_counts(lake, 1) == cc.entry_counts(whole, 1)
     assert cc.entry_counts(lake, 1)[entries.index("heada")] == 1500 + 750
+
+    # two counting runs appended rows; folding sums them into one row per entry with
+    # the same counts and the same version counted through
+    assert cc.counting_runs(lake, 1) == 2
+    sums, through = cc.entry_counts(lake, 1), cc.counted_through(lake, 1)
+    assert not concepts_job.fold_counts(spark, ctx, 1)  # below FOLD_RUNS: left alone
+    monkeypatch.setattr(concepts_job, "FOLD_RUNS", 2)
+    assert concepts_job.fold_counts(spark, ctx, 1)
+    assert cc.entry_counts(lake, 1) == sums and cc.counted_through(lake, 1) == through
+    assert cc.counting_runs(lake, 1) == 1
+    assert lake.read(spark, "concept_counts").count() == len(sums) + 1  # and the marker
 
     select_job.run(spark, cfg)
     sel = lake.read(spark, "selection").toPandas().set_index("uid")

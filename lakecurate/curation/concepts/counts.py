@@ -55,6 +55,15 @@ def entry_counts(lake: Lake, metadata_version: int) -> dict[int, int]:
     )
 
 
+def counting_runs(lake: Lake, metadata_version: int) -> int:
+    """How many counting runs' rows `concept_counts` holds for the version (each run
+    appends one MARKER row; a fold leaves one)."""
+    if not lake.exists("concept_counts"):
+        return 0
+    t = _rows(lake, "concept_counts", ["entry_id"], metadata_version)
+    return int(pc.sum(pc.equal(t.column("entry_id"), MARKER)).as_py() or 0)
+
+
 def counted_through(lake: Lake, metadata_version: int) -> int | None:
     """The `concepts` version the counts of `metadata_version` account for (None: none)."""
     if not lake.exists("concept_counts"):
