@@ -31,6 +31,7 @@ from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config
 from lakecurate.runtime.errors import JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
+from lakecurate.runtime.runs import last_run, record_run
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.concepts import match_batches
 
@@ -46,15 +47,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pass
 
 
+MATCHED = "concepts-matched"  # <lake>/_runs/concepts-matched.json: the last complete match
+
+
 def pending_uids(spark, ctx: JobContext, mv: int):
-    """uids of pairs without a `concepts` row for metadata version `mv` (uid columns only)."""
+    """uids of pairs without a `concepts` row for metadata version `mv` (uid columns only).
+
+    After a complete match of `mv` (`record_matched`), only the pairs added since can be
+    pending and only the `concepts` rows added since can cover them: a refresh reads
+    those files, broadcast into each other, not the lake's uid columns."""
     from pyspark.sql import functions as F
 
-    pairs = ctx.read(spark, "pairs").select("uid")
+    last = last_run(ctx.cfg.lake.path, MATCHED) or {}
+    since = (last.get("versions") or {}) if last.get("metadata_version") == mv else {}
+    pairs, files = ctx.read_added(spark, "pairs", since.get("pairs"), ["uid"])
     if not ctx.lake.exists("concepts"):
         return pairs
-    done = ctx.read(spark, "concepts").filter(F.col("metadata_version") == mv).select("uid")
+    done, _ = ctx.read_added(spark, "concepts", since.get("concepts"), ["uid", "metadata_version"])
+    done = done.filter(F.col("metadata_version") == mv).select("uid")
+    if files is not None:  # a few new uids: broadcast them into the concepts scan
+        done = done.join(F.broadcast(pairs), "uid", "left_semi")
     return pairs.join(done, "uid", "left_anti")
+
+
+def record_matched(ctx: JobContext, mv: int) -> None:
+    """Every uid of the `pairs` version read now has a `concepts` row for `mv`."""
+    versions = {
+        "pairs": ctx.result.read_versions["pairs"],
+        "concepts": ctx.lake.version("concepts"),
+    }
+    record_run(
+        ctx.cfg.lake.path, MATCHED, "ok", run_id=ctx.run_id, metadata_version=mv, versions=versions
+    )
 
 
 def match_new(spark, ctx: JobContext, mv: int) -> int:
@@ -64,6 +88,7 @@ def match_new(spark, ctx: JobContext, mv: int) -> int:
         n = uids.count()
         if n == 0:
             ctx.lake.ensure("concepts", ctx.commit)
+            record_matched(ctx, mv)
             return 0
         progress.describe(spark, f"matching {n:,} captions against metadata v{mv}", rows=n)
         version = ctx.result.read_versions["pairs"]
@@ -81,6 +106,7 @@ def match_new(spark, ctx: JobContext, mv: int) -> int:
         uids.unpersist()
     if added:
         ctx.wrote("concepts", v)
+    record_matched(ctx, mv)
     return added
 
 

@@ -127,24 +127,6 @@ class Pending:
     files: list[str] | None
 
 
-def _rows(ctx: JobContext, spark, table: str, since: int | None, columns: list[str]):
-    """(`columns` of `table`'s rows added since version `since`, or of all its rows
-    when the table is not append-only since then or `since` is None; the files read)."""
-    from pyspark.sql.types import StructType
-
-    version, files = ctx.lake.added_since(table, since)
-    if version is None:  # no such table yet
-        schema = ctx.lake.spec(table).spark_schema()
-        return spark.createDataFrame([], StructType([schema[c] for c in columns])), []
-    ctx.result.read_versions[table] = version
-    if files is None:
-        return ctx.lake.read(spark, table, version).select(*columns), None
-    if not files:
-        schema = ctx.lake.spec(table).spark_schema()
-        return spark.createDataFrame([], StructType([schema[c] for c in columns])), []
-    return ctx.lake.read_files(spark, table, files, columns), files
-
-
 def pending_uids(ctx: JobContext, spark, mid: str) -> Pending:
     """The uids of pairs with no embedding for `mid` and no embed-stage reject (narrow:
     no image bytes are read to find them).
@@ -160,9 +142,9 @@ def pending_uids(ctx: JobContext, spark, mid: str) -> Pending:
         raise JobError(f"lake {ctx.lake.root} has no `pairs` table: run `lakecurate ingest` first")
     done = last_run(ctx.cfg.lake.path, _done_name(mid)) or {}
     since = done.get("versions") or {}
-    pairs, files = _rows(ctx, spark, "pairs", since.get("pairs"), ["uid"])
-    emb, _ = _rows(ctx, spark, "embeddings", since.get("embeddings"), ["uid", "model_id"])
-    rej, _ = _rows(ctx, spark, "rejects", since.get("rejects"), ["uid", "stage"])
+    pairs, files = ctx.read_added(spark, "pairs", since.get("pairs"), ["uid"])
+    emb, _ = ctx.read_added(spark, "embeddings", since.get("embeddings"), ["uid", "model_id"])
+    rej, _ = ctx.read_added(spark, "rejects", since.get("rejects"), ["uid", "stage"])
     embedded = emb.filter(F.col("model_id") == mid).select("uid")
     rejected = rej.filter(F.col("stage") == NAME).select("uid").distinct()
     if files is not None:  # a few new uids: broadcast them into the other scans

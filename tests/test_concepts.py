@@ -19,6 +19,7 @@ from lakecurate.jobs import metadata as metadata_job
 from lakecurate.jobs import selection as select_job
 from lakecurate.runtime.config import replace
 from lakecurate.runtime.errors import ConfigError, JobError
+from lakecurate.runtime.runs import last_run
 from lakecurate.schemas import TABLES
 from lakecurate.udfs.concepts import Matcher
 
@@ -188,8 +189,12 @@ def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_pa
     new_uids, new_caps = _pool(more, {"tail0": 3}, "n", start=10_000)
     t = _pairs(new_uids, new_caps)
     bench.write_lake(spark, lake, {"pairs": t})
-    # a run killed after matching, before counting: the next run counts what it left
+    # after a complete match only the pairs added since are looked at
+    matched = last_run(lake.root, concepts_job.MATCHED)
+    assert matched["metadata_version"] == 1 and matched["versions"]["pairs"] < lake.version("pairs")
     ctx = concepts_job.JobContext("concepts", cfg)
+    assert concepts_job.pending_uids(spark, ctx, 1).count() == len(new_uids)
+    # a run killed after matching, before counting: the next run counts what it left
     assert concepts_job.match_new(spark, ctx, 1) == len(new_uids)
     second = concepts_job.run(spark, cfg).counts
     assert second["matched"] == 0 and second["counted"] == len(new_uids)

@@ -81,6 +81,22 @@ class JobContext:
             self.result.read_versions[table] = v
         return self.lake.read(spark, table, v)
 
+    def read_added(self, spark, table: str, since: int | None, columns: list[str]):
+        """(`columns` of the rows `table` gained since version `since`, or of all its
+        rows when it is not append-only since then or `since` is None; the files read,
+        None for all). The latest version is recorded as read."""
+        from pyspark.sql.types import StructType
+
+        version, files = self.lake.added_since(table, since)
+        if version is not None:
+            self.result.read_versions[table] = version
+        if version is None or files == []:  # no such table yet, or nothing added
+            schema = self.lake.spec(table).spark_schema()
+            return spark.createDataFrame([], StructType([schema[c] for c in columns])), []
+        if files is None:
+            return self.lake.read(spark, table, version).select(*columns), None
+        return self.lake.read_files(spark, table, files, columns), files
+
     def wrote(self, table: str, version: int) -> None:
         self.result.written_versions[table] = version
         log.info("%s: wrote %s@v%d", self.job, table, version)
