@@ -226,12 +226,10 @@ def arrivals(spark, ctx: JobContext, cfg: Config) -> DataFrame | None:
     through = (last.get("matched_through") or {}).get("pairs")
     if through is None or (last.get("watermark") or {}).get("config") != _config(cfg):
         return None
-    _, files = ctx.lake.added_since("pairs", through)
+    uids, files = ctx.read_added(spark, "pairs", through, ["uid"])
     if files is None:
         return None
-    if not files:
-        return spark.createDataFrame([], "uid string")
-    uids = ctx.lake.read_files(spark, "pairs", files, ["uid"]).persist()
+    uids = uids.persist()
     if uids.count() > BROADCAST_UIDS:
         uids.unpersist()
         return None
@@ -251,8 +249,8 @@ def run(spark, cfg: Config) -> JobResult:
         counts = dict(last.get("counts", {}), new_rows=0)
         counts |= {k: 0 for k in PER_RUN_COUNTS if k in counts}
         return ctx.done(f"nothing new since dedup run {last['run_id']}", **counts)
-    pairs = ctx.read(spark, "pairs")
-    arrived = arrivals(spark, ctx, cfg)
+    arrived = arrivals(spark, ctx, cfg)  # records the pairs version it looked at
+    pairs = ctx.read(spark, "pairs", ctx.result.read_versions.get("pairs"))
     added = signal_rows.add_missing(spark, ctx, pairs, arrived)
     if "phash" in cfg.dedup.methods and signal_rows.phash_rematches(
         spark, ctx, dedup_methods.phash_slug(cfg)
