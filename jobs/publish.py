@@ -310,12 +310,11 @@ def materialise(
         shards, layout = full_layout(spark, cfg, plan, samples, staging), {"mode": "full"}
     else:
         lake = Lake(cfg.lake.path, cfg.lake.engine)
-        pairs_v = plan["pinned_versions"]["pairs"]
 
         def write(frame, n: int) -> list[dict]:
             return write_shards(spark, frame, staging, n)
 
-        laid = layouts.lay_out(spark, lake, cfg, parent, samples, pairs_v, staging, write)
+        laid = layouts.lay_out(spark, lake, cfg, parent, samples, plan, staging, write)
         if isinstance(laid, str):
             log.info("publish: writing every shard afresh: %s", laid)
             shards = full_layout(spark, cfg, plan, samples, staging)

@@ -28,6 +28,8 @@ import lakecurate.dataset as lcd
 from lakecurate.catalog import versions
 from lakecurate.catalog.dataset import resolve
 from lakecurate.curation.models import model_id
+from lakecurate.curation.publish import changes
+from lakecurate.curation.publish.files import Parent
 from lakecurate.curation.publish.layout import DROP, MERGE, REUSE, REWRITE, ShardStat, decide
 from lakecurate.deltaio.lake import Lake
 from lakecurate.jobs import publish
@@ -438,3 +440,35 @@ def test_images_are_read_back_from_the_parent_tar_and_checked(tmp_path):
     assert shardlib.fill_images([{**want, "image_sha256": good}])[0]["image"] == b"jpeg-bytes"
     with pytest.raises(ValueError, match=shardlib.PARENT_DAMAGED):
         shardlib.fill_images([{**want, "image_sha256": "0" * 64}])
+
+
+def test_only_the_parent_shards_holding_changed_uids_are_compared(
+    spark, chain, tmp_path, monkeypatch
+):
+    out2, m2 = _manifest(chain["results"][2])
+    out3, m3 = _manifest(chain["results"][3])
+    parent = Parent(2, str(out2), m2)
+    # v3's pins against v2's: the selection was overwritten whole, yet one uid changed
+    uids, why = changes.changed_since_parent(spark, chain["lake"], chain["cfg"], parent, m3)
+    assert why == "" and [r["uid"] for r in uids.collect()] == [chain["victim"]]
+    victim_shard = int(chain["victim_shard"][len("shard-") : -len(".tar")])
+    assert changes.shards_holding(spark, parent, uids) == {victim_shard}
+    uids.unpersist()
+    # another recipe or model than the parent's: every index is compared
+    other = dict(m3, model_id="other")
+    assert changes.changed_since_parent(spark, chain["lake"], chain["cfg"], parent, other) == (
+        None,
+        "the parent has another recipe or model",
+    )
+    # comparing every shard (as before) lays v3 out exactly as comparing the changed ones
+    shutil.copytree(
+        chain["root"] / "lake-copy", tmp_path / "lake", ignore=shutil.ignore_patterns("_published")
+    )
+    cfg = replace(chain["cfg"], lake={"path": str(tmp_path / "lake")})
+    monkeypatch.setattr(changes, "changed_since_parent", lambda *a: (None, "forced by a test"))
+    out_f, mf = _manifest(publish.run(spark, replace(cfg, publish={"out": str(tmp_path / "f")})))
+    keys = ("name", "sha256", "reused", "num_samples", "deleted", "deletions_sha256")
+    assert [{k: s[k] for k in keys} for s in mf["shards"]] == [
+        {k: s[k] for k in keys} for s in m3["shards"]
+    ]
+    assert mf["layout"] == m3["layout"] and mf["selection_hash"] == m3["selection_hash"]

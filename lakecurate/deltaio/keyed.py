@@ -61,6 +61,40 @@ def rows_for_uids(spark, lake: Lake, table: str, version: int, uids, n: int, col
     return rows.join(F.broadcast(uids), "uid", "left_semi")
 
 
+def changed_keys(
+    spark, lake: Lake, table: str, since: int | None, columns: list[str], where=None, until=None
+):
+    """(the version compared, the uids whose rows of `table` differ in `columns`, after
+    the filter `where`, between versions `since` and `until` (default the latest)); None
+    when the log cannot tell (no `since`, its log cleaned up, a file vacuumed).
+
+    Only the files one version holds and the other lacks are read: a rewrite carries
+    most of its rows over unchanged, and those cancel out."""
+    changes = lake.changes_since(table, since, until)
+    if changes is None:
+        return None
+    version, added, removed = changes
+    cols = ["uid", *columns]
+
+    def rows(files: list[str]):
+        if not files:
+            return None
+        df = lake.read_files(spark, table, files, cols).select(*cols)
+        return df if where is None else df.filter(where)
+
+    new, old = rows(added), rows(removed)
+    if new is None and old is None:
+        from pyspark.sql.types import StringType, StructField, StructType
+
+        empty = StructType([StructField("uid", StringType(), False)])
+        return version, spark.createDataFrame([], empty)
+    if old is None:
+        return version, new.select("uid")
+    if new is None:
+        return version, old.select("uid")
+    return version, new.subtract(old).unionByName(old.subtract(new)).select("uid")
+
+
 def replace_rows(spark, lake: Lake, commit, table: str, rows, drop, **metadata) -> int:
     """One commit: remove the rows whose key is in `drop`, add `rows`; return the version.
     `metadata`: added to the commit's.

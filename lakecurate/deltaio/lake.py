@@ -503,10 +503,11 @@ class Lake:
         return pa.table(self.delta(table, version).get_add_actions(flatten=True)).to_pylist()
 
     def changes_since(
-        self, table: str, version: int | None
+        self, table: str, version: int | None, until: int | None = None
     ) -> tuple[int, list[str], list[str]] | None:
-        """(latest version, URIs of the files added since `version`, URIs of the files
-        removed since): the rows of the first minus those of the second are what changed.
+        """(the version `until`, default the latest; URIs of the files it holds that
+        `version` lacks; URIs of the files `version` holds that it lacks): the rows of
+        the first list minus those of the second are what changed.
 
         None when that cannot be told: no table or no `version`, `version` can no longer
         be loaded (its log was cleaned up), or a removed file is gone from storage (a
@@ -514,7 +515,7 @@ class Lake:
         """
         if version is None or not self.exists(table):
             return None
-        now = self.delta(table)
+        now = self.delta(table, until)
         try:
             then = self.delta(table, version)
         except Exception as e:  # deltalake raises its own error types for a lost version

@@ -55,6 +55,11 @@ class Parent:
         """The manifest's shard records by shard number (`shard-NNNNNN.tar`)."""
         return {int(s["name"][len("shard-") : -len(".tar")]): s for s in self.shards}
 
+    def restricted(self, shards: set[int]) -> Parent:
+        """The same version with only the shards numbered in `shards`."""
+        kept = [s for n, s in self.by_number().items() if n in shards]
+        return Parent(self.version, self.uri, {**self.manifest, "shards": kept})
+
     def describe(self) -> dict:
         """What the manifest records (and `inputs_hash` covers) about the parent."""
         blob = json.dumps(self.shards, sort_keys=True).encode()

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from lakecurate.curation.publish import changes
 from lakecurate.curation.publish.files import Parent, link_or_copy, open_fs
 from lakecurate.deltaio.keyed import rows_for_uids
 from lakecurate.deltaio.lake import Lake, read_parquet_files
@@ -213,7 +214,7 @@ def shard_stats(members) -> tuple[list[ShardStat], int, int, int]:
 
 
 def check_stats(parent: Parent, stats: list[ShardStat]) -> None:
-    """The indexes read must be the manifest's shards with its counts."""
+    """The indexes read must be the manifest's shards (those of `parent`) with its counts."""
     listed = {n: (s["num_samples"], s.get("deleted") or 0) for n, s in parent.by_number().items()}
     got = {s.shard: (s.old - s.deleted_before, s.deleted_before) for s in stats}
     if listed != got:
@@ -375,10 +376,23 @@ class Layout:
         }
 
 
-def plan_layout(spark, parent: Parent, members, cfg: Config) -> Layout:
-    """Compare, check and decide: the Layout of the new version over `parent`."""
+def unchanged_stat(shard: int, record: dict) -> ShardStat:
+    """A parent shard none of whose members changed (`changes`): its manifest figures.
+    (kept_bytes is not recorded; only `publish.shard_bytes` needs it.)"""
+    live, deleted = record["num_samples"], record.get("deleted") or 0
+    return ShardStat(shard, live + deleted, live, live, 0, deleted)
+
+
+def plan_layout(spark, parent: Parent, members, cfg: Config, compared: Parent | None = None):
+    """Compare, check and decide: the Layout of the new version over `parent`. `members`
+    compares the shards of `compared` (default: all of the parent's; the others are
+    unchanged, and the highest shard is among those compared)."""
     stats, added, top_shard, top_pos = shard_stats(members)
-    check_stats(parent, stats)
+    check_stats(compared or parent, stats)
+    if compared is not None:
+        seen = {s.shard for s in stats}
+        rest = [unchanged_stat(n, r) for n, r in parent.by_number().items() if n not in seen]
+        stats = sorted(stats + rest, key=lambda s: s.shard)
     p = cfg.publish
     actions = decide(stats, p.shard_size, p.shard_bytes, p.max_small_shards, p.compact_fraction)
     return Layout(parent, actions, added, top_shard, top_pos, tuple(stats))
@@ -506,19 +520,64 @@ def deletion_lists(layout: Layout, members, staging: str) -> dict[int, dict]:
     return out
 
 
+def changed_shards(spark, lake: Lake, cfg: Config, parent: Parent, plan: dict):
+    """(the uids changed since `parent`, persisted; the parent shards holding any of
+    them plus its highest shard), or (None, None) when every shard must be compared
+    (`changes`; the reason is logged)."""
+    changed, why = changes.changed_since_parent(spark, lake, cfg, parent, plan)
+    if changed is not None:
+        by_number = parent.by_number()
+        touched = changes.shards_holding(spark, parent, changed) | {max(by_number)}
+        held = sum(by_number[n]["num_samples"] + (by_number[n].get("deleted") or 0)
+                   for n in touched)  # fmt: skip
+        if held <= changes.BROADCAST_UIDS:
+            log.info("publish: comparing %d of %d shards", len(touched), len(by_number))
+            return changed, touched
+        changed.unpersist()
+        why = f"the {len(touched)} parent shards holding changed uids are too large"
+    log.info("publish: comparing every shard of version %d (%s)", parent.version, why)
+    return None, None
+
+
+def compare_shards(spark, parent: Parent, current, touched: set[int] | None, changed):
+    """(`compare` over the parent shards `touched` (None: all) and the current samples
+    they list or that `changed` names, persisted; the parent those shards make)."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    sub = parent if touched is None else parent.restricted(touched)
+    if touched is not None:
+        keys = index_uids(spark, sub).unionByName(changed).distinct()
+        current = current.join(F.broadcast(keys), "uid", "left_semi")
+    return compare(spark, sub, current).persist(StorageLevel.MEMORY_AND_DISK), sub
+
+
+def index_uids(spark, parent: Parent):
+    """Every uid listed by the indexes of `parent`'s shards."""
+    files = [f"{parent.uri}/{s['index']}" for s in parent.shards]
+    return read_parquet_files(spark, files, shardlib.INDEX_SCHEMA).select("uid")
+
+
 def lay_out(
-    spark, lake: Lake, cfg: Config, parent: Parent, samples, pairs_version: int, staging: str, write
+    spark, lake: Lake, cfg: Config, parent: Parent, samples, plan: dict, staging: str, write
 ) -> tuple[list[dict], dict] | str:
     """Write the shards that change into `staging` (`write(frame, n_shards)`), link the
     reused ones next to them with their deletion lists; return every shard's record (by
     number) and a summary. Returns instead the reason to write every shard afresh when
     too little of the parent is reusable (`publish.min_reuse`): nothing is written then."""
-    from pyspark import StorageLevel
-
-    members = compare(spark, parent, samples.select(*CURRENT))
-    members = members.persist(StorageLevel.MEMORY_AND_DISK)
+    current = samples.select(*CURRENT)
+    pairs_version = plan["pinned_versions"]["pairs"]
+    changed, touched = changed_shards(spark, lake, cfg, parent, plan)
+    members, compared = compare_shards(spark, parent, current, touched, changed)
     try:
-        layout = plan_layout(spark, parent, members, cfg)
+        layout = plan_layout(spark, parent, members, cfg, compared if touched else None)
+        work = set(layout.shards_with(REWRITE) + layout.shards_with(MERGE))
+        if touched is not None and not work <= touched:
+            # an unchanged shard is rewritten or merged: its members are needed too
+            members.unpersist()
+            touched |= work
+            members, compared = compare_shards(spark, parent, current, touched, changed)
+            layout = plan_layout(spark, parent, members, cfg, compared)
         log.info("publish: layout over version %d: %s", parent.version, layout.summary())
         if not layout.worth_it(cfg.publish.min_reuse):
             return (
@@ -532,6 +591,8 @@ def lay_out(
         deletions = deletion_lists(layout, members, staging)
     finally:
         members.unpersist()
+        if changed is not None:
+            changed.unpersist()
     shards = [{**s, **NO_DELETIONS, "reused": False} for s in written]
     shards += reuse_shards(layout, staging, deletions)
     return sorted(shards, key=lambda s: s["shard"]), layout.summary()

@@ -40,7 +40,7 @@ from lakecurate.curation.selection.rules import (
     NotDuplicateRule,
     Rule,
 )
-from lakecurate.deltaio.keyed import BROADCAST_UIDS
+from lakecurate.deltaio.keyed import BROADCAST_UIDS, changed_keys
 from lakecurate.runtime.jobkit import JobContext
 
 log = logging.getLogger(__name__)
@@ -96,28 +96,11 @@ def changed_uids(
 ) -> DataFrame | None:
     """The uids whose rows of `table` (in `columns`, restricted by `where`) changed since
     version `since`; None when the log cannot tell (read everything then)."""
-    changes = ctx.lake.changes_since(table, since)
-    if changes is None:
+    found = changed_keys(spark, ctx.lake, table, since, columns, where)
+    if found is None:
         return None
-    version, added, removed = changes
-    ctx.result.read_versions[table] = version
-    cols = ["uid", *columns]
-
-    def rows(files: list[str]) -> DataFrame | None:
-        if not files:
-            return None
-        df = ctx.lake.read_files(spark, table, files, cols).select(*cols)
-        return df if where is None else df.filter(where)
-
-    new, old = rows(added), rows(removed)
-    if new is None and old is None:
-        return uid_frame(spark, [])
-    if old is None:
-        return new.select("uid")
-    if new is None:
-        return old.select("uid")
-    moved = new.subtract(old).unionByName(old.subtract(new))
-    return moved.select("uid")
+    ctx.result.read_versions[table] = found[0]
+    return found[1]
 
 
 def seed(spark, ctx: JobContext, tables: dict[str, list[str]], since: dict, mid: str):
