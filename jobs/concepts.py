@@ -63,6 +63,8 @@ def pending_uids(spark, ctx: JobContext, mv: int):
     pairs, files = ctx.read_added(spark, "pairs", since.get("pairs"), ["uid"])
     if not ctx.lake.exists("concepts"):
         return pairs
+    if files is None:  # every pair (`pairs` rewritten, say): any concepts row can cover one
+        since = {}
     done, _ = ctx.read_added(spark, "concepts", since.get("concepts"), ["uid", "metadata_version"])
     done = done.filter(F.col("metadata_version") == mv).select("uid")
     if files is not None:  # a few new uids: broadcast them into the concepts scan

@@ -134,7 +134,8 @@ def pending_uids(ctx: JobContext, spark, mid: str) -> Pending:
     After a complete run of `mid`, only uids of the `pairs` files added since the
     version it read can be pending, and only rows added to `embeddings` / `rejects`
     since it finished can cover them: a refresh reads those files, not the lake's uid
-    columns. A table rewritten since (not append-only) is read whole.
+    columns. A table rewritten since (not append-only) is read whole, and when that is
+    `pairs`, so are the tables that cover its uids.
     """
     from pyspark.sql import functions as F
 
@@ -143,6 +144,8 @@ def pending_uids(ctx: JobContext, spark, mid: str) -> Pending:
     done = last_run(ctx.cfg.lake.path, _done_name(mid)) or {}
     since = done.get("versions") or {}
     pairs, files = ctx.read_added(spark, "pairs", since.get("pairs"), ["uid"])
+    if files is None:  # every pair (first run, or `pairs` rewritten: a compaction, say)
+        since = {}  # so every embedding and reject can cover one
     emb, _ = ctx.read_added(spark, "embeddings", since.get("embeddings"), ["uid", "model_id"])
     rej, _ = ctx.read_added(spark, "rejects", since.get("rejects"), ["uid", "stage"])
     embedded = emb.filter(F.col("model_id") == mid).select("uid")

@@ -43,7 +43,13 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from lakecurate.catalog.dataset import PUBLISHED, check_name, samples_frame, selection_hash_of
+from lakecurate.catalog.dataset import (
+    PUBLISHED,
+    check_name,
+    samples_frame,
+    selection_hash_of,
+    selection_hash_since,
+)
 from lakecurate.curation.models import model_id
 from lakecurate.curation.publish import layout as layouts
 from lakecurate.curation.publish.files import (
@@ -146,31 +152,51 @@ def published_model_id(lake: Lake, cfg: Config, recipe_id: str, pins: dict[str, 
     return held[0] if len(held) == 1 else ""
 
 
-def up_to_date(spark, lake: Lake, cfg: Config, recipe_id: str, mid: str, sel_hash: str):
-    """The latest live version of the dataset if it holds exactly the current selection.
-
-    Same recipe, same model and the same kept uids (by `selection_hash`) make the same
-    samples, so publishing again would only add an identical version. None otherwise.
-    """
+def latest_row(spark, lake: Lake, name: str):
+    """The `datasets` row of the newest version of `name`, or None."""
     from pyspark.sql import functions as F
 
     if not lake.exists("datasets"):
         return None
-    latest = (
+    rows = (
         lake.read(spark, "datasets")
-        .filter(F.col("name") == cfg.publish.name)
+        .filter(F.col("name") == name)
         .orderBy(F.col("version").desc())
         .limit(1)
         .collect()
     )
-    if not latest or latest[0]["status"] == "retired":
+    return rows[0] if rows else None
+
+
+def current_hash(spark, lake: Lake, recipe_id: str, selection_version: int, latest) -> str:
+    """`selection_hash` of the recipe at `selection_version`: from the latest version's
+    hash and the files `selection` changed since its pin when it has the same recipe
+    (the cost follows the change), else over every kept uid."""
+    if latest is not None and latest["recipe_id"] == recipe_id:
+        then = json.loads(latest["pinned_versions"] or "{}").get("selection")
+        if then is not None and then <= selection_version:
+            found = selection_hash_since(
+                spark, lake, recipe_id, latest["selection_hash"], then, selection_version
+            )
+            if found is not None:
+                return found
+    return selection_hash_of(spark, lake, recipe_id, selection_version)
+
+
+def up_to_date(latest, recipe_id: str, mid: str, sel_hash: str):
+    """`latest` (the newest `datasets` row of the dataset) if it is live and holds exactly
+    the current selection: the same recipe, model and kept uids (by `selection_hash`)
+    make the same samples, so publishing again would only add an identical version.
+    None otherwise."""
+    if latest is None or latest["status"] == "retired":
         return None
-    row = latest[0]
-    if row["recipe_id"] != recipe_id or row["model_id"] != mid:
+    if (latest["recipe_id"], latest["model_id"], latest["selection_hash"]) != (
+        recipe_id,
+        mid,
+        sel_hash,
+    ):
         return None
-    if row["selection_hash"] != sel_hash:
-        return None
-    return row
+    return latest
 
 
 def next_version(spark, lake: Lake, name: str, at: int | None = None) -> int:
@@ -405,8 +431,9 @@ def run(spark, cfg: Config) -> JobResult:
         ctx.result.read_versions[t] = v
     recipe_id = resolve_recipe_id(spark, ctx.lake, cfg, pins["selection"])
     mid = published_model_id(ctx.lake, cfg, recipe_id, pins)
-    sel_hash = selection_hash_of(spark, ctx.lake, recipe_id, pins["selection"])
-    same = None if cfg.publish.force else up_to_date(spark, ctx.lake, cfg, recipe_id, mid, sel_hash)
+    latest = latest_row(spark, ctx.lake, name)
+    sel_hash = current_hash(spark, ctx.lake, recipe_id, pins["selection"], latest)
+    same = None if cfg.publish.force else up_to_date(latest, recipe_id, mid, sel_hash)
     if same is not None:
         return ctx.done(
             f"{name}@{same['version']} already holds this selection; nothing published "

@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lakecurate.catalog.dataset import selection_hash_of
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import SOURCE_FORMATS, Config, replace
 from lakecurate.runtime.errors import ConfigError
@@ -319,26 +318,15 @@ SKIP_RULES: dict[str, Callable[..., str]] = {
 
 def selection_change(spark, cfg: Config, ctx: JobContext) -> tuple[str, dict | None]:
     """(hash of the current selection, latest `datasets` row of the name or None)."""
-    from pyspark.sql import functions as F
-
     publish = _job("publish")
     lake = ctx.lake
     sel_version = lake.version("selection")
     rid = publish.resolve_recipe_id(spark, lake, cfg, sel_version)
-    new_hash = selection_hash_of(spark, lake, rid, sel_version)
-    if not lake.exists("datasets"):
+    latest = publish.latest_row(spark, lake, cfg.publish.name)
+    new_hash = publish.current_hash(spark, lake, rid, sel_version, latest)
+    if latest is None or latest["recipe_id"] != rid:
         return new_hash, None
-    rows = (
-        lake.read(spark, "datasets")
-        .filter(F.col("name") == cfg.publish.name)
-        .orderBy(F.col("version").desc())
-        .select("version", "selection_hash", "recipe_id")
-        .limit(1)
-        .collect()
-    )
-    if not rows or rows[0]["recipe_id"] != rid:
-        return new_hash, None
-    return new_hash, rows[0].asDict()
+    return new_hash, latest.asDict()
 
 
 def outcome(summary: RunSummary, cfg: Config) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from lakecurate.curation.concepts import counts as cc
 from lakecurate.curation.concepts import metadata as meta
-from lakecurate.deltaio.lake import Lake
+from lakecurate.deltaio.lake import Commit, Lake
 from lakecurate.jobs import concepts as concepts_job
 from lakecurate.jobs import metadata as metadata_job
 from lakecurate.jobs import selection as select_job
@@ -199,6 +199,13 @@ def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_pa
     second = concepts_job.run(spark, cfg).counts
     assert second["matched"] == 0 and second["counted"] == len(new_uids)
     assert concepts_job.run(spark, cfg).counts["counted"] == 0  # nothing left to count
+    # `pairs` rewritten (a compaction, say): every pair is looked at, and every concepts
+    # row can cover one, so nothing is pending
+    pairs = lake.read(spark, "pairs").persist()
+    lake.write(pairs, "pairs", Commit("t", "rewrite"), mode="overwrite")
+    pairs.unpersist()
+    ctx = concepts_job.JobContext("concepts", cfg)
+    assert concepts_job.pending_uids(spark, ctx, 1).count() == 0
 
     whole = Lake(str(tmp_path / "whole"))
     wcfg = replace(cfg, lake={"path": whole.root})

@@ -211,3 +211,13 @@ def test_after_a_complete_run_only_the_files_added_since_are_read(
     assert embed.pending_uids(JobContext("embed", cfg), spark, mid).files is not None
     assert embed.run(spark, cfg).counts["embedded"] == 0
     assert pairs_lake.count("embeddings") == n0 + 16
+
+    # `pairs` rewritten (as `lakecurate compact` does) while `embeddings` only grew: every
+    # pair is looked at, and every embedding covers it (the lake is not embedded again)
+    pairs = pairs_lake.read(spark, "pairs").persist()
+    pairs_lake.write(pairs, "pairs", Commit("t", "rewrite"), mode="overwrite")
+    pairs.unpersist()
+    last = _append_recaptioned(spark, pairs_lake, sample_set, "night3", 3)
+    todo = embed.pending_uids(JobContext("embed", cfg), spark, mid)
+    assert todo.files is None and {r["uid"] for r in todo.uids.collect()} == last
+    assert embed.run(spark, cfg).counts["embedded"] == 3

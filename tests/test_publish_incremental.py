@@ -26,7 +26,12 @@ from test_publish_support import (
 
 import lakecurate.dataset as lcd
 from lakecurate.catalog import versions
-from lakecurate.catalog.dataset import resolve
+from lakecurate.catalog.dataset import (
+    resolve,
+    selection_hash,
+    selection_hash_of,
+    selection_hash_since,
+)
 from lakecurate.curation.models import model_id
 from lakecurate.curation.publish import changes
 from lakecurate.curation.publish.files import Parent
@@ -472,3 +477,17 @@ def test_only_the_parent_shards_holding_changed_uids_are_compared(
         {k: s[k] for k in keys} for s in m3["shards"]
     ]
     assert mf["layout"] == m3["layout"] and mf["selection_hash"] == m3["selection_hash"]
+
+
+def test_the_selection_hash_follows_the_change_since_the_parent(spark, chain):
+    _, m2 = _manifest(chain["results"][2])
+    _, m3 = _manifest(chain["results"][3])
+    lake, rid = chain["lake"], m3["recipe_id"]
+    then, now = m2["pinned_versions"]["selection"], m3["pinned_versions"]["selection"]
+    want = selection_hash(chain["kept"] - {chain["victim"]})
+    assert m3["selection_hash"] == want == selection_hash_of(spark, lake, rid, now)
+    assert selection_hash_since(spark, lake, rid, m2["selection_hash"], then, now) == want
+    assert selection_hash_since(spark, lake, rid, want, now, now) == want  # nothing changed
+    # a hash in the format before the additive one cannot be carried forward
+    old_format = hashlib.sha256(b"x").hexdigest()
+    assert selection_hash_since(spark, lake, rid, old_format, then, now) is None

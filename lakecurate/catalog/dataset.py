@@ -7,9 +7,9 @@ joined with `pairs@v`, `signals@v` (as one struct column) and `embeddings@v` (th
 version was published with). Nothing is copied; the shards on disk are one materialisation
 of this query.
 
-`selection_hash` (sha256 over the sorted kept uids, computed by Spark in
-`selection_hash_of`) is stored with each version so refresh can tell whether a
-selection changed.
+`selection_hash` (an additive hash of the kept uids, computed by Spark in
+`selection_hash_of`, or from the parent's by `selection_hash_since`) is stored with
+each version so refresh can tell whether a selection changed.
 
 References: `NAME@3`, `NAME@v3`, `NAME@prod` (a tag), `NAME@latest` or just `NAME` (the
 newest version that is not retired).
@@ -175,40 +175,75 @@ def pick(rows: list[DatasetVersion], name: str, selector: str | int | None) -> D
 # --- the samples of a version, by time travel ------------------------------------------------
 
 
-def _bucket_digest(uids: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(uids)).encode()).hexdigest()
+HASH_PREFIX = "sum256:"
+_MOD = 1 << 256
+
+
+def _digest(uid: str) -> int:
+    return int.from_bytes(hashlib.sha256(uid.encode()).digest(), "big")
+
+
+def _format(total: int) -> str:
+    return f"{HASH_PREFIX}{total % _MOD:064x}"
 
 
 def selection_hash(uids: Iterable[str]) -> str:
-    """sha256 over the sorted kept uids, in two levels so Spark can compute it in parallel:
-    the sorted uids of each bucket (first two characters) are hashed, then the sorted
-    `bucket:digest` lines. Equal iff the sets of uids are equal."""
-    buckets: dict[str, list[str]] = {}
-    for uid in set(uids):
-        buckets.setdefault(uid[:2], []).append(uid)
-    return _combine({b: _bucket_digest(us) for b, us in buckets.items()})
+    """`sum256:` and the sum of sha256(uid) over the set of kept uids, mod 2**256.
+
+    Additive: a version's hash is its parent's plus the digests of the rows a later
+    `selection` version gained minus those of the rows it lost (`selection_hash_since`),
+    so a refresh hashes what changed, not the lake. Equal sets give equal hashes, and
+    different sets collide by chance as rarely as sha256 digests do; unlike a digest of
+    the sorted list it is not built to resist uids crafted to collide. (Versions
+    published before it carry a plain sha256 hex digest and are hashed afresh.)"""
+    return _format(sum(_digest(u) for u in set(uids)))
 
 
-def _combine(digests: dict[str, str]) -> str:
-    lines = "".join(f"{b}:{d}\n" for b, d in sorted(digests.items()))
-    return hashlib.sha256(lines.encode()).hexdigest()
+def digest_sum(uids) -> int:
+    """The sum of sha256(uid) over the rows of `uids` (a frame with a uid column),
+    computed by Spark in four 64-bit limbs (exact in decimal(38,0) up to 2**62 rows)."""
+    from pyspark.sql import functions as F
+
+    h = F.sha2(F.col("uid"), 256)
+    limbs = [
+        F.sum(F.conv(F.substring(h, 1 + 16 * k, 16), 16, 10).cast("decimal(38,0)")).alias(f"l{k}")
+        for k in range(4)
+    ]
+    row = uids.agg(*limbs).first()
+    return sum(int(row[f"l{k}"] or 0) << (64 * (3 - k)) for k in range(4))
 
 
 def selection_hash_of(spark, lake: Lake, recipe_id: str, version: int | None = None) -> str:
     """`selection_hash` of the kept uids of `recipe_id` at `selection@version` (latest if
-    None), computed by Spark: only one digest per bucket reaches the driver."""
-    from pyspark.sql import functions as F
-
+    None), computed by Spark: one row of sums reaches the driver."""
     v = lake.version("selection") if version is None else version
     if v is None:
         return selection_hash([])
-    uids = kept_uids(spark, lake, v, recipe_id)
-    rows = (
-        uids.groupBy(F.substring("uid", 1, 2).alias("b"))
-        .agg(F.sha2(F.concat_ws("\n", F.array_sort(F.collect_list("uid"))), 256).alias("d"))
-        .collect()
-    )
-    return _combine({r["b"]: r["d"] for r in rows})
+    return _format(digest_sum(kept_uids(spark, lake, v, recipe_id)))
+
+
+def selection_hash_since(
+    spark, lake: Lake, recipe_id: str, base: str, since: int, until: int
+) -> str | None:
+    """`selection_hash` at `selection@until` from `base`, the hash at `selection@since`:
+    plus the kept rows of the files `until` holds and `since` lacks, minus those of the
+    files `since` holds and `until` lacks (a row per uid and recipe). None when `base` is
+    not additive or the log cannot tell."""
+    from pyspark.sql import functions as F
+
+    if not base.startswith(HASH_PREFIX):
+        return None
+    changes = lake.changes_since("selection", since, until)
+    if changes is None:
+        return None
+    _, added, removed = changes
+    total = int(base[len(HASH_PREFIX) :], 16)
+    for files, sign in ((added, 1), (removed, -1)):
+        if files:
+            rows = lake.read_files(spark, "selection", files, ["uid", "recipe_id", "kept"])
+            kept = rows.filter((F.col("recipe_id") == recipe_id) & F.col("kept"))
+            total += sign * digest_sum(kept.select("uid"))
+    return _format(total)
 
 
 def kept_uids(spark, lake: Lake, selection_version: int, recipe_id: str):
