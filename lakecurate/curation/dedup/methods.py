@@ -11,6 +11,7 @@ uids missing from the index, rebuilds only the groups they touch
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 from pyspark.sql import Column, DataFrame
@@ -182,10 +183,26 @@ def perceptual(run: DedupRun) -> dict[str, int]:
         kernel="phash_verified",
         min_similarity=1 - d / 64,
     )
+    if not full:  # one scan of the lake's blobs serves verification and keepers
+        edges = cut_lineage(edges.select("a", "b"))
+        keeping = replace(keeping, vectors=run.cache(vectors_near(run, "phash", edges, keeping)))
     edges = verified_edges(edges, keeping, few=not full)
     write_groups(run, "phash", slug, edges, full, keeping)
     record_index(run, "phash", index_frame(run, new, "phash", slug), full)
     return {}
+
+
+def vectors_near(run: DedupRun, method: str, edges: DataFrame, keeping: Keeping) -> DataFrame:
+    """The vectors (uid, vector) of the candidate edges' uids and of the other members
+    of the method's groups they touch: all that verifying the edges and choosing the
+    keepers of a refresh's groups read, picked from the lake's in one scan."""
+    ends = edges.select(F.col("a").alias("uid")).union(edges.select(F.col("b").alias("uid")))
+    ends = F.broadcast(ends.distinct())
+    existing = run.existing(method).select("uid", "group_id")
+    groups = existing.join(ends, "uid", "left_semi").select("group_id").distinct()
+    members = existing.join(F.broadcast(groups), "group_id", "left_semi").select("uid")
+    uids = F.broadcast(members.unionByName(ends).distinct())
+    return keeping.vectors.select("uid", "vector").join(uids, "uid", "left_semi")
 
 
 def verified_edges(edges: DataFrame, keeping: Keeping, few: bool) -> DataFrame:
