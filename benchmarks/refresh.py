@@ -82,6 +82,23 @@ def make_config(lake: Path, sources: list[Path], model: str):
     )
 
 
+def start_session(cfg):
+    """The local Spark session of `cfg.spark`, as the CLI starts it (quiet logs)."""
+    from pyspark.sql import SparkSession
+
+    from lakecurate.runtime.session import (
+        configure_builder,
+        configure_environment,
+        register_sources,
+    )
+
+    configure_environment()
+    spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    register_sources(spark)
+    return spark
+
+
 def timed_refresh(spark, cfg) -> tuple[float, dict]:
     from lakecurate.jobs import refresh
 
@@ -115,23 +132,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lakecurate").setLevel(logging.WARNING)
 
-    from pyspark.sql import SparkSession
-
-    from lakecurate.runtime.session import (
-        configure_builder,
-        configure_environment,
-        register_sources,
-    )
-
     root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-refresh-"))
     n_new = max(1, int(args.n * args.new_fraction))
     full_src, new_src = generate_sources(root, args.n, n_new, args.shard_size)
     lake = root / "lake"
-    configure_environment()
     cfg = make_config(lake, [full_src], args.model)
-    spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    register_sources(spark)
+    spark = start_session(cfg)
     try:
         full_s, full = timed_refresh(spark, cfg)
         incr_s, incr = timed_refresh(spark, make_config(lake, [full_src, new_src], args.model))

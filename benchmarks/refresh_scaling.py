@@ -76,6 +76,17 @@ publish 5.3/10.6 s), nothing new 1.2 / 1.7 s (9 jobs). With `lakecurate compact`
 and 38.2 s, exponent 0.19 (ingest 0.06, embed -0.05, dedup 0.18, select 0.11, publish
 0.38), ratio against the stop-36 full run (586.9 s) 15.4. Publish grows most: it still
 compares the whole selection with every parent index.
+
+Stop 40 (`--compact`, alone, at c32d975): publish compares only the parent shards that
+hold a uid changed since the parent's pins and carries the additive selection hash
+forward; compaction writes ~16 MiB row groups; embed no longer re-embeds the lake after
+`pairs` is compacted (the stop-38 warm-up had spent 189 s doing so); one scan of the
+verification blobs serves phash's verification and keepers. Refresh 29.2 s at 25k
+(266 jobs: ingest 1.0, embed 2.4, dedup 13.2, select 5.8, publish 5.4) and 34.8 s at
+200k (269 jobs: ingest 1.0, embed 2.1, dedup 18.8, select 6.6, publish 5.2): exponent
+0.084 (target 0.10 met; dedup 0.17, select 0.06, publish -0.02, embed -0.06); full run
+at 200k 522.4 s, so ratio 15.0 (target 20 not met); nothing new 1.1 s / 0.7 s (6 / 7
+jobs). Warm-up refresh after compaction: 34.3 s / 46.6 s.
 """
 
 from __future__ import annotations
@@ -91,7 +102,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from refresh import make_config  # noqa: E402 (benchmarks/ is on sys.path)
+from refresh import make_config, start_session  # noqa: E402 (benchmarks/ is on sys.path)
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -207,25 +218,13 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("lakecurate").setLevel(logging.WARNING)
 
-    from pyspark.sql import SparkSession
-
-    from lakecurate.runtime.session import (
-        configure_builder,
-        configure_environment,
-        register_sources,
-    )
-
     root = Path(args.keep or tempfile.mkdtemp(prefix="lakecurate-bench-scaling-"))
     base, new, warm = generate(root, args.n2, args.new, args.shard_size)
     for old in [root / "small", *root.glob("lake-*")]:  # lakes of an earlier --keep run
         shutil.rmtree(old, ignore_errors=True)
     small = subset(base, root / "small", args.n1 // args.shard_size)
-    configure_environment()
     model = "lakecurate-tiny"
-    cfg0 = make_config(root / "lake-n1", [small], model)
-    spark = configure_builder(SparkSession.builder, cfg0.spark).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    register_sources(spark)
+    spark = start_session(make_config(root / "lake-n1", [small], model))
     runs: dict[int, dict[str, dict]] = {}
     compacted: dict[int, dict] = {}
     try:

@@ -204,22 +204,6 @@ def format_checks(checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def start_spark(cfg):
-    from pyspark.sql import SparkSession
-
-    from lakecurate.runtime.session import (
-        configure_builder,
-        configure_environment,
-        register_sources,
-    )
-
-    configure_environment()
-    spark = configure_builder(SparkSession.builder, cfg.spark).getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    register_sources(spark)
-    return spark
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
@@ -244,7 +228,9 @@ def main() -> int:
         "select.recipe": "bunny",
     }
     cfg = load_config(None, overrides)
-    spark = start_spark(cfg)
+    from refresh import start_session  # benchmarks/ is on sys.path when run as a script
+
+    spark = start_session(cfg)
     tables = make_tables(args.rows, args.seed, model_id(cfg.model))
     write_lake(spark, Lake(cfg.lake.path), tables)
 

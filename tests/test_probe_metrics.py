@@ -65,3 +65,12 @@ def test_perfect_embeddings_score_one():
     got = metrics.retrieval(x, x, list(range(20)))
     assert got == {"t2i_r1": 1.0, "i2t_r1": 1.0, "t2i_r5": 1.0, "i2t_r5": 1.0}
     assert metrics.zero_shot(x, x, list(range(20)))["zeroshot_top1"] == 1.0
+
+
+def test_roc_auc_counts_ordered_pairs_and_half_ties():
+    assert metrics.roc_auc([3, 4], [1, 2]) == 1.0
+    assert metrics.roc_auc([1, 2], [3, 4]) == 0.0
+    # pairs (pos, neg): (2,1) above, (2,2) tie, (2,3) below, (5, *) above x3 -> 4.5 / 6
+    assert metrics.roc_auc([2, 5], [1, 2, 3]) == 4.5 / 6
+    with pytest.raises(ValueError):
+        metrics.roc_auc([], [1])

@@ -8,7 +8,9 @@ injects what a curation pipeline must catch, and records the truth in
 * near-duplicate images (re-encoded at another JPEG quality, resized, cropped),
 * near-duplicate captions (one or two words changed on a different image),
 * swapped captions (a pair whose caption describes another image),
-* bad records (corrupt bytes, empty caption, an image below the size floor).
+* bad records (corrupt bytes, empty caption, an image below the size floor),
+* on request (`WebFaults`), the faults of web alt text: generic captions, captions of
+  one short word, thumbnails and banners.
 """
 
 from __future__ import annotations
@@ -259,6 +261,35 @@ class SampleSet:
         return out
 
 
+# Web faults (`generate(..., web=WebFaults(...))`, none by default): alt text that says
+# nothing about the picture, captions of a word or less, thumbnails, banners.
+GENERIC_CAPTIONS = (
+    "click to enlarge",
+    "stock photo",
+    "image of the day",
+    "view full size image",
+    "see more photos",
+    "untitled image",
+    "photo by our staff",
+    "product image placeholder",
+)
+NEAR_EMPTY_CAPTIONS = ("img", "a", "jpg", "photo", "-", "image1")
+
+
+@dataclass(frozen=True)
+class WebFaults:
+    """Shares of the pool given each web fault (labelled in `labels.json`)."""
+
+    generic: float = 0.0  # a caption from GENERIC_CAPTIONS, unrelated to the picture
+    near_empty: float = 0.0  # a caption of one short word
+    tiny: float = 0.0  # the picture drawn at 24-48 px
+    banner: float = 0.0  # the picture squeezed into a 4:1 to 6:1 strip
+
+    @property
+    def total(self) -> float:
+        return self.generic + self.near_empty + self.tiny + self.banner
+
+
 def generate(
     n: int = 2000,
     seed: int = 0,
@@ -268,8 +299,10 @@ def generate(
     swap_rate: float = 0.03,
     bad_rate: float = 0.01,
     prefix: str = "s",
+    web: WebFaults = WebFaults(),
 ) -> SampleSet:
-    """About `n` records: clean pairs plus the injected cases listed in the module doc."""
+    """About `n` records: clean pairs plus the injected cases listed in the module doc
+    (and the web faults of `web`)."""
     rng = random.Random(seed)
     labels: dict[str, list] = {
         "exact": [],
@@ -278,13 +311,16 @@ def generate(
         "swapped": [],
         "bad": [],
     }
+    if web.total:
+        labels |= {"generic": [], "near_empty": [], "tiny": [], "banner": []}
     records: list[Record] = []
     base: list[tuple[Scene, Image.Image, Record]] = []
 
     def key() -> str:
         return f"{prefix}{len(records):07d}"
 
-    n_special = int(n * (dup_rate + near_dup_rate + caption_dup_rate + swap_rate + bad_rate))
+    rates = dup_rate + near_dup_rate + caption_dup_rate + swap_rate + bad_rate + web.total
+    n_special = int(n * rates)
     for _ in range(max(1, n - n_special)):
         scene = random_scene(rng)
         img = render(scene, rng)
@@ -336,4 +372,30 @@ def generate(
             rec = Record(key(), jpeg(Image.new("RGB", (8, 8), (1, 2, 3))), "a tiny gray dot")
         records.append(rec)
         labels["bad"].append([rec.key, kind])
+    _web_faults(web, n, rng, records, labels, key)
     return SampleSet(records, labels)
+
+
+def _web_faults(web: WebFaults, n: int, rng, records: list, labels: dict, key) -> None:
+    def fresh() -> tuple[Scene, Image.Image]:
+        scene = random_scene(rng)
+        return scene, render(scene, rng)
+
+    for kind, rate in (("generic", web.generic), ("near_empty", web.near_empty)):
+        words = GENERIC_CAPTIONS if kind == "generic" else NEAR_EMPTY_CAPTIONS
+        for _ in range(int(n * rate)):
+            _, img = fresh()
+            records.append(Record(key(), jpeg(img), rng.choice(words)))
+            labels[kind].append([records[-1].key])
+    for _ in range(int(n * web.tiny)):
+        scene, img = fresh()
+        side = rng.randint(24, 48)
+        small = img.resize((side, max(8, side * img.height // img.width)))
+        records.append(Record(key(), jpeg(small), scene.caption(rng)))
+        labels["tiny"].append([records[-1].key])
+    for _ in range(int(n * web.banner)):
+        scene, img = fresh()
+        w = rng.choice([240, 288, 320])
+        strip = img.resize((w, w // rng.randint(4, 6)))
+        records.append(Record(key(), jpeg(strip), scene.caption(rng)))
+        labels["banner"].append([records[-1].key])

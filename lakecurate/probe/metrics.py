@@ -68,3 +68,16 @@ def retrieval(
         out[f"t2i_r{k}"] = float((t2i_rank < k).mean())
         out[f"i2t_r{k}"] = float((i2t_rank < k).mean())
     return out
+
+
+def roc_auc(positive, negative) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random
+    negative, ties counting half (the Mann-Whitney U statistic over both counts)."""
+    pos = np.asarray(positive, dtype=np.float64)
+    neg = np.asarray(negative, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("roc_auc needs at least one positive and one negative score")
+    order = np.sort(neg)
+    below = np.searchsorted(order, pos, side="left")
+    ties = np.searchsorted(order, pos, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(pos) * len(neg)))
