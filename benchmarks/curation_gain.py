@@ -23,14 +23,16 @@ zero-shot top-1. Last line, JSON: `ratio` = mean R@1 of (a) / mean R@1 of (c) (t
 
 `--quick` (a smoke test): 2,000 pairs, one seed, 2,048 samples per probe.
 
-Recorded (stop 40, 2 cores shared with the test suite; the run did not finish in the
-session): the default recipe kept 12,309 of 19,794 pairs, the probe-scored loop
-5,226. First seed, builtin eval, R@1 (mean of i2t and t2i) / zero-shot top-1:
-default 0.014 / 0.016, loop 0.017 / 0.024, random 0.020 / 0.008, so (a)/(c) = 0.70
-on that seed (target 1.2 not met). At 30,000 samples a probe's R@1 is 3-10x chance
-(0.002): the versions differ by less than seed noise, and the faults the default
-recipe removes (thumbnails, banners) cost a 64 px probe little while the swapped
-captions it keeps (10%) are what the loop removes.
+Recorded (stop 40, defaults, 2 cores shared with the test suite for most of its
+4,468 s): the default recipe kept 12,309 of 19,794 pairs, the probe-scored loop 5,226.
+R@1 (mean of i2t and t2i, builtin eval, mean +- sd over 3 seeds) / zero-shot top-1:
+default 0.0167 +- 0.0038 / 0.0133, loop 0.0190 +- 0.0016 / 0.0153, random 0.0210 +-
+0.0008 / 0.0053, pool 0.0177 +- 0.0042 / 0.0100. ratio (a)/(c) 0.795 (target 1.2 not
+met), loop/default 1.138, default/pool 0.944. At 30,000 samples a probe's R@1 is about
+10x chance (0.002) and the versions differ by about one sd in R@1; the default recipe
+does lead random on zero-shot (0.013 vs 0.005). The faults it removes (thumbnails,
+banners, one-word captions) cost a 64 px probe little, while the swapped captions it
+keeps (10%) are what the loop removes.
 """
 
 from __future__ import annotations
