@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lakecurate.curation.models import TINY_MODEL
 from lakecurate.runtime.config import Config, replace
+from lakecurate.runtime.errors import ConfigError
 from lakecurate.runtime.jobkit import JobResult, run_job
 
 NAME = "demo"
@@ -55,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
+    if args.probe_samples < 0:
+        raise ConfigError("--probe-samples", f"{args.probe_samples} is negative; give 0 to skip")
     lake = Path(cfg.lake.path)
     data = lake / "_demo_sources"
     return replace(

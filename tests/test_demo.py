@@ -16,6 +16,7 @@ from lakecurate.curation.selection.recipes import load_recipe
 from lakecurate.jobs import demo
 from lakecurate.probe.train import PROBE_MODEL
 from lakecurate.runtime.config import replace
+from lakecurate.runtime.errors import ConfigError
 
 
 @pytest.mark.slow
@@ -44,3 +45,10 @@ def test_demo_closes_the_loop_from_a_probe_back_to_the_data(spark, lake, cfg, ca
     assert auc and 0.0 <= float(auc[1]) <= 1.0 and 0.0 <= float(auc[2]) <= 1.0
     assert "probe trained on loop@1, builtin eval" in out
     assert "probe trained on loop@2, builtin eval" in out
+
+
+def test_a_negative_probe_budget_is_refused(cfg):
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    with pytest.raises(ConfigError, match="--probe-samples"):
+        demo.apply_args(cfg, p.parse_args(["--probe-samples", "-5"]))
