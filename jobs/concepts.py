@@ -41,6 +41,20 @@ HELP = "match captions against the concept metadata (MetaCLIP) and count each en
 
 log = logging.getLogger(__name__)
 FOLD_RUNS = 30  # counting runs after which concept_counts is folded (`fold_counts`)
+# Captions a matching task takes at most. A task's fixed cost (launch, hand-off to the
+# Python worker, Arrow streams) is about 0.1 s, the time of 15k captions against 500k
+# entries; `pairs` files are split by their bytes, images included, so their natural
+# tasks hold a few thousand captions each, and a lake of small files spent most of
+# its matching time starting tasks (`benchmarks/metaclip_match.py`: 32 tasks for
+# 600k captions on 2 cores ran at 0.57 of one plain process per core, 2 tasks at 0.87).
+CAPTIONS_PER_TASK = 200_000
+
+
+def match_tasks(cores: int, captions: int) -> int:
+    """How many tasks match `captions` on `cores`: a whole number of rounds of one
+    task per core, each task at most `CAPTIONS_PER_TASK` captions."""
+    cores = max(1, cores)
+    return cores * max(1, -(-captions // (cores * CAPTIONS_PER_TASK)))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -83,6 +97,14 @@ def record_matched(ctx: JobContext, mv: int) -> None:
     )
 
 
+def captions_to_match(spark, ctx: JobContext, uids, n: int):
+    """(uid, caption) of the `n` pending `uids`, in at most `match_tasks` partitions (the
+    file splits of `pairs` merged, no shuffle)."""
+    version = ctx.result.read_versions["pairs"]
+    rows = rows_for_uids(spark, ctx.lake, "pairs", version, uids, n, ["uid", "caption"])
+    return rows.coalesce(match_tasks(spark.sparkContext.defaultParallelism, n))
+
+
 def match_new(spark, ctx: JobContext, mv: int) -> int:
     """Append `concepts` rows for the uids without one; return how many."""
     uids = pending_uids(spark, ctx, mv).persist()
@@ -93,8 +115,7 @@ def match_new(spark, ctx: JobContext, mv: int) -> int:
             record_matched(ctx, mv)
             return 0
         progress.describe(spark, f"matching {n:,} captions against metadata v{mv}", rows=n)
-        version = ctx.result.read_versions["pairs"]
-        rows = rows_for_uids(spark, ctx.lake, "pairs", version, uids, n, ["uid", "caption"])
+        rows = captions_to_match(spark, ctx, uids, n)
         fn = partial(
             match_batches,
             table_uri=ctx.lake.uri("metadata"),

@@ -236,6 +236,30 @@ def test_counts_are_incremental_and_kept_head_rows_only_leave(spark, cfg, tmp_pa
     assert all(sel.loc[u, "kept"] for u, c in zip(old_uids, old_caps, strict=True) if "tail" in c)
 
 
+def test_matching_tasks_hold_many_captions_not_one_pairs_file_each(spark, cfg, tmp_path):
+    # a whole number of rounds of one task per core, each at most CAPTIONS_PER_TASK
+    per = concepts_job.CAPTIONS_PER_TASK
+    assert concepts_job.match_tasks(2, 3 * per) == 4
+    assert concepts_job.match_tasks(2, 4 * per) == 4
+    assert concepts_job.match_tasks(2, 4 * per + 1) == 6
+    assert concepts_job.match_tasks(8, 10) == 8
+    assert concepts_job.match_tasks(0, 10) == 1
+    # a lake of many small `pairs` files (one per ingested tar) is matched in few tasks
+    lake = Lake(cfg.lake.path)
+    uids, caps = _pool({"heada": 30}, {"tail1": 12}, "f")
+    for k in range(0, len(uids), 6):
+        bench.write_lake(spark, lake, {"pairs": _pairs(uids[k : k + 6], caps[k : k + 6])})
+    files = len(lake.add_actions("pairs"))
+    _import(spark, cfg, _entry_file(tmp_path, ["heada", "tail1"]))
+    ctx = concepts_job.JobContext("concepts", cfg)
+    pending = concepts_job.pending_uids(spark, ctx, 1).persist()
+    rows = concepts_job.captions_to_match(spark, ctx, pending, len(uids))
+    want = concepts_job.match_tasks(spark.sparkContext.defaultParallelism, len(uids))
+    assert files >= 7 and rows.rdd.getNumPartitions() == want < files
+    assert sorted(r.uid for r in rows.collect()) == sorted(uids)
+    pending.unpersist()
+
+
 def test_build_mines_unigrams_and_pmi_bigrams_from_captions(spark, cfg, tmp_path):
     lake = Lake(cfg.lake.path)
     caps = ["red fox jumps"] * 8 + ["blue jay sings"] * 6 + ["red car", "a fox", "the jay"] * 3
