@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from lakecurate.curation.models import (
 from lakecurate.deltaio.keyed import BROADCAST_UIDS, rows_for_uids
 from lakecurate.runtime import jobkit, progress
 from lakecurate.runtime.config import Config, ModelConfig, replace
-from lakecurate.runtime.errors import JobError
+from lakecurate.runtime.errors import ConfigError, JobError
 from lakecurate.runtime.jobkit import JobContext, JobResult
 from lakecurate.runtime.runs import last_run, record_run
 from lakecurate.udfs.clip import ClipSpec, clip_udf
@@ -73,6 +74,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="pairs per commit (default 200000): a killed run keeps them",
     )
     p.add_argument("--decode-threads", type=int, help="JPEG decode threads per task")
+    for name, what in (
+        ("aesthetic", "an aesthetic score"),
+        ("unsafe", "an unsafe-content probability"),
+    ):
+        p.add_argument(
+            f"--{name}-head",
+            metavar="PTH",
+            help=f"a LAION-format head (PyTorch state dict) giving {what} per image, "
+            f"stored as embeddings.{name}_score (config: embed.heads.{name})",
+        )
 
 
 def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -81,6 +92,10 @@ def apply_args(cfg: Config, args: argparse.Namespace) -> Config:
     changes = {k: v for k, v in changes.items() if v is not None}
     if getattr(args, "commit_every", None) is not None:
         cfg = replace(cfg, embed={"commit_every": args.commit_every})
+    heads = {n: getattr(args, f"{n}_head", None) for n in ("aesthetic", "unsafe")}
+    heads = {n: p for n, p in heads.items() if p}
+    if heads:
+        cfg = replace(cfg, embed={"heads": {**cfg.embed.heads, **heads}})
     return replace(cfg, model=changes) if changes else cfg
 
 
@@ -89,8 +104,37 @@ def _gpu_scheduled(spark) -> bool:
     return float(conf.get("spark.task.resource.gpu.amount", "0") or 0) > 0
 
 
-def plan(spark, mcfg: ModelConfig) -> tuple[str, ClipSpec]:
-    """Check weights and resolve device/precision on the driver: (model_id, ClipSpec)."""
+def check_heads(heads: dict, model_name: str) -> tuple[tuple[str, str], ...]:
+    """Load each score head on the driver (a bad file fails before Spark work) and check
+    that it takes the model's embedding size; (name, absolute path) pairs."""
+    import open_clip
+
+    from lakecurate.udfs.clip import register_model_configs
+    from lakecurate.udfs.heads import HeadError, load_head
+
+    register_model_configs()
+    dim = (open_clip.get_model_config(model_name) or {}).get("embed_dim")
+    out = []
+    for name, path in sorted(heads.items()):
+        path = os.path.abspath(os.path.expanduser(path))
+        try:
+            head = load_head(name, path)
+        except HeadError as e:
+            raise ConfigError(f"embed.heads.{name}", str(e)) from e
+        if dim is not None and head.input_size != dim:
+            raise ConfigError(
+                f"embed.heads.{name}",
+                f"{path} takes embeddings of size {head.input_size}, but {model_name} makes "
+                f"{dim}: use a head trained on this model's image embeddings",
+            )
+        out.append((name, path))
+    return tuple(out)
+
+
+def plan(spark, mcfg: ModelConfig, heads: dict | None = None) -> tuple[str, ClipSpec]:
+    """Check weights (and score heads) and resolve device/precision on the driver:
+    (model_id, ClipSpec)."""
+    checked = check_heads(heads or {}, mcfg.name)
     _, offline = ensure_weights(mcfg)
     device = resolve_device(mcfg, gpu_scheduled=_gpu_scheduled(spark))
     precision = resolve_precision(mcfg, device)
@@ -104,6 +148,7 @@ def plan(spark, mcfg: ModelConfig) -> tuple[str, ClipSpec]:
         decode_threads=mcfg.decode_threads,
         torch_threads=task_cpus,
         hub_offline=offline,
+        heads=checked,
     )
     return model_id(mcfg, device), spec
 
@@ -200,6 +245,8 @@ def embedding_rows(out, mid: str, run_id: str):
         "image_emb",
         "text_emb",
         "clip_score",
+        "aesthetic_score",
+        "unsafe_score",
         F.lit(run_id).alias("run_id"),
         F.current_timestamp().alias("embedded_at"),
     )
@@ -223,7 +270,7 @@ def reject_rows(out, run_id: str):
 def run(spark, cfg: Config) -> JobResult:
     ctx = JobContext(NAME, cfg)
     cfg = resolve_model(ctx.lake, cfg)
-    mid, spec = plan(spark, cfg.model)  # fails in seconds on unusable weights
+    mid, spec = plan(spark, cfg.model, cfg.embed.heads)  # fails in seconds on bad weights
     log.info("embed: model_id=%s, %d torch threads per task", mid, spec.torch_threads)
     todo = pending_uids(ctx, spark, mid)
     uids = todo.uids.persist()

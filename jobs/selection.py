@@ -127,9 +127,13 @@ def _stats_may_hold(lake: Lake, table: str, column: str, value: str) -> bool:
 
 
 def _non_null_rows(lake: Lake, table: str, column: str) -> int:
+    """Non-null values of `column`, from the file statistics (a file written before the
+    column existed has no statistics for it, and holds none)."""
+    key = f"null_count.{column}"
     return sum(
-        int(a.get("num_records") or 0) - int(a.get(f"null_count.{column}") or 0)
+        int(a.get("num_records") or 0) - int(a.get(key) or 0)
         for a in lake.add_actions(table)
+        if a.get(key) is not None
     )
 
 
@@ -138,9 +142,20 @@ def _check_pairs(lake: Lake, cfg: Config, cols: list[str]) -> None:
         raise JobError(f"table pairs does not exist in {lake.root}: run `lakecurate ingest` first")
 
 
+HEAD_COLUMNS = {"aesthetic_score": "aesthetic", "unsafe_score": "unsafe"}
+
+
 def _check_embeddings(lake: Lake, cfg: Config, cols: list[str]) -> None:
     mid = model_id(cfg.model)
     if lake.exists("embeddings") and _stats_may_hold(lake, "embeddings", "model_id", mid):
+        for c in (c for c in cols if c in HEAD_COLUMNS):
+            if _non_null_rows(lake, "embeddings", c) == 0:
+                head = HEAD_COLUMNS[c]
+                raise JobError(
+                    f"the recipe reads {c}, which no embedding has: embed writes it when "
+                    f"given a score head, `lakecurate embed --{head}-head FILE.pth` (config "
+                    f"embed.heads.{head}); rows embedded before that have none"
+                )
         return
     held = set()
     if lake.exists("embeddings"):

@@ -1,4 +1,5 @@
-"""`embeddings`: one row per (uid, model_id); L2-normalised float32 vectors."""
+"""`embeddings`: one row per (uid, model_id); L2-normalised float32 vectors, their
+cosine, and the scores of the heads `embed.heads` names (null without one)."""
 
 import pyarrow as pa
 
@@ -13,6 +14,8 @@ SPEC = TableSpec(
             field("image_emb", pa.list_(pa.float32())),
             field("text_emb", pa.list_(pa.float32())),
             field("clip_score", pa.float32()),
+            field("aesthetic_score", pa.float32()),
+            field("unsafe_score", pa.float32()),
             field("run_id", pa.string()),
             field("embedded_at", TIMESTAMP),
         ]

@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lakecurate.udfs.heads import SCORE_COLUMNS, cached_head, head_scores
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -56,10 +58,13 @@ RANDOM_WEIGHTS_SEED = 0
 PREFETCH_CHUNKS = 2  # chunks being decoded while one is on the model
 REASON_DECODE = "undecodable_image"
 REASON_MISSING = "missing_image"
-RESULT_FIELDS = ("image_emb", "text_emb", "clip_score", "reject_reason", "reject_detail")
+RESULT_FIELDS = (
+    "image_emb", "text_emb", "clip_score", "aesthetic_score", "unsafe_score",
+    "reject_reason", "reject_detail",
+)  # fmt: skip
 RESULT_DDL = (
     "image_emb array<float>, text_emb array<float>, clip_score float, "
-    "reject_reason string, reject_detail string"
+    "aesthetic_score float, unsafe_score float, reject_reason string, reject_detail string"
 )
 
 
@@ -75,6 +80,7 @@ class ClipSpec:
     decode_threads: int = 2
     torch_threads: int = 0  # 0: leave torch's default
     hub_offline: bool = False  # the driver found the model hub unreachable
+    heads: tuple[tuple[str, str], ...] = ()  # (aesthetic | unsafe, state dict path)
 
 
 @dataclass
@@ -293,15 +299,21 @@ def _prepare_one(data: Any, clip: LoadedClip) -> Any:
         return (REASON_DECODE, f"{type(e).__name__}: {e}"[:500])
 
 
-def finish_chunk(chunk: PreparedChunk, clip: LoadedClip) -> pd.DataFrame:
-    """Run the model on a prepared chunk; one output row per input row, in order."""
+def finish_chunk(
+    chunk: PreparedChunk, clip: LoadedClip, heads: tuple[tuple[str, str], ...] = ()
+) -> pd.DataFrame:
+    """Run the model (and the score `heads` on its image vectors) on a prepared chunk;
+    one output row per input row, in order."""
     image_emb: list = [None] * chunk.n
     text_emb: list = [None] * chunk.n
     scores = np.full(chunk.n, np.nan, dtype=np.float32)
+    head_cols = {c: np.full(chunk.n, np.nan, dtype=np.float32) for c in SCORE_COLUMNS.values()}
     if chunk.ok:
         img = encode_image_tensor(chunk.pixels, clip.model)
         txt = encode_text_tokens(chunk.tokens, clip.model)
         scores[chunk.ok] = clip_scores(img, txt)
+        for column, values in head_scores(heads, img).items():
+            head_cols[column][chunk.ok] = values
         for j, i in enumerate(chunk.ok):
             image_emb[i], text_emb[i] = img[j], txt[j]
     return pd.DataFrame(
@@ -309,6 +321,7 @@ def finish_chunk(chunk: PreparedChunk, clip: LoadedClip) -> pd.DataFrame:
             "image_emb": image_emb,
             "text_emb": text_emb,
             "clip_score": scores,
+            **head_cols,
             "reject_reason": [r[0] if r else None for r in chunk.reasons],
             "reject_detail": [r[1] if r else None for r in chunk.reasons],
         }
@@ -334,6 +347,8 @@ def embed_batches(
 ) -> Iterator[pd.DataFrame]:
     """(image bytes, caption) batches -> result frames, decode overlapped with inference."""
     clip = load_model(spec)
+    for name, path in spec.heads:  # a bad head fails the task before any decoding
+        cached_head(name, path)
     with (
         ThreadPoolExecutor(max(1, spec.decode_threads), "clip-decode") as decode_pool,
         ThreadPoolExecutor(PREFETCH_CHUNKS, "clip-chunk") as chunk_pool,
@@ -342,9 +357,9 @@ def embed_batches(
         for images, captions in _rechunk(batches, spec.batch_size):
             pending.append(chunk_pool.submit(prepare_chunk, images, captions, clip, decode_pool))
             if len(pending) > PREFETCH_CHUNKS:
-                yield finish_chunk(pending.popleft().result(), clip)
+                yield finish_chunk(pending.popleft().result(), clip, spec.heads)
         while pending:
-            yield finish_chunk(pending.popleft().result(), clip)
+            yield finish_chunk(pending.popleft().result(), clip, spec.heads)
 
 
 def clip_udf(spec: ClipSpec, counter=None):

@@ -161,9 +161,21 @@ class EmbedConfig:
     # pairs per commit: a run killed after hours keeps every chunk it committed, and
     # the re-run embeds only what is still pending
     commit_every: int = 200_000
+    # score heads over the image embedding, computed in the same pass: {aesthetic |
+    # unsafe: path of a LAION-format state dict} (`udfs/heads.py`); their scores go to
+    # `embeddings.aesthetic_score` / `unsafe_score` for the rules min_aesthetic, max_unsafe
+    heads: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _check(self.commit_every >= 1, "embed.commit_every", "must be >= 1 (pairs)")
+        _check(isinstance(self.heads, dict), "embed.heads", "must map a head name to a file")
+        for name, path in self.heads.items():
+            _one_of(name, ("aesthetic", "unsafe"), "embed.heads")
+            _check(
+                isinstance(path, str) and bool(path.strip()),
+                f"embed.heads.{name}",
+                f"must be the path of a head file, got {path!r}",
+            )
 
 
 DEDUP_METHODS = ("exact", "phash", "minhash", "semantic")

@@ -41,6 +41,7 @@ COLUMNS: dict[str, str] = {
     **{c: "pairs" for c in ("uid", "caption", "width", "height")},
     **{c: "pairs" for c in ("caption_words", "caption_chars", "resolution", "aspect")},
     **{c: "embeddings" for c in ("clip_score", "image_emb", "text_emb")},
+    **{c: "embeddings" for c in ("aesthetic_score", "unsafe_score")},  # `embed.heads`
     **{c: "signals" for c in ("semantic_cluster", "centroid_sim", "caption_sha256")},
     "entry_ids": "concepts",  # the metadata entries the caption matches (MetaCLIP)
     **{f"dup_{m}": "duplicates" for m in DUP_METHODS},
@@ -336,6 +337,22 @@ class ClipScoreMinRule(ThresholdRule):
 
     name, column, param = "clip_score_min", "clip_score", "min"
     params = {"min": Param("float", lo=-1.0, hi=1.0)}
+
+
+@register_rule
+class MinAestheticRule(ThresholdRule):
+    """Keep images whose aesthetic head score (`embed.heads.aesthetic`) is >= `min`."""
+
+    name, column, param = "min_aesthetic", "aesthetic_score", "min"
+    params = {"min": Param("float", doc="LAION's predictors score about 1-10")}
+
+
+@register_rule
+class MaxUnsafeRule(ThresholdRule):
+    """Keep images whose unsafe-content probability (`embed.heads.unsafe`) is <= `max`."""
+
+    name, column, param, upper = "max_unsafe", "unsafe_score", "max", True
+    params = {"max": Param("float", lo=0.0, hi=1.0, doc="a probability")}
 
 
 @register_rule
