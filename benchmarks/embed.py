@@ -13,6 +13,10 @@ baseline = the same model's forward pass (image and text towers) alone, in one p
            one, so the 1-thread figure doubled is the honest (stronger) baseline there.
            The 1-thread baseline is measured before and after ours and averaged.
 
+decode   = images/s of decode + resize + normalise + tokenise alone (no model) over the
+           same stored pairs in THREADS processes (`gpu_embed.cpu_decode_rate`);
+           `pipeline_vs_decode` = ours / decode for the tiny model (#25: >= 0.8).
+
 Runs ViT-B-32 (random weights, bf16 cast, the CPU default) and lakecurate-tiny (fp32).
 Usage: python benchmarks/embed.py [--n-vit 400] [--n-tiny 2000] [--batch-size 32]
 The last line printed is one JSON object (metric, ours, baseline, ratio, n, unit).
@@ -100,6 +104,20 @@ def baseline(
     return n / (time.perf_counter() - t0)
 
 
+def decode_baseline(spark, lake_path: str, name: str) -> float:
+    """Images/s of decode + resize + normalise + tokenise alone (no model) over the same
+    stored pairs, in THREADS processes (`gpu_embed.cpu_decode_rate`)."""
+    from gpu_embed import cpu_decode_rate
+
+    from lakecurate.deltaio.lake import Lake
+    from lakecurate.udfs import clip as C
+
+    rows = Lake(lake_path).read(spark, "pairs").select("image", "caption").collect()
+    size = C.load_model(C.ClipSpec(name, "none", "fp32", "cpu"), device="cpu").image_size
+    images = [bytes(r["image"]) for r in rows]
+    return cpu_decode_rate(images, [r["caption"] or "" for r in rows], size, name, THREADS)
+
+
 def measure(spark, root: str, name: str, precision: str, n: int, batch_size: int) -> dict:
     warm, main = f"{root}/{name}-warm", f"{root}/{name}-main"
     write_pairs(spark, warm, max(2 * batch_size, 64), seed=1)
@@ -112,6 +130,7 @@ def measure(spark, root: str, name: str, precision: str, n: int, batch_size: int
     one = (one_before + one_after) / 2
     base = max(two, THREADS * one)
     ours = done / seconds
+    decode = decode_baseline(spark, main, name)
     log.info(
         "%s %s: job %.1f img/s (%d in %.1f s; warm-up job %.1f s); forward-only: "
         "1 thread %.1f/%.1f img/s, %d threads %.1f img/s",
@@ -124,6 +143,8 @@ def measure(spark, root: str, name: str, precision: str, n: int, batch_size: int
         "ours": round(ours, 2),
         "baseline": round(base, 2),
         "ratio": round(ours / base, 3),
+        "decode_baseline": round(decode, 2),
+        "pipeline_vs_decode": round(ours / decode, 3),
         "forward_1_thread": [round(one_before, 2), round(one_after, 2)],
         f"forward_{THREADS}_threads": round(two, 2),
         "job_seconds": round(seconds, 2),
@@ -167,6 +188,8 @@ def main() -> None:
         "threads": THREADS,
         "vit_b_32": vit,
         "tiny": tiny,
+        # #25's CPU target: the job with the tiny model against decode alone, >= 0.8
+        "pipeline_vs_decode": tiny["pipeline_vs_decode"],
     }
     print(json.dumps(summary))
 

@@ -18,8 +18,9 @@ For each model (random weights, so nothing is downloaded):
   tensors resident on the device, same batch size and precision.
 * `pipeline_vs_forward` = pipeline / forward_only: 1.0 means the GPU never waits.
 
-And once: `cpu_decode`: images/s of decode + resize + normalise alone (the model's
-preprocess) in a process pool over every core: the most the CPU side can feed.
+And per image size: `cpu_decode`: images/s of decode + resize + normalise + tokenise
+alone (the model's preprocess and tokenizer, no model) in a process pool over every
+core: the most the CPU side can feed.
 
 Images: `--n` generated JPEGs of about web size (500x400, quality 90: smooth colour
 fields, shapes and noise), captions of 8-20 words. Prints the GPU's name and, last,
@@ -81,26 +82,35 @@ def make_caption(seed: int) -> str:
     return " ".join(rng.choice(WORDS, int(rng.integers(8, 21))))
 
 
-_PRE = {}
+_PRE: dict = {}
 
 
-def _decode_one(args: tuple[bytes, int]) -> int:
-    """Decode + preprocess one image as the embed UDF does (in a worker process)."""
+def _decode_one(args: tuple[bytes, str, int, str]) -> int:
+    """Decode + preprocess one image and tokenize its caption as the embed UDF does
+    (in a worker process; no model)."""
     import open_clip
 
-    from lakecurate.udfs.clip import decode_image
+    from lakecurate.udfs.clip import decode_image, register_model_configs
 
-    data, size = args
-    if size not in _PRE:
-        _PRE[size] = open_clip.image_transform(size, is_train=False)
-    return int(_PRE[size](decode_image(data, size)).numel())
+    data, caption, size, name = args
+    if (size, name) not in _PRE:
+        register_model_configs()
+        transform = open_clip.image_transform(size, is_train=False)
+        _PRE[(size, name)] = (transform, open_clip.get_tokenizer(name))
+    transform, tokenizer = _PRE[(size, name)]
+    return int(transform(decode_image(data, size)).numel()) + int(tokenizer([caption]).numel())
 
 
-def cpu_decode_rate(jpegs: list[bytes], size: int, workers: int) -> float:
+def cpu_decode_rate(
+    jpegs: list[bytes], captions: list[str], size: int, name: str, workers: int
+) -> float:
+    """Images/s of decode + resize + normalise + tokenise alone, in `workers` processes:
+    the most those cores can feed a model."""
+    work = [(j, c, size, name) for j, c in zip(jpegs, captions, strict=True)]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_decode_one, [(j, size) for j in jpegs[: workers * 4]], chunksize=4))
+        list(pool.map(_decode_one, work[: workers * 4], chunksize=4))  # warm-up
         t0 = time.perf_counter()
-        list(pool.map(_decode_one, [(j, size) for j in jpegs], chunksize=32))
+        list(pool.map(_decode_one, work, chunksize=32))
         return len(jpegs) / (time.perf_counter() - t0)
 
 
@@ -192,7 +202,9 @@ def main() -> int:
         )
         clip = load_model(spec, args.device)
         if clip.image_size not in decode_sizes:
-            decode_sizes[clip.image_size] = cpu_decode_rate(jpegs, clip.image_size, args.workers)
+            decode_sizes[clip.image_size] = cpu_decode_rate(
+                jpegs, captions, clip.image_size, name, args.workers
+            )
         fwd = forward_rate(clip, jpegs, captions, args.batch_size, args.device)
         ours = pipeline_rate(spec, jpegs, captions, args.arrow_rows)
         row = {
