@@ -87,6 +87,20 @@ verification blobs serves phash's verification and keepers. Refresh 29.2 s at 25
 0.084 (target 0.10 met; dedup 0.17, select 0.06, publish -0.02, embed -0.06); full run
 at 200k 522.4 s, so ratio 15.0 (target 20 not met); nothing new 1.1 s / 0.7 s (6 / 7
 jobs). Warm-up refresh after compaction: 34.3 s / 46.6 s.
+
+Stop 42 (where the time of a +1,000 refresh goes; the kept stop-40 lakes copied, a
+warm-up and a measured refresh, per-process CPU from /proc): the refresh is CPU-bound
+in the driver JVM, not waiting. At 25k the JVM used 50-59 CPU-s, Python workers about
+10 and the Python driver about 3, over 34-41 s of wall on 2 cores (machine busy 0.88-
+0.91 of the time); the driver spends ~29 s of that waiting on Py4J. 277 Spark jobs made
+547 Janino compilations (~6.5 s of compile time). A JFR recording at the default 1 GiB
+heap showed 29 concurrent G1 cycles started by humongous allocations, yet a 4 GiB heap
+gave the same wall time (A/B, two runs each: 36.3 / 34.6 s at 1 GiB, 33.4 / 36.7 s at
+4 GiB). Running the dedup methods of a refresh side by side in threads (and select's
+figures jobs) was no faster on 2 cores (A/B: 40.7 / 39.8 s against 39.2 / 38.1 s), nor
+was `spark.sql.codegen.wholeStage=false` at 200k (48.0 s against 48.2 s): neither was
+kept. The same commit ran 29.2 s at 25k at stop 40 and 38-39 s here: compare only
+figures taken side by side in one sitting.
 """
 
 from __future__ import annotations
