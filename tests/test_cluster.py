@@ -178,6 +178,7 @@ import sys
 from pyspark.sql import SparkSession, functions as F
 from lakecurate.deltaio.lake import Commit, Lake
 from lakecurate.runtime.session import register_sources
+from lakecurate.schemas import TABLES
 
 spark = SparkSession.builder.getOrCreate()
 register_sources(spark)
@@ -186,8 +187,8 @@ df = spark.range(0, 1000, numPartitions=4).select(
     F.sha2(F.col("id").cast("string"), 256).alias("uid"),
     F.lit("m").alias("model_id"),
 )
-df = df.select("uid", "model_id", *[F.lit(None).alias(c) for c in
-     ("image_emb", "text_emb", "clip_score", "run_id", "embedded_at")])
+rest = [c for c in TABLES["embeddings"].columns if c not in ("uid", "model_id")]
+df = df.select("uid", "model_id", *[F.lit(None).alias(c) for c in rest])
 pids = df.rdd.mapPartitions(lambda it: [__import__("os").getpid()]).distinct().collect()
 v = lake.write(df, "embeddings", Commit("cluster-test", "r1"))
 print("RESULT", v, spark.sparkContext.master, len(set(pids)))

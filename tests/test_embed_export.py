@@ -47,8 +47,9 @@ def embedded(spark, pairs_lake):
         )
     rows = pd.concat(frames, ignore_index=True)
     spec = TABLES["embeddings"]
+    table = rows.reindex(columns=spec.schema.names)  # head scores: null
     pairs_lake.write(
-        spark.createDataFrame(rows, spec.spark_schema()), "embeddings", Commit("t", "t")
+        spark.createDataFrame(table, spec.spark_schema()), "embeddings", Commit("t", "t")
     )
     want = rows[rows.model_id == MODEL_A].set_index("uid")
     return want, pairs.set_index("uid").caption
